@@ -1,0 +1,66 @@
+// fer-eval: evaluate a checkpoint on a split; writes metrics, predictions and charts.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+
+#include "app_common.h"
+#include "fer/dataset.h"
+#include "fer/evaluate.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"Evaluate a checkpoint: metrics.json, predictions.csv and PNG charts"};
+  std::string model = fer_app::default_model_path(argv[0]), data, split = "val", out, run_dir, device = "auto";
+  bool tta = false, no_charts = false;
+  int batch_size = 64, threads = 0;
+  app.add_option("--model", model, "Checkpoint (.pt)")->capture_default_str();
+  app.add_option("--data", data, "FER-2013 CSV(.gz) or image-folder root (else $FER2013_CSV, data/fer2013.csv)");
+  app.add_option("--split", split, "train | val | test | all")->check(CLI::IsMember({"train", "val", "test", "all"}))->capture_default_str();
+  app.add_option("--out", out, "Output directory (default: eval/<split> beside the checkpoint)");
+  app.add_option("--run-dir", run_dir, "Training run directory: also plot its history.csv (default: the checkpoint's directory when it has one)");
+  app.add_flag("--tta", tta, "Average the probabilities of each image and its mirror");
+  app.add_option("--batch-size", batch_size, "Images per forward pass")->capture_default_str();
+  app.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
+  app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_flag("--no-charts", no_charts, "Skip the PNG charts");
+  CLI11_PARSE(app, argc, argv);
+
+  return fer_app::run_main([&] {
+    namespace fs = std::filesystem;
+    const std::string data_path = fer_app::resolve_data_path(data);
+    auto splits = fer::load_dataset(data_path);
+    fer::Dataset selected;
+    if (split == "all") {
+      for (const auto* d : {&splits.train, &splits.val, &splits.test})
+        for (std::size_t i = 0; i < d->size(); ++i) selected.add(d->image(i), d->labels[i], d->sources[i]);
+    } else {
+      selected = fer::split_of(splits, fer::parse_split_name(split));
+    }
+    if (selected.size() == 0)
+      throw std::runtime_error("split '" + split + "' of " + data_path + " is empty" +
+                               (split == "test" ? " (the file has no PrivateTest rows)" : ""));
+    std::fprintf(stderr, "%s %s\n", split.c_str(), fer::class_summary(selected).c_str());
+
+    fer::EvaluationOptions options;
+    options.tta = tta;
+    options.batch_size = batch_size;
+    options.device = device;
+    options.threads = threads;
+    options.charts = !no_charts;
+    options.split = split;
+    options.data_source = data_path;
+    const fs::path model_dir = fs::path(model).parent_path();
+    const fs::path history = fs::path(run_dir.empty() ? model_dir : fs::path(run_dir)) / "history.csv";
+    if (fs::exists(history)) options.history_csv = history.string();
+    else if (!run_dir.empty()) throw std::runtime_error("--run-dir " + run_dir + " has no history.csv");
+    const std::string out_dir = out.empty() ? (model_dir / "eval" / (split + (tta ? "_tta" : ""))).string() : out;
+
+    const auto result = fer::evaluate_checkpoint(model, selected, out_dir, options);
+    const auto& m = result.metrics;
+    std::printf("n %lld  accuracy %.4f  balanced accuracy %.4f  macro F1 %.4f  weighted F1 %.4f  macro AUC %.4f\n",
+                static_cast<long long>(m.n), m.accuracy, m.balanced_accuracy, m.macro_f1, m.weighted_f1,
+                m.macro_auc.value_or(NAN));
+    std::printf("wrote:\n");
+    for (const auto& f : result.files) std::printf("  %s\n", f.c_str());
+    return 0;
+  });
+}

@@ -1,0 +1,107 @@
+// Experiment configuration: every key, its default and its meaning, declared in
+// one table (config.cpp). YAML files and --set overrides only change values;
+// unknown keys and out-of-range values are errors naming the key.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fer {
+
+// Thrown for any configuration problem; the message names the key and, when
+// it comes from a file, the file, line and column.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct DataConfig {
+  std::string path;                 // FER-2013 CSV (.csv/.csv.gz) or image-folder root
+  std::string split = "canonical";  // canonical | stratified
+  int split_seed = 42;
+  double val_fraction = 0.1;        // stratified split only
+  double test_fraction = 0.1;       // stratified split only
+  int max_train = 0;                // 0 = all rows; >0 keeps the first N (smoke runs)
+  int max_val = 0;
+};
+
+struct ModelConfig {
+  std::string architecture = "paper_cnn";
+  std::vector<int> filters{32, 64, 128};
+  int dense_units = 1024;
+  double conv_dropout = 0.25;
+  double dense_dropout = 0.5;
+};
+
+struct AugmentConfig {
+  bool enabled = true;
+  double flip_prob = 0.5;
+  double rotation_deg = 10.0;
+  double zoom = 0.1;
+  double brightness = 0.2;
+  double contrast = 0.2;
+};
+
+struct TrainConfig {
+  int epochs = 100;
+  int batch_size = 64;
+  double lr = 1e-3;
+  double weight_decay = 0.0;
+  bool class_weighted = false;
+  double lr_factor = 0.2;
+  int lr_patience = 5;
+  double lr_min = 1e-6;
+  double lr_min_delta = 1e-4;
+  int early_stopping_patience = 10;
+  std::string device = "auto";
+  int threads = 0;
+  int seed = 42;
+  int eval_batch_size = 64;
+};
+
+struct EvalConfig {
+  bool tta = false;
+};
+
+struct Config {
+  std::string name = "experiment";
+  DataConfig data;
+  ModelConfig model;
+  AugmentConfig augment;
+  TrainConfig train;
+  EvalConfig eval;
+};
+
+// One row of the key table: what `fer-train --list-keys` and the README show.
+struct ConfigKeyInfo {
+  std::string key;      // dotted path, e.g. "train.lr"
+  std::string type;     // int | float | bool | string | int list
+  std::string default_value;
+  std::string rule;     // allowed values, e.g. "> 0" or "one of: auto, cpu, cuda[:N]"
+  std::string help;
+};
+
+std::vector<ConfigKeyInfo> config_keys();
+
+// Reads `yaml_path` over the defaults. `name` defaults to the file's stem.
+// Throws ConfigError (unknown key, bad type, value out of range) naming the
+// file, line and key; std::runtime_error if the file cannot be read.
+Config load_config(const std::string& yaml_path);
+
+// Applies a YAML text over `config` (same rules as load_config); `origin`
+// names the source in error messages.
+void apply_yaml(Config& config, const std::string& yaml_text, const std::string& origin);
+
+// Applies one `key=value` override (value parsed as YAML, e.g. "train.lr=3e-4",
+// "model.filters=[16,32,64]"). Throws ConfigError.
+void apply_override(Config& config, const std::string& assignment);
+
+// The full resolved config as YAML, every key present; load_config of this
+// text gives back an equal config.
+std::string to_yaml(const Config& config);
+
+// Markdown table of all keys (for the README).
+std::string config_keys_markdown();
+
+}  // namespace fer

@@ -1,0 +1,33 @@
+// libfer: facial emotion recognition on FER-2013 with LibTorch and OpenCV.
+//
+// Train the paper's CNN from a config, then evaluate the best checkpoint:
+//
+//   #include <fer/fer.h>
+//
+//   fer::Config cfg = fer::load_config("configs/paper_cnn.yaml");
+//   cfg.data.path = "fer2013.csv.gz";
+//   fer::TrainSummary run = fer::train({cfg, "experiments/paper_cnn", /*resume=*/true});
+//
+//   fer::DatasetSplits data = fer::load_dataset("fer2013.csv.gz");
+//   fer::EvaluationOptions eval;
+//   eval.tta = true;
+//   fer::EvaluationResult r = fer::evaluate_checkpoint(run.best_checkpoint, data.val, "out/", eval);
+//   std::printf("accuracy %.4f\n", r.metrics.accuracy);
+//
+// Or predict directly (tensor API):
+//
+//   auto ckpt = fer::load_checkpoint("experiments/fer2013_paper_cnn/best.pt", torch::kCPU);
+//   torch::Tensor probs = fer::predict_probabilities(*ckpt.model, fer::images_tensor(data.val), torch::kCPU);
+#pragma once
+
+#include "fer/augment.h"
+#include "fer/checkpoint.h"
+#include "fer/config.h"
+#include "fer/dataset.h"
+#include "fer/evaluate.h"
+#include "fer/inference.h"
+#include "fer/metrics.h"
+#include "fer/model.h"
+#include "fer/plot.h"
+#include "fer/progress.h"
+#include "fer/train.h"

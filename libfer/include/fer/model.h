@@ -1,0 +1,69 @@
+// Classifier architectures, chosen by name from a registry.
+//
+//   fer::ModelOptions opts;                      // paper_cnn defaults
+//   fer::Classifier net = fer::make_model(opts);
+//   torch::Tensor logits = net->forward(x);      // x: [B,1,48,48] float in [0,1]
+#pragma once
+
+#include <torch/torch.h>
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace fer {
+
+// Everything needed to rebuild an architecture; stored in every checkpoint.
+struct ModelOptions {
+  std::string architecture = "paper_cnn";
+  int64_t in_channels = 1;
+  int64_t input_size = 48;
+  int64_t num_classes = 7;
+  std::vector<int64_t> filters{32, 64, 128};
+  int64_t dense_units = 1024;
+  double conv_dropout = 0.25;
+  double dense_dropout = 0.5;
+
+  nlohmann::json to_json() const;
+  static ModelOptions from_json(const nlohmann::json& j);  // throws std::runtime_error naming the missing key
+};
+
+// Base of every architecture: maps [B,C,H,W] images to [B,num_classes] logits.
+class ClassifierImpl : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(torch::Tensor x) = 0;
+};
+using Classifier = std::shared_ptr<ClassifierImpl>;
+
+// The paper's CNN. Per block b with f filters:
+//   [Conv3x3(same) -> ReLU -> BatchNorm] x2 -> MaxPool2x2 -> Dropout(conv_dropout)
+// then Flatten -> Linear(dense_units) -> ReLU -> BatchNorm1d -> Dropout -> Linear(num_classes).
+// Each activation/pooling layer is its own registered module (explainers hook them).
+class PaperCnnImpl : public ClassifierImpl {
+ public:
+  explicit PaperCnnImpl(const ModelOptions& options);
+  torch::Tensor forward(torch::Tensor x) override;
+
+  // Layers in forward order, for explainers that walk the network.
+  const std::vector<std::shared_ptr<torch::nn::Module>>& layers() const { return layers_; }
+
+ private:
+  std::vector<std::shared_ptr<torch::nn::Module>> layers_;
+  std::vector<std::function<torch::Tensor(torch::Tensor)>> steps_;
+};
+TORCH_MODULE(PaperCnn);
+
+using ModelFactory = std::function<Classifier(const ModelOptions&)>;
+
+// Adds an architecture; throws std::invalid_argument if the name is taken.
+void register_architecture(const std::string& name, ModelFactory factory);
+std::vector<std::string> architecture_names();
+
+// Builds `options.architecture`; throws std::invalid_argument naming the
+// unknown architecture and the known ones.
+Classifier make_model(const ModelOptions& options);
+
+int64_t count_parameters(const torch::nn::Module& module);
+
+}  // namespace fer

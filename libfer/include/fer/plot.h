@@ -1,0 +1,43 @@
+// Charts rendered by gnuplot (pngcairo terminal), fed through a pipe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fer/metrics.h"
+
+namespace fer {
+
+// True when a `gnuplot` with the pngcairo terminal can be started.
+bool gnuplot_available();
+
+// Runs a gnuplot script; throws std::runtime_error with gnuplot's own error text.
+void run_gnuplot(const std::string& script);
+
+// Quotes a string for a gnuplot script ('...' with embedded quotes doubled).
+std::string gnuplot_quote(const std::string& text);
+
+// Heat map with the count (or row share) in each cell; rows = true class.
+void plot_confusion_matrix(const std::vector<std::vector<std::int64_t>>& confusion,
+                           const std::vector<std::string>& class_names, bool row_normalised, const std::string& title,
+                           const std::string& png_path);
+
+// One curve per class plus the chance diagonal; the legend gives each AUC.
+void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std::string>& names,
+                     const std::vector<double>& aucs, const std::string& title, const std::string& png_path);
+
+struct EpochRecord {
+  int epoch = 0;
+  double lr = 0, train_loss = 0, train_accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0;
+};
+
+// history.csv as written by training (header: epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds).
+std::vector<EpochRecord> read_history_csv(const std::string& path);
+void write_history_csv(const std::vector<EpochRecord>& history, const std::string& path);
+
+// Loss and accuracy per epoch, train and validation, best epoch marked.
+void plot_training_curves(const std::vector<EpochRecord>& history, const std::string& title,
+                          const std::string& png_path);
+
+}  // namespace fer

@@ -1,0 +1,303 @@
+#include "fer/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+namespace fer {
+namespace {
+
+// A value rule: returns an empty string when `v` is allowed, else the rule text.
+template <typename T>
+struct Rule {
+  std::string text;
+  std::function<bool(const T&)> ok;
+};
+
+template <typename T>
+Rule<T> any() {
+  return {"", [](const T&) { return true; }};
+}
+template <typename T>
+Rule<T> at_least(T lo) {
+  return {">= " + YAML::Dump(YAML::Node(lo)), [lo](const T& v) { return v >= lo; }};
+}
+template <typename T>
+Rule<T> positive() {
+  return {"> 0", [](const T& v) { return v > T(0); }};
+}
+Rule<double> in_range(double lo, double hi) {
+  std::ostringstream s;
+  s << "in [" << lo << ", " << hi << "]";
+  return {s.str(), [lo, hi](const double& v) { return v >= lo && v <= hi; }};
+}
+Rule<double> open_unit() {
+  return {"in (0, 1)", [](const double& v) { return v > 0.0 && v < 1.0; }};
+}
+Rule<std::string> one_of(std::vector<std::string> options) {
+  std::string text = "one of:";
+  for (const auto& o : options) text += " " + o;
+  return {text, [options](const std::string& v) {
+            for (const auto& o : options)
+              if (o == v) return true;
+            return false;
+          }};
+}
+Rule<std::string> device_rule() {
+  return {"auto, cpu, cuda or cuda:N", [](const std::string& v) {
+            if (v == "auto" || v == "cpu" || v == "cuda") return true;
+            if (v.rfind("cuda:", 0) != 0 || v.size() == 5) return false;
+            return v.find_first_not_of("0123456789", 5) == std::string::npos;
+          }};
+}
+Rule<std::vector<int>> filters_rule() {
+  return {"1 to 4 positive counts", [](const std::vector<int>& v) {
+            if (v.empty() || v.size() > 4) return false;
+            for (int f : v)
+              if (f <= 0) return false;
+            return true;
+          }};
+}
+
+template <typename T>
+std::string type_name() {
+  if constexpr (std::is_same_v<T, bool>) return "bool";
+  else if constexpr (std::is_same_v<T, int>) return "int";
+  else if constexpr (std::is_same_v<T, double>) return "float";
+  else if constexpr (std::is_same_v<T, std::string>) return "string";
+  else return "int list";
+}
+
+template <typename T>
+std::string show(const T& v) {
+  if constexpr (std::is_same_v<T, std::vector<int>>) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + "]";
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return v.empty() ? "\"\"" : v;
+  } else {
+    return YAML::Dump(YAML::Node(v));
+  }
+}
+
+struct KeyDef {
+  ConfigKeyInfo info;
+  // Parses `node` into the config; throws ConfigError with `where` prefixed.
+  std::function<void(Config&, const YAML::Node&, const std::string& where)> set;
+  std::function<YAML::Node(const Config&)> get;
+};
+
+template <typename T, typename Access>
+KeyDef make_key(const char* key, Access access, Rule<T> rule, const char* help) {
+  KeyDef def;
+  Config defaults;
+  def.info = ConfigKeyInfo{key, type_name<T>(), show<T>(access(defaults)), rule.text, help};
+  std::string key_name = key;
+  def.set = [access, rule, key_name](Config& c, const YAML::Node& node, const std::string& where) {
+    T value;
+    try {
+      if (!node.IsScalar() && !std::is_same_v<T, std::vector<int>>) throw YAML::Exception(node.Mark(), "");
+      value = node.as<T>();
+    } catch (const YAML::Exception&) {
+      throw ConfigError(where + ": key '" + key_name + "' expects " + type_name<T>() + ", got '" +
+                        YAML::Dump(node) + "'");
+    }
+    if (!rule.ok(value))
+      throw ConfigError(where + ": key '" + key_name + "' = " + show(value) + " is invalid: must be " +
+                        rule.text);
+    access(c) = value;
+  };
+  def.get = [access](const Config& c) { return YAML::Node(access(const_cast<Config&>(c))); };
+  return def;
+}
+
+// FER_KEY(train.lr, ...) gives the key text "train.lr" and the accessor c.train.lr
+// from one spelling, so the table cannot drift from the struct.
+#define FER_KEY(path, type, rule, help) \
+  make_key<type>(#path, [](Config& c) -> type& { return c.path; }, rule, help)
+
+const std::vector<KeyDef>& key_table() {
+  static const std::vector<KeyDef> table = {
+      FER_KEY(name, std::string, any<std::string>(),
+              "Experiment name; the run directory is experiments/<name>/. Defaults to the config file's stem."),
+      FER_KEY(data.path, std::string, any<std::string>(),
+              "FER-2013 CSV (.csv or .csv.gz) or image-folder root. Empty: --data, then $FER2013_CSV, then data/fer2013.csv."),
+      FER_KEY(data.split, std::string, one_of({"canonical", "stratified"}),
+              "canonical: Training/PublicTest/PrivateTest (or train/val/test folders). stratified: all rows pooled and split per class."),
+      FER_KEY(data.split_seed, int, any<int>(), "Seed of the stratified split."),
+      FER_KEY(data.val_fraction, double, open_unit(), "Validation share of the stratified split."),
+      FER_KEY(data.test_fraction, double, open_unit(), "Test share of the stratified split."),
+      FER_KEY(data.max_train, int, at_least(0), "Keep only the first N training images (0 = all); for smoke runs."),
+      FER_KEY(data.max_val, int, at_least(0), "Keep only the first N validation images (0 = all)."),
+      FER_KEY(model.architecture, std::string, any<std::string>(),
+              "Architecture name from the model registry (paper_cnn)."),
+      FER_KEY(model.filters, std::vector<int>, filters_rule(),
+              "Filters of each conv block (two 3x3 convs, pool, dropout per block)."),
+      FER_KEY(model.dense_units, int, positive<int>(), "Units of the hidden dense layer."),
+      FER_KEY(model.conv_dropout, double, in_range(0, 0.95), "Dropout after each conv block."),
+      FER_KEY(model.dense_dropout, double, in_range(0, 0.95), "Dropout after the hidden dense layer."),
+      FER_KEY(augment.enabled, bool, any<bool>(), "Master switch for training augmentation."),
+      FER_KEY(augment.flip_prob, double, in_range(0, 1), "Probability of a horizontal flip."),
+      FER_KEY(augment.rotation_deg, double, in_range(0, 180), "Rotation drawn uniformly in [-r, r] degrees (0 = off)."),
+      FER_KEY(augment.zoom, double, in_range(0, 0.9), "Zoom factor drawn uniformly in [1-z, 1+z] (0 = off)."),
+      FER_KEY(augment.brightness, double, in_range(0, 1), "Brightness factor drawn uniformly in [1-b, 1+b] (0 = off)."),
+      FER_KEY(augment.contrast, double, in_range(0, 1), "Contrast factor drawn uniformly in [1-c, 1+c] around the image mean (0 = off)."),
+      FER_KEY(train.epochs, int, positive<int>(), "Maximum number of epochs."),
+      FER_KEY(train.batch_size, int, positive<int>(), "Training batch size."),
+      FER_KEY(train.lr, double, positive<double>(), "Adam learning rate."),
+      FER_KEY(train.weight_decay, double, at_least(0.0), "Adam L2 weight decay."),
+      FER_KEY(train.class_weighted, bool, any<bool>(),
+              "Weight the training loss by inverse class frequency (n / (k * n_c))."),
+      FER_KEY(train.lr_factor, double, open_unit(), "ReduceLROnPlateau factor (on validation accuracy)."),
+      FER_KEY(train.lr_patience, int, at_least(0), "ReduceLROnPlateau patience in epochs."),
+      FER_KEY(train.lr_min, double, at_least(0.0), "Lower bound of the learning rate."),
+      FER_KEY(train.lr_min_delta, double, at_least(0.0),
+              "Validation-accuracy gain that counts as an improvement for ReduceLROnPlateau."),
+      FER_KEY(train.early_stopping_patience, int, positive<int>(),
+              "Stop after this many epochs without a lower validation loss; the best weights are restored."),
+      FER_KEY(train.device, std::string, device_rule(), "auto (CUDA when available), cpu, cuda or cuda:N."),
+      FER_KEY(train.threads, int, at_least(0), "CPU threads for LibTorch (0 = all cores)."),
+      FER_KEY(train.seed, int, any<int>(), "Seed of initialisation, shuffling, dropout and augmentation."),
+      FER_KEY(train.eval_batch_size, int, positive<int>(), "Batch size for validation and evaluation."),
+      FER_KEY(eval.tta, bool, any<bool>(), "Final evaluation averages the image and its mirror."),
+  };
+  return table;
+}
+#undef FER_KEY
+
+const KeyDef* find_key(const std::string& key) {
+  for (const auto& def : key_table())
+    if (def.info.key == key) return &def;
+  return nullptr;
+}
+
+bool is_section(const std::string& prefix) {
+  for (const auto& def : key_table())
+    if (def.info.key.rfind(prefix + ".", 0) == 0) return true;
+  return false;
+}
+
+std::string known_keys_under(const std::string& prefix) {
+  std::vector<std::string> names;
+  for (const auto& def : key_table()) {
+    std::string k = def.info.key;
+    if (!prefix.empty()) {
+      if (k.rfind(prefix + ".", 0) != 0) continue;
+      k = k.substr(prefix.size() + 1);
+    }
+    k = k.substr(0, k.find('.'));
+    if (std::find(names.begin(), names.end(), k) == names.end()) names.push_back(k);
+  }
+  std::string out;
+  for (const auto& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+std::string location(const std::string& origin, const YAML::Mark& mark) {
+  if (mark.is_null()) return origin;
+  return origin + ":" + std::to_string(mark.line + 1) + ":" + std::to_string(mark.column + 1);
+}
+
+void apply_node(Config& config, const YAML::Node& node, const std::string& prefix, const std::string& origin) {
+  if (!node.IsMap())
+    throw ConfigError(location(origin, node.Mark()) + ": expected a mapping" +
+                      (prefix.empty() ? "" : " under '" + prefix + "'"));
+  for (const auto& item : node) {
+    const std::string name = item.first.as<std::string>();
+    const std::string key = prefix.empty() ? name : prefix + "." + name;
+    const std::string where = location(origin, item.first.Mark());
+    if (const KeyDef* def = find_key(key)) {
+      def->set(config, item.second, where);
+    } else if (is_section(key)) {
+      apply_node(config, item.second, key, origin);
+    } else {
+      throw ConfigError(where + ": unknown config key '" + key + "' (known " +
+                        (prefix.empty() ? std::string("top-level keys") : "keys under '" + prefix + "'") + ": " +
+                        known_keys_under(prefix) + ")");
+    }
+  }
+}
+
+void check_consistency(const Config& c, const std::string& origin) {
+  if (c.data.val_fraction + c.data.test_fraction >= 0.9)
+    throw ConfigError(origin + ": data.val_fraction + data.test_fraction must be < 0.9");
+}
+
+}  // namespace
+
+std::vector<ConfigKeyInfo> config_keys() {
+  std::vector<ConfigKeyInfo> out;
+  for (const auto& def : key_table()) out.push_back(def.info);
+  return out;
+}
+
+void apply_yaml(Config& config, const std::string& yaml_text, const std::string& origin) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError(location(origin, e.mark) + ": invalid YAML: " + e.msg);
+  }
+  if (root.IsNull()) return;  // an empty file keeps every default
+  apply_node(config, root, "", origin);
+  check_consistency(config, origin);
+}
+
+Config load_config(const std::string& yaml_path) {
+  std::ifstream in(yaml_path);
+  if (!in) throw std::runtime_error("cannot read config file '" + yaml_path + "'");
+  std::stringstream text;
+  text << in.rdbuf();
+  Config config;
+  config.name = std::filesystem::path(yaml_path).stem().string();
+  apply_yaml(config, text.str(), yaml_path);
+  return config;
+}
+
+void apply_override(Config& config, const std::string& assignment) {
+  const auto eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError("override '" + assignment + "' must have the form key=value");
+  const std::string key = assignment.substr(0, eq);
+  const KeyDef* def = find_key(key);
+  if (!def) throw ConfigError("--set " + assignment + ": unknown config key '" + key + "'");
+  YAML::Node value;
+  try {
+    value = YAML::Load(assignment.substr(eq + 1));
+  } catch (const YAML::ParserException& e) {
+    throw ConfigError("--set " + assignment + ": invalid value: " + e.msg);
+  }
+  def->set(config, value, "--set " + assignment);
+  check_consistency(config, "--set " + assignment);
+}
+
+std::string to_yaml(const Config& config) {
+  YAML::Node root;
+  for (const auto& def : key_table()) {
+    const auto& key = def.info.key;
+    const auto dot = key.find('.');
+    if (dot == std::string::npos)
+      root[key] = def.get(config);
+    else
+      root[key.substr(0, dot)][key.substr(dot + 1)] = def.get(config);
+  }
+  YAML::Emitter out;
+  out.SetSeqFormat(YAML::Flow);
+  out << root;
+  return std::string(out.c_str()) + "\n";
+}
+
+std::string config_keys_markdown() {
+  std::string out = "| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n";
+  for (const auto& k : config_keys())
+    out += "| `" + k.key + "` | " + k.type + " | `" + k.default_value + "` | " + (k.rule.empty() ? "any" : k.rule) +
+           " | " + k.help + " |\n";
+  return out;
+}
+
+}  // namespace fer

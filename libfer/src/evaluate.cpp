@@ -1,0 +1,114 @@
+#include "fer/evaluate.h"
+
+#include <spdlog/spdlog.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "fer/checkpoint.h"
+#include "fer/inference.h"
+#include "fer/plot.h"
+
+namespace fer {
+namespace fs = std::filesystem;
+
+EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const std::vector<float>& probabilities,
+                                  const std::vector<std::string>& names, const std::string& out_dir,
+                                  const EvaluationOptions& options, const std::string& checkpoint_path) {
+  const int k = static_cast<int>(names.size());
+  EvaluationResult result;
+  result.metrics = compute_metrics(labels, probabilities, k);
+  result.predicted = argmax_rows(probabilities, k);
+  result.probabilities = probabilities;
+  fs::create_directories(out_dir);
+
+  auto json = result.metrics.to_json(names);
+  json["split"] = options.split;
+  json["tta"] = options.tta;
+  json["checkpoint"] = checkpoint_path;
+  json["data"] = options.data_source;
+  const auto metrics_path = (fs::path(out_dir) / "metrics.json").string();
+  {
+    std::ofstream out(metrics_path);
+    out << json.dump(2) << "\n";
+    if (!out) throw std::runtime_error("cannot write '" + metrics_path + "'");
+  }
+  result.files.push_back(metrics_path);
+
+  const auto predictions_path = (fs::path(out_dir) / "predictions.csv").string();
+  {
+    std::ofstream out(predictions_path);
+    out << "index,true,predicted";
+    for (const auto& n : names) out << ",p_" << n;
+    out << "\n";
+    char buf[32];
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+      out << i << "," << labels[i] << "," << result.predicted[i];
+      for (int c = 0; c < k; ++c) {
+        std::snprintf(buf, sizeof buf, ",%.6f", probabilities[i * k + c]);
+        out << buf;
+      }
+      out << "\n";
+    }
+    if (!out) throw std::runtime_error("cannot write '" + predictions_path + "'");
+  }
+  result.files.push_back(predictions_path);
+
+  if (!options.charts) return result;
+  if (!gnuplot_available()) {
+    spdlog::warn("gnuplot (pngcairo) not found: charts skipped; install gnuplot-nox");
+    return result;
+  }
+  const std::string tag = " (" + options.split + (options.tta ? ", TTA" : "") + ", n=" + std::to_string(labels.size()) + ")";
+  const auto cm_path = (fs::path(out_dir) / "confusion_matrix.png").string();
+  plot_confusion_matrix(result.metrics.confusion, names, false, "Confusion matrix" + tag, cm_path);
+  const auto cmn_path = (fs::path(out_dir) / "confusion_matrix_normalized.png").string();
+  plot_confusion_matrix(result.metrics.confusion, names, true, "Confusion matrix, row-normalised" + tag, cmn_path);
+  result.files.push_back(cm_path);
+  result.files.push_back(cmn_path);
+
+  std::vector<RocCurve> curves;
+  std::vector<std::string> roc_names;
+  std::vector<double> aucs;
+  for (int c = 0; c < k; ++c) {
+    if (!result.metrics.per_class[c].auc) continue;
+    std::vector<int> binary(labels.size());
+    std::vector<double> scores(labels.size());
+    for (std::size_t i = 0; i < labels.size(); ++i) {
+      binary[i] = labels[i] == c;
+      scores[i] = probabilities[i * k + c];
+    }
+    curves.push_back(roc_curve(binary, scores));
+    roc_names.push_back(names[c]);
+    aucs.push_back(*result.metrics.per_class[c].auc);
+  }
+  if (!curves.empty()) {
+    const auto roc_path = (fs::path(out_dir) / "roc_curves.png").string();
+    plot_roc_curves(curves, roc_names, aucs, "ROC curves, one-vs-rest" + tag, roc_path);
+    result.files.push_back(roc_path);
+  }
+  if (!options.history_csv.empty()) {
+    const auto curves_path = (fs::path(out_dir) / "training_curves.png").string();
+    plot_training_curves(read_history_csv(options.history_csv), "Training curves", curves_path);
+    result.files.push_back(curves_path);
+  }
+  return result;
+}
+
+EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,
+                                     const std::string& out_dir, const EvaluationOptions& options) {
+  if (data.size() == 0) throw std::runtime_error("cannot evaluate on an empty split '" + options.split + "'");
+  configure_threads(options.threads);
+  const auto device = resolve_device(options.device);
+  auto loaded = load_checkpoint(checkpoint_path, device);
+  PredictOptions predict;
+  predict.batch_size = options.batch_size;
+  predict.tta = options.tta;
+  predict.progress = options.progress;
+  predict.progress_label = "eval " + options.split;
+  const auto probs = predict_probabilities(*loaded.model, images_tensor(data), device, predict).contiguous();
+  std::vector<float> flat(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());
+  return write_evaluation(data.labels, flat, loaded.meta.class_names, out_dir, options, checkpoint_path);
+}
+
+}  // namespace fer

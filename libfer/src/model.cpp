@@ -1,0 +1,120 @@
+#include "fer/model.h"
+
+#include <map>
+#include <mutex>
+#include <stdexcept>
+
+namespace fer {
+
+nlohmann::json ModelOptions::to_json() const {
+  return {{"architecture", architecture}, {"in_channels", in_channels},   {"input_size", input_size},
+          {"num_classes", num_classes},   {"filters", filters},           {"dense_units", dense_units},
+          {"conv_dropout", conv_dropout}, {"dense_dropout", dense_dropout}};
+}
+
+ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
+  ModelOptions o;
+  auto need = [&](const char* key) -> const nlohmann::json& {
+    if (!j.contains(key)) throw std::runtime_error(std::string("model options lack the key '") + key + "'");
+    return j.at(key);
+  };
+  o.architecture = need("architecture").get<std::string>();
+  o.in_channels = need("in_channels").get<int64_t>();
+  o.input_size = need("input_size").get<int64_t>();
+  o.num_classes = need("num_classes").get<int64_t>();
+  o.filters = need("filters").get<std::vector<int64_t>>();
+  o.dense_units = need("dense_units").get<int64_t>();
+  o.conv_dropout = need("conv_dropout").get<double>();
+  o.dense_dropout = need("dense_dropout").get<double>();
+  return o;
+}
+
+PaperCnnImpl::PaperCnnImpl(const ModelOptions& o) {
+  namespace nn = torch::nn;
+  if (o.filters.empty()) throw std::invalid_argument("paper_cnn: filters must not be empty");
+  const int64_t shrink = int64_t{1} << o.filters.size();
+  if (o.input_size % shrink != 0)
+    throw std::invalid_argument("paper_cnn: input_size " + std::to_string(o.input_size) + " is not divisible by 2^" +
+                                std::to_string(o.filters.size()) + " (one 2x2 pool per block)");
+
+  auto add = [this](const std::string& name, auto module) {
+    register_module(name, module);
+    layers_.push_back(module.ptr());
+    steps_.push_back([m = module.ptr()](torch::Tensor x) { return m->forward(x); });
+  };
+
+  int64_t channels = o.in_channels;
+  for (size_t b = 0; b < o.filters.size(); ++b) {
+    const std::string block = "block" + std::to_string(b + 1);
+    for (int i = 1; i <= 2; ++i) {
+      const std::string s = "_" + std::to_string(i);
+      add(block + "_conv" + s, nn::Conv2d(nn::Conv2dOptions(channels, o.filters[b], 3).padding(1)));
+      add(block + "_relu" + s, nn::ReLU());
+      add(block + "_bn" + s, nn::BatchNorm2d(o.filters[b]));
+      channels = o.filters[b];
+    }
+    add(block + "_pool", nn::MaxPool2d(nn::MaxPool2dOptions(2)));
+    add(block + "_dropout", nn::Dropout(o.conv_dropout));
+  }
+  const int64_t side = o.input_size / shrink;
+  add("flatten", nn::Flatten());
+  add("fc1", nn::Linear(channels * side * side, o.dense_units));
+  add("fc1_relu", nn::ReLU());
+  add("fc1_bn", nn::BatchNorm1d(o.dense_units));
+  add("fc1_dropout", nn::Dropout(o.dense_dropout));
+  add("fc2", nn::Linear(o.dense_units, o.num_classes));
+}
+
+torch::Tensor PaperCnnImpl::forward(torch::Tensor x) {
+  for (const auto& step : steps_) x = step(x);
+  return x;
+}
+
+namespace {
+std::map<std::string, ModelFactory>& registry() {
+  static std::map<std::string, ModelFactory> r = {
+      {"paper_cnn", [](const ModelOptions& o) -> Classifier { return PaperCnn(o).ptr(); }},
+  };
+  return r;
+}
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+}  // namespace
+
+void register_architecture(const std::string& name, ModelFactory factory) {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  if (!registry().emplace(name, std::move(factory)).second)
+    throw std::invalid_argument("architecture '" + name + "' is already registered");
+}
+
+std::vector<std::string> architecture_names() {
+  std::lock_guard<std::mutex> lock(registry_mutex());
+  std::vector<std::string> names;
+  for (const auto& [name, _] : registry()) names.push_back(name);
+  return names;
+}
+
+Classifier make_model(const ModelOptions& options) {
+  ModelFactory factory;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex());
+    const auto it = registry().find(options.architecture);
+    if (it != registry().end()) factory = it->second;
+  }
+  if (!factory) {
+    std::string known;
+    for (const auto& n : architecture_names()) known += (known.empty() ? "" : ", ") + n;
+    throw std::invalid_argument("unknown architecture '" + options.architecture + "' (known: " + known + ")");
+  }
+  return factory(options);
+}
+
+int64_t count_parameters(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace fer

@@ -1,0 +1,196 @@
+#include "fer/plot.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace fer {
+namespace {
+
+constexpr const char* kPalette[] = {"#d62728", "#8c564b", "#9467bd", "#2ca02c", "#1f77b4", "#ff7f0e", "#7f7f7f"};
+
+std::string terminal(int width, int height, const std::string& png_path) {
+  std::ostringstream s;
+  s << "set terminal pngcairo size " << width << "," << height << " enhanced font 'DejaVu Sans,11'\n"
+    << "set output " << gnuplot_quote(png_path) << "\n"
+    << "set border lw 1\nset grid lc rgb '#dddddd'\n";
+  return s.str();
+}
+
+void ensure_parent(const std::string& path) {
+  const std::filesystem::path p(path);
+  if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
+}
+
+}  // namespace
+
+std::string gnuplot_quote(const std::string& text) {
+  std::string out = "'";
+  for (char c : text) {
+    if (c == '\'') out += "''";
+    else out += c;
+  }
+  return out + "'";
+}
+
+bool gnuplot_available() {
+  return std::system("gnuplot -e \"set terminal pngcairo\" >/dev/null 2>&1") == 0;
+}
+
+void run_gnuplot(const std::string& script) {
+  char err_path[] = "/tmp/fer-gnuplot-XXXXXX";
+  const int fd = mkstemp(err_path);
+  if (fd < 0) throw std::runtime_error("cannot create a temporary file for gnuplot's messages");
+  close(fd);
+  const std::string command = std::string("gnuplot 2>") + err_path;
+  FILE* pipe = popen(command.c_str(), "w");
+  if (!pipe) {
+    std::remove(err_path);
+    throw std::runtime_error("cannot start gnuplot");
+  }
+  std::fwrite(script.data(), 1, script.size(), pipe);
+  const int status = pclose(pipe);
+  std::ifstream err_in(err_path);
+  std::stringstream err;
+  err << err_in.rdbuf();
+  std::remove(err_path);
+  if (status != 0)
+    throw std::runtime_error("gnuplot failed (is gnuplot-nox installed?): " +
+                             (err.str().empty() ? std::string("exit status ") + std::to_string(status) : err.str()));
+}
+
+void plot_confusion_matrix(const std::vector<std::vector<std::int64_t>>& cm, const std::vector<std::string>& names,
+                           bool normalised, const std::string& title, const std::string& png_path) {
+  const int k = static_cast<int>(cm.size());
+  std::vector<std::vector<double>> value(k, std::vector<double>(k, 0));
+  double max_value = 0;
+  for (int r = 0; r < k; ++r) {
+    double row_sum = 0;
+    for (auto v : cm[r]) row_sum += v;
+    for (int c = 0; c < k; ++c) {
+      value[r][c] = normalised ? (row_sum > 0 ? cm[r][c] / row_sum : 0) : double(cm[r][c]);
+      max_value = std::max(max_value, value[r][c]);
+    }
+  }
+  if (max_value <= 0) max_value = 1;
+  ensure_parent(png_path);
+  std::ostringstream s;
+  s << terminal(860, 760, png_path) << "unset grid\n"
+    << "set title " << gnuplot_quote(title) << "\nset xlabel 'Predicted label'\nset ylabel 'True label'\n"
+    << "set xrange [-0.5:" << k - 0.5 << "]\nset yrange [" << k - 0.5 << ":-0.5]\nset size ratio 1\n"
+    << "set cbrange [0:" << max_value << "]\nset cblabel " << gnuplot_quote(normalised ? "share of true class" : "images")
+    << "\nset palette defined (0 '#f7fbff', 0.5 '#6baed6', 1 '#08306b')\nset tics out nomirror\n";
+  auto tics = [&](const char* axis) {
+    s << "set " << axis << " (";
+    for (int i = 0; i < k; ++i) s << (i ? ", " : "") << gnuplot_quote(i < (int)names.size() ? names[i] : std::to_string(i)) << " " << i;
+    s << ")\n";
+  };
+  tics("xtics");
+  tics("ytics");
+  s << "set xtics rotate by 30 right\n$M << EOD\n";
+  for (int r = 0; r < k; ++r)
+    for (int c = 0; c < k; ++c) s << c << " " << r << " " << value[r][c] << "\n";
+  s << "EOD\n";
+  const std::string fmt = normalised ? "%.2f" : "%.0f";
+  s << "plot $M using 1:2:3 with image notitle, "
+    << "$M using 1:2:($3 > " << max_value / 2 << " ? sprintf('" << fmt << "', $3) : '') with labels tc rgb 'white' notitle, "
+    << "$M using 1:2:($3 <= " << max_value / 2 << " ? sprintf('" << fmt << "', $3) : '') with labels tc rgb 'black' notitle\n";
+  run_gnuplot(s.str());
+}
+
+void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std::string>& names,
+                     const std::vector<double>& aucs, const std::string& title, const std::string& png_path) {
+  ensure_parent(png_path);
+  std::ostringstream s;
+  s << terminal(820, 760, png_path) << "set title " << gnuplot_quote(title)
+    << "\nset xlabel 'False positive rate'\nset ylabel 'True positive rate'\n"
+    << "set xrange [0:1]\nset yrange [0:1]\nset size ratio 1\nset key right bottom box opaque\n";
+  for (std::size_t i = 0; i < curves.size(); ++i) {
+    s << "$C" << i << " << EOD\n";
+    for (std::size_t j = 0; j < curves[i].fpr.size(); ++j) s << curves[i].fpr[j] << " " << curves[i].tpr[j] << "\n";
+    s << "EOD\n";
+  }
+  s << "plot ";
+  for (std::size_t i = 0; i < curves.size(); ++i) {
+    char label[128];
+    std::snprintf(label, sizeof label, "%s (AUC %.3f)", i < names.size() ? names[i].c_str() : "?",
+                  i < aucs.size() ? aucs[i] : 0.0);
+    s << "$C" << i << " using 1:2 with lines lw 2 lc rgb '" << kPalette[i % 7] << "' title " << gnuplot_quote(label)
+      << ", ";
+  }
+  s << "x with lines dt 2 lc rgb '#999999' title 'chance'\n";
+  run_gnuplot(s.str());
+}
+
+std::vector<EpochRecord> read_history_csv(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("cannot read '" + path + "'");
+  std::string line;
+  std::getline(in, line);
+  if (line.rfind("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds", 0) != 0)
+    throw std::runtime_error(path + ":1: unexpected header '" + line + "'");
+  std::vector<EpochRecord> out;
+  int line_no = 1;
+  while (std::getline(in, line)) {
+    ++line_no;
+    if (line.empty()) continue;
+    EpochRecord r;
+    if (std::sscanf(line.c_str(), "%d,%lf,%lf,%lf,%lf,%lf,%lf", &r.epoch, &r.lr, &r.train_loss, &r.train_accuracy,
+                    &r.val_loss, &r.val_accuracy, &r.seconds) != 7)
+      throw std::runtime_error(path + ":" + std::to_string(line_no) + ": malformed row '" + line + "'");
+    out.push_back(r);
+  }
+  return out;
+}
+
+void write_history_csv(const std::vector<EpochRecord>& history, const std::string& path) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
+    out << "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n";
+    char buf[256];
+    for (const auto& r : history) {
+      std::snprintf(buf, sizeof buf, "%d,%.6g,%.6f,%.6f,%.6f,%.6f,%.1f\n", r.epoch, r.lr, r.train_loss,
+                    r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds);
+      out << buf;
+    }
+    if (!out) throw std::runtime_error("error writing '" + tmp + "'");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+void plot_training_curves(const std::vector<EpochRecord>& history, const std::string& title,
+                          const std::string& png_path) {
+  if (history.empty()) throw std::runtime_error("no epochs to plot");
+  ensure_parent(png_path);
+  const auto best = std::min_element(history.begin(), history.end(),
+                                     [](const auto& a, const auto& b) { return a.val_loss < b.val_loss; });
+  std::ostringstream s;
+  s << terminal(1300, 520, png_path) << "$H << EOD\n";
+  for (const auto& r : history)
+    s << r.epoch << " " << r.train_loss << " " << r.val_loss << " " << r.train_accuracy << " " << r.val_accuracy
+      << " " << r.lr << "\n";
+  s << "EOD\n"
+    << "set multiplot layout 1,2 title " << gnuplot_quote(title) << "\n"
+    << "set xlabel 'Epoch'\nset key top right box opaque\n"
+    << "set arrow 1 from " << best->epoch << ", graph 0 to " << best->epoch
+    << ", graph 1 nohead dt 3 lc rgb '#555555'\n"
+    << "set label 1 'best' at " << best->epoch << ", graph 0.04 right offset -0.5,0 font ',9' tc rgb '#555555'\n"
+    << (history.size() < 12 ? "set xtics 1\n" : "set format x '%.0f'\n")
+    << "set title 'Loss'\nset ylabel 'Cross-entropy'\n"
+    << "plot $H using 1:2 with linespoints pt 7 ps 0.5 lw 2 lc rgb '#1f77b4' title 'train', "
+    << "$H using 1:3 with linespoints pt 7 ps 0.5 lw 2 lc rgb '#ff7f0e' title 'validation'\n"
+    << "set title 'Accuracy'\nset ylabel 'Accuracy'\nset key bottom right\n"
+    << "plot $H using 1:4 with linespoints pt 7 ps 0.5 lw 2 lc rgb '#1f77b4' title 'train', "
+    << "$H using 1:5 with linespoints pt 7 ps 0.5 lw 2 lc rgb '#ff7f0e' title 'validation'\n"
+    << "unset multiplot\n";
+  run_gnuplot(s.str());
+}
+
+}  // namespace fer

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages libfer needs; does nothing when all are present.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libtorch-dev libopenblas0-openmp
+  libopencv-dev libopencv-contrib-dev opencv-data
+  libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+  gnuplot-nox
+  python3-torch  # only for the test that loads a checkpoint in Python PyTorch
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  echo "setup-deps: installing ${missing[*]}"
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# LibTorch's convolutions and linear layers go through BLAS: Debian's reference
+# BLAS makes training ~3x slower than OpenBLAS. Make sure OpenBLAS is selected.
+blas=$(update-alternatives --query libblas.so.3-x86_64-linux-gnu 2>/dev/null | awk '/^Value:/ {print $2}')
+case "$blas" in
+  *openblas*) ;;
+  *) echo "setup-deps: warning: libblas.so.3 is '$blas', not OpenBLAS; training will be slow." \
+          "Select it with: update-alternatives --config libblas.so.3-x86_64-linux-gnu" >&2 ;;
+esac

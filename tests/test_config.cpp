@@ -1,0 +1,100 @@
+#include <gtest/gtest.h>
+
+#include "fer/config.h"
+#include "test_util.h"
+
+using fer::ConfigError;
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Config, DefaultsAreThePapersRecipe) {
+  const fer::Config c;
+  EXPECT_EQ(c.model.architecture, "paper_cnn");
+  EXPECT_EQ(c.model.filters, (std::vector<int>{32, 64, 128}));
+  EXPECT_EQ(c.model.dense_units, 1024);
+  EXPECT_DOUBLE_EQ(c.train.lr, 1e-3);
+  EXPECT_DOUBLE_EQ(c.train.lr_factor, 0.2);
+  EXPECT_EQ(c.train.lr_patience, 5);
+  EXPECT_EQ(c.train.early_stopping_patience, 10);
+  EXPECT_EQ(c.train.batch_size, 64);
+  EXPECT_EQ(c.train.epochs, 100);
+}
+
+TEST(Config, YamlOverridesOnlyWhatItNames) {
+  fer::Config c;
+  fer::apply_yaml(c, "train:\n  lr: 0.0003\nmodel:\n  filters: [16, 32]\n", "inline");
+  EXPECT_DOUBLE_EQ(c.train.lr, 3e-4);
+  EXPECT_EQ(c.model.filters, (std::vector<int>{16, 32}));
+  EXPECT_EQ(c.train.batch_size, 64);  // untouched default
+}
+
+TEST(Config, UnknownKeyIsRejectedWithFullPathAndLine) {
+  fer::Config c;
+  const auto msg = error_of([&] { fer::apply_yaml(c, "train:\n  lr: 0.1\n  lrr: 0.2\n", "exp.yaml"); });
+  EXPECT_NE(msg.find("unknown config key 'train.lrr'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("exp.yaml:3:"), std::string::npos) << msg;
+  const auto top = error_of([&] { fer::apply_yaml(c, "trian:\n  lr: 0.1\n", "exp.yaml"); });
+  EXPECT_NE(top.find("unknown config key 'trian'"), std::string::npos) << top;
+}
+
+TEST(Config, OutOfRangeValueNamesKeyValueAndRule) {
+  fer::Config c;
+  const auto msg = error_of([&] { fer::apply_yaml(c, "train:\n  lr: -1\n", "exp.yaml"); });
+  EXPECT_NE(msg.find("train.lr"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("-1"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("> 0"), std::string::npos) << msg;
+  const auto device = error_of([&] { fer::apply_override(c, "train.device=gpu"); });
+  EXPECT_NE(device.find("train.device"), std::string::npos) << device;
+  const auto type = error_of([&] { fer::apply_yaml(c, "train:\n  epochs: many\n", "exp.yaml"); });
+  EXPECT_NE(type.find("expects int"), std::string::npos) << type;
+}
+
+TEST(Config, OverrideParsesYamlValues) {
+  fer::Config c;
+  fer::apply_override(c, "train.class_weighted=true");
+  fer::apply_override(c, "model.filters=[8,16,32]");
+  fer::apply_override(c, "train.device=cuda:1");
+  EXPECT_TRUE(c.train.class_weighted);
+  EXPECT_EQ(c.model.filters, (std::vector<int>{8, 16, 32}));
+  EXPECT_EQ(c.train.device, "cuda:1");
+  EXPECT_THROW(fer::apply_override(c, "train.nope=1"), ConfigError);
+  EXPECT_THROW(fer::apply_override(c, "no_equals_sign"), ConfigError);
+}
+
+TEST(Config, ResolvedYamlRoundTrips) {
+  fer::Config c;
+  c.name = "round";
+  c.train.lr = 2.5e-4;
+  c.augment.enabled = false;
+  c.model.filters = {4, 8};
+  fer::Config back;
+  fer::apply_yaml(back, fer::to_yaml(c), "dump");
+  EXPECT_EQ(fer::to_yaml(back), fer::to_yaml(c));
+  EXPECT_EQ(back.model.filters, c.model.filters);
+  EXPECT_DOUBLE_EQ(back.train.lr, 2.5e-4);
+}
+
+TEST(Config, ShippedConfigsLoad) {
+  for (const char* name : {"configs/paper_cnn.yaml", "configs/smoke.yaml"}) {
+    const auto c = fer::load_config(std::string(FER_SOURCE_DIR) + "/" + name);
+    EXPECT_EQ(c.model.architecture, "paper_cnn") << name;
+  }
+  EXPECT_EQ(fer::load_config(std::string(FER_SOURCE_DIR) + "/configs/paper_cnn.yaml").name, "fer2013_paper_cnn");
+}
+
+TEST(Config, EveryKeyIsDocumented) {
+  const auto keys = fer::config_keys();
+  EXPECT_GT(keys.size(), 30u);
+  for (const auto& k : keys) EXPECT_FALSE(k.help.empty()) << k.key;
+}

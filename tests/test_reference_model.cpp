@@ -1,0 +1,43 @@
+// Accuracy regression guard: the shipped reference model on FER-2013 PublicTest.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "fer/dataset.h"
+#include "fer/evaluate.h"
+#include "test_util.h"
+
+namespace {
+const fer_test::fs::path kRunDir = fer_test::fs::path(FER_SOURCE_DIR) / "experiments" / "fer2013_paper_cnn";
+}
+
+TEST(ReferenceModel, PublicTestAccuracyHoldsAndPredictionsAreStable) {
+  const std::string csv = fer_test::real_fer2013();
+  if (csv.empty())
+    GTEST_SKIP() << "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): "
+                    "the accuracy guard did NOT run";
+  const auto model = (kRunDir / "best.pt").string();
+  ASSERT_TRUE(fer_test::fs::exists(model)) << "the reference checkpoint " << model << " is missing";
+  std::ifstream in(kRunDir / "metrics.json");
+  ASSERT_TRUE(in) << "missing " << kRunDir / "metrics.json";
+  const auto recorded = nlohmann::json::parse(in);
+  ASSERT_EQ(recorded.at("split"), "val");
+  ASSERT_FALSE(recorded.at("tta").get<bool>());
+
+  const auto splits = fer::load_dataset(csv);
+  ASSERT_EQ(splits.val.size(), static_cast<std::size_t>(recorded.at("n").get<int64_t>()));
+  fer::EvaluationOptions options;
+  options.charts = false;
+  options.progress = false;
+  options.device = "cpu";
+  fer_test::TempDir out;
+  const auto first = fer::evaluate_checkpoint(model, splits.val, out / "a", options);
+  const auto second = fer::evaluate_checkpoint(model, splits.val, out / "b", options);
+
+  const double recorded_accuracy = recorded.at("accuracy").get<double>();
+  EXPECT_GE(first.metrics.accuracy, recorded_accuracy - 0.005)
+      << "PublicTest accuracy fell more than 0.5 points below the recorded " << recorded_accuracy;
+  EXPECT_EQ(first.predicted, second.predicted) << "predictions differ between two runs";
+  EXPECT_NEAR(first.metrics.balanced_accuracy, recorded.at("balanced_accuracy").get<double>(), 0.01);
+}

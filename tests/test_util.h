@@ -1,0 +1,84 @@
+// Helpers shared by the tests: temporary directories, synthetic FER-2013 files,
+// and the real data when it is beside the repository.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace fer_test {
+namespace fs = std::filesystem;
+
+// A fresh directory under the system temp dir, removed when the object dies.
+class TempDir {
+ public:
+  TempDir() {
+    static int counter = 0;
+    path_ = fs::temp_directory_path() /
+            ("fer_test_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+inline std::string pixels_text(int count, int value) {
+  std::string s;
+  for (int i = 0; i < count; ++i) s += (i ? " " : "") + std::to_string(value);
+  return s;
+}
+
+inline void write_file(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+}
+
+inline void write_gz(const std::string& path, const std::string& text) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  gzwrite(f, text.data(), static_cast<unsigned>(text.size()));
+  gzclose(f);
+}
+
+// A learnable synthetic FER-2013 CSV: class c brightens one of 7 horizontal
+// bands (plus noise), so a CNN separates the classes within an epoch or two.
+inline std::string synthetic_csv(int train_per_class, int val_per_class, int test_per_class, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> noise(0, 60);
+  std::string out = "emotion,pixels,Usage\n";
+  auto rows = [&](int per_class, const char* usage) {
+    for (int i = 0; i < per_class; ++i)
+      for (int c = 0; c < 7; ++c) {
+        out += std::to_string(c) + ",";
+        for (int p = 0; p < 48 * 48; ++p) {
+          const int row = p / 48;
+          const int v = (row / 7 == c ? 170 : 40) + noise(rng);
+          out += (p ? " " : "") + std::to_string(v);
+        }
+        out += std::string(",") + usage + "\n";
+      }
+  };
+  rows(train_per_class, "Training");
+  rows(val_per_class, "PublicTest");
+  rows(test_per_class, "PrivateTest");
+  return out;
+}
+
+// ../shared/data/fer2013/fer2013.csv.gz beside the repository, or $FER2013_CSV.
+inline std::string real_fer2013() {
+  if (const char* env = std::getenv("FER2013_CSV"); env && *env && fs::exists(env)) return env;
+  const fs::path shared = fs::path(FER_SOURCE_DIR) / ".." / "shared" / "data" / "fer2013" / "fer2013.csv.gz";
+  return fs::exists(shared) ? shared.lexically_normal().string() : "";
+}
+
+}  // namespace fer_test
