@@ -98,7 +98,7 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
 EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,
                                      const std::string& out_dir, const EvaluationOptions& options) {
   if (data.size() == 0) throw std::runtime_error("cannot evaluate on an empty split '" + options.split + "'");
-  configure_threads(options.threads);
+  configure_cpu_runtime(options.threads);
   const auto device = resolve_device(options.device);
   auto loaded = load_checkpoint(checkpoint_path, device);
   PredictOptions predict;

@@ -1,6 +1,9 @@
 #include "fer/inference.h"
 
 #include <thread>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "fer/augment.h"
 #include "fer/progress.h"
@@ -26,7 +29,13 @@ torch::Device resolve_device(const std::string& spec) {
   return device;
 }
 
-int configure_threads(int threads) {
+int configure_cpu_runtime(int threads, bool keep_freed_memory) {
+#ifdef __GLIBC__
+  if (keep_freed_memory) {
+    mallopt(M_MMAP_MAX, 0);                    // big blocks come from the heap...
+    mallopt(M_TRIM_THRESHOLD, 1 << 30);  // ...and stay there once freed
+  }
+#endif
   const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
   return torch::get_num_threads();

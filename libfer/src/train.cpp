@@ -221,7 +221,7 @@ TrainSummary train(const TrainRequest& request) {
   }
   write_text_atomic(path("config.yaml"), resolved);
 
-  const int threads = configure_threads(cfg.train.threads);
+  const int threads = configure_cpu_runtime(cfg.train.threads);
   const auto device = resolve_device(cfg.train.device);
   write_text_atomic(path("environment.json"), environment_json(cfg, device, threads).dump(2) + "\n");
   log->info("run directory {}; device {}; {} threads; LibTorch {}", run_dir, device.str(), threads, TORCH_VERSION);

@@ -12,17 +12,21 @@ namespace fer {
 // Throws std::runtime_error when CUDA is asked for and not available.
 torch::Device resolve_device(const std::string& spec);
 
-// Sets LibTorch's intra-op threads (0 = all cores); returns the number in use.
-int configure_threads(int threads);
+// Process-wide CPU settings for LibTorch work; returns the threads in use.
+// - intra-op threads (0 = all cores);
+// - glibc malloc keeps freed memory instead of returning it to the kernel.
+//   Without this, every activation above glibc's mmap threshold (e.g. the
+//   75 MB first conv output of a 256-image batch) is mmap'd, page-faulted and
+//   unmapped on every pass: a 256-image forward pass ran at ~120 img/s instead
+//   of ~1000, and a training step at ~210 instead of ~330 img/s (fer-bench).
+int configure_cpu_runtime(int threads, bool keep_freed_memory = true);
 
 // The images of `data` as a uint8 tensor [N,48,48] (a copy, CPU).
 torch::Tensor images_tensor(const Dataset& data);
 torch::Tensor labels_tensor(const Dataset& data);
 
 struct PredictOptions {
-  // Images per forward pass. Large CPU batches are split into chunks of this
-  // size: with Debian's LibTorch a 256-image forward pass is several times
-  // slower per image than four of 64 (see fer-bench).
+  // Images per forward pass; bounds peak memory for large image sets.
   int64_t batch_size = 64;
   bool tta = false;  // average with the horizontally mirrored image
   bool progress = false;
