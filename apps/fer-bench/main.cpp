@@ -5,6 +5,8 @@
 
 #include "app_common.h"
 #include "fer/augment.h"
+#include "fer/deepshap.h"
+#include "fer/lime.h"
 #include "fer/inference.h"
 #include "fer/model.h"
 
@@ -22,7 +24,8 @@ int main(int argc, char** argv) {
   int threads = 0;
   double min_seconds = 3.0;
   std::vector<int64_t> inference_batches{1, 16, 64, 256};
-  bool default_allocator = false;
+  bool default_allocator = false, skip_explain = false;
+  int explain_images = 5;
   app.add_option("--device", device_spec, "auto | cpu | cuda[:N]")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_option("--arch", architecture, "Architecture")->capture_default_str();
@@ -30,6 +33,8 @@ int main(int argc, char** argv) {
   app.add_option("--batches", inference_batches, "Inference batch sizes")->capture_default_str();
   app.add_flag("--default-allocator", default_allocator,
                "Leave glibc malloc's defaults (shows the page-fault slowdown at large batches)");
+  app.add_flag("--skip-explain", skip_explain, "Skip the DeepSHAP / LIME timings");
+  app.add_option("--explain-images", explain_images, "Images timed for DeepSHAP and LIME")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
@@ -95,6 +100,39 @@ int main(int argc, char** argv) {
                   done / seconds_since(t0));
       std::fflush(stdout);
     }
+
+    if (skip_explain) return 0;
+    // Explanations per image: DeepSHAP (100 references, all 7 classes), LIME (1000 samples).
+    model->eval();
+    const auto images = pool.slice(0, 0, explain_images).to(torch::kCPU).to(torch::kFloat32) / 255.0;
+    const auto refs = pool.slice(0, 100, 200).unsqueeze(1).to(torch::kFloat32) / 255.0;
+    fer::DeepShapExplainer shap(model, refs, device);
+    const std::vector<int64_t> all_classes{0, 1, 2, 3, 4, 5, 6};
+    shap.explain(images[0].unsqueeze(0), all_classes);  // warm-up: kernels are chosen per shape
+    auto t0 = std::chrono::steady_clock::now();
+    double worst = 0;
+    for (int i = 0; i < explain_images; ++i)
+      worst = std::max(worst, shap.explain(images[i].unsqueeze(0), all_classes).additivity_error);
+    std::printf("explain deepshap refs=100 classes=7  %6.3f s/img  (additivity error %.1e)\n",
+                seconds_since(t0) / explain_images, worst);
+    const fer::BatchPredictor predictor = [&](const std::vector<float>& batch, int n) {
+      torch::NoGradGuard no_grad;
+      const auto x = torch::from_blob(const_cast<float*>(batch.data()), {n, 1, 48, 48}, torch::kFloat32).to(device);
+      const auto p = torch::softmax(model->forward(x), 1).to(torch::kCPU).contiguous();
+      return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+    };
+    fer::LimeOptions lime;
+    const auto first = images[0].contiguous();
+    fer::explain_lime(std::vector<float>(first.data_ptr<float>(), first.data_ptr<float>() + first.numel()), 48, 48,
+                      predictor, -1, lime);  // warm-up
+    t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < explain_images; ++i) {
+      const auto img = images[i].contiguous();
+      fer::explain_lime(std::vector<float>(img.data_ptr<float>(), img.data_ptr<float>() + img.numel()), 48, 48,
+                        predictor, -1, lime);
+    }
+    std::printf("explain lime samples=%d             %6.3f s/img\n", lime.num_samples,
+                seconds_since(t0) / explain_images);
     return 0;
   });
 }

@@ -33,7 +33,7 @@ int configure_cpu_runtime(int threads, bool keep_freed_memory) {
 #ifdef __GLIBC__
   if (keep_freed_memory) {
     mallopt(M_MMAP_MAX, 0);                    // big blocks come from the heap...
-    mallopt(M_TRIM_THRESHOLD, 1 << 30);  // ...and stay there once freed
+    mallopt(M_TRIM_THRESHOLD, -1);       // ...and stay there once freed (-1: never trim)
   }
 #endif
   const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

@@ -33,6 +33,9 @@ struct ModelOptions {
 class ClassifierImpl : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(torch::Tensor x) = 0;
+  // The layers in forward order when forward() is exactly their composition;
+  // layer-walking explainers (DeepSHAP) need it. Empty: not sequential.
+  virtual std::vector<std::shared_ptr<torch::nn::Module>> sequential_layers() const { return {}; }
 };
 using Classifier = std::shared_ptr<ClassifierImpl>;
 
@@ -45,8 +48,7 @@ class PaperCnnImpl : public ClassifierImpl {
   explicit PaperCnnImpl(const ModelOptions& options);
   torch::Tensor forward(torch::Tensor x) override;
 
-  // Layers in forward order, for explainers that walk the network.
-  const std::vector<std::shared_ptr<torch::nn::Module>>& layers() const { return layers_; }
+  std::vector<std::shared_ptr<torch::nn::Module>> sequential_layers() const override { return layers_; }
 
  private:
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;

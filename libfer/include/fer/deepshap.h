@@ -1,0 +1,73 @@
+// DeepSHAP (as in the shap library's DeepExplainer): DeepLIFT "rescale"
+// multipliers backpropagated from an input against K background references,
+// averaged over the references.
+//
+//   fer::DeepShapExplainer shap(model, background /*[K,1,48,48] in [0,1]*/, torch::kCPU);
+//   auto r = shap.explain(image /*[1,48,48]*/, {0, 1, 2, 3, 4, 5, 6});
+//   // r.attributions[c] sums to r.outputs[c] - r.expected[c] (additivity)
+#pragma once
+
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "fer/model.h"
+
+namespace fer {
+
+struct DeepShapOptions {
+  bool explain_probabilities = false;  // default: explain logits
+};
+
+struct DeepShapResult {
+  torch::Tensor attributions;     // [classes.size(), H, W] float, CPU
+  std::vector<int64_t> classes;   // which output each row explains
+  torch::Tensor outputs;          // f(input) for every output [num_classes]
+  torch::Tensor expected;         // mean f(reference) for every output [num_classes]
+  // max over explained classes of |sum(attr) - (f - E f)| / max(1, |f|)
+  double additivity_error = 0;
+};
+
+class DeepShapExplainer {
+ public:
+  // Requires a model whose sequential_layers() are all of: Conv2d, Linear,
+  // BatchNorm1d/2d, Dropout, Flatten (linear in eval mode), ReLU, MaxPool2d.
+  // Throws std::invalid_argument naming the first unsupported layer, or when
+  // the model exposes no layer sequence. The model is put in eval mode and its
+  // parameters stop requiring gradients (explanation needs input gradients only).
+  // background: [K,C,H,W] float, K >= 1.
+  DeepShapExplainer(Classifier model, const torch::Tensor& background, const torch::Device& device,
+                    DeepShapOptions options = {});
+
+  // image: [C,H,W] float (same preprocessing as training). Returns one map per
+  // requested class (summed over channels).
+  //
+  // The fast path: one forward pass of the single input (its activations are
+  // the same for every reference), then the DeepLIFT multipliers of all
+  // classes x references propagated backwards in one batched pass written
+  // layer by layer.
+  DeepShapResult explain(const torch::Tensor& image, const std::vector<int64_t>& classes);
+
+  // The reference path: the input repeated K times through autograd with the
+  // rules as custom autograd functions, one backward pass per class. Slower;
+  // the tests hold explain() to it.
+  DeepShapResult explain_reference(const torch::Tensor& image, const std::vector<int64_t>& classes);
+
+  int64_t background_size() const { return background_.size(0); }
+
+ private:
+  torch::Tensor forward_with_rules(const torch::Tensor& x);
+  DeepShapResult finish(const torch::Tensor& outputs, const std::vector<int64_t>& classes,
+                        std::vector<torch::Tensor> maps) const;
+
+  Classifier model_;
+  std::vector<std::shared_ptr<torch::nn::Module>> layers_;
+  torch::Device device_;
+  DeepShapOptions options_;
+  torch::Tensor background_;                 // [K,C,H,W] on device
+  std::vector<torch::Tensor> ref_inputs_;    // the references' input to each layer
+  torch::Tensor ref_logits_;                 // [K, classes]
+  torch::Tensor ref_outputs_;                // logits or probabilities [K, classes]
+};
+
+}  // namespace fer

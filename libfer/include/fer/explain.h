@@ -1,0 +1,69 @@
+// Batch explanations: DeepSHAP and LIME for many faces, written as PNGs,
+// optional raw .npy arrays, a global per-class SHAP view and a manifest.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "fer/dataset.h"
+
+namespace fer {
+
+// One face to explain. A bad input keeps its error and is reported, not thrown.
+struct ExplainItem {
+  std::string source;                // file:line, or image path
+  std::vector<std::uint8_t> pixels;  // 48*48 when ok
+  int label = -1;                    // true class when known
+  std::string error;                 // non-empty: could not be read
+};
+
+// Inputs: a FER-2013 CSV (its `split` rows), an image folder (recursively; the
+// class folder name gives the true label when it is an emotion name), or image
+// files. Stops after `limit` items (0 = all). Unreadable or non-48x48 images
+// become items with an error. Throws DataError only for a missing path.
+std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
+                                                std::size_t limit);
+
+struct ExplainOptions {
+  std::string method = "both";    // shap | lime | both
+  std::string classes = "pred";   // all | pred | top:K
+  bool probabilities = false;     // DeepSHAP on softmax outputs instead of logits
+  int lime_samples = 1000;
+  int top_superpixels = 5;
+  std::uint64_t seed = 0;
+  bool save_raw = false;          // also .npy float32 [classes,48,48]
+  std::string device = "auto";
+  int threads = 0;
+  bool progress = true;
+};
+
+struct ExplainSummary {
+  int explained = 0, failed = 0;
+  double worst_additivity_error = 0;
+  double seconds = 0;
+  std::string manifest;
+};
+
+// Requires a non-empty background (the DeepSHAP references, used in order).
+// Writes into out_dir: per item <index>_<name>/{face,shap_<class>,lime,summary}.png
+// (+ shap.npy), global_mean_abs_shap.png (+ .npy), manifest.csv.
+// Throws std::runtime_error for an unusable checkpoint or bad options.
+ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<ExplainItem>& items,
+                             const Dataset& background, const std::string& out_dir, const ExplainOptions& options);
+
+// Picks `count` images from `pool` with `seed` (without replacement, in a
+// seeded random order); all of them when count >= pool.size().
+Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t seed);
+
+// Writes a float32 array in numpy's .npy format (C order).
+void write_npy(const std::string& path, const std::vector<float>& data, const std::vector<std::size_t>& shape);
+
+// Parses "all", "pred", "top:K" (K in 1..classes). Throws std::invalid_argument.
+struct ClassSelection {
+  enum Kind { all, pred, top } kind = pred;
+  int k = 1;
+};
+ClassSelection parse_class_selection(const std::string& text, int num_classes);
+
+}  // namespace fer

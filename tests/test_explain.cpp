@@ -1,0 +1,334 @@
+// DeepSHAP and LIME: checked by the properties of the published algorithms.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <fstream>
+
+#include "fer/checkpoint.h"
+#include "fer/deepshap.h"
+#include "fer/explain.h"
+#include "fer/lime.h"
+#include "fer/model.h"
+#include "test_util.h"
+
+namespace {
+
+// A sequential test model built from explicit layers.
+class SequentialImpl : public fer::ClassifierImpl {
+ public:
+  explicit SequentialImpl(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>> layers) {
+    for (auto& [name, m] : layers) {
+      register_module(name, m);
+      layers_.push_back(m);
+    }
+    seq_ = torch::nn::Sequential();
+    for (auto& m : layers_) seq_->push_back(torch::nn::AnyModule(wrap(m)));
+  }
+  torch::Tensor forward(torch::Tensor x) override { return seq_->forward(x); }
+  std::vector<std::shared_ptr<torch::nn::Module>> sequential_layers() const override { return layers_; }
+
+ private:
+  // AnyModule needs the concrete holder; the test uses few types.
+  static torch::nn::AnyModule wrap(const std::shared_ptr<torch::nn::Module>& m) {
+    if (auto l = std::dynamic_pointer_cast<torch::nn::LinearImpl>(m)) return torch::nn::AnyModule(torch::nn::Linear(l));
+    if (auto l = std::dynamic_pointer_cast<torch::nn::FlattenImpl>(m)) return torch::nn::AnyModule(torch::nn::Flatten(l));
+    if (auto l = std::dynamic_pointer_cast<torch::nn::ReLUImpl>(m)) return torch::nn::AnyModule(torch::nn::ReLU(l));
+    if (auto l = std::dynamic_pointer_cast<torch::nn::MaxPool2dImpl>(m)) return torch::nn::AnyModule(torch::nn::MaxPool2d(l));
+    if (auto l = std::dynamic_pointer_cast<torch::nn::TanhImpl>(m)) return torch::nn::AnyModule(torch::nn::Tanh(l));
+    throw std::invalid_argument("test wrap: unsupported");
+  }
+  std::vector<std::shared_ptr<torch::nn::Module>> layers_;
+  torch::nn::Sequential seq_{nullptr};
+};
+
+torch::Tensor rand_images(int64_t n, uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  return torch::rand({n, 1, 48, 48}, gen, torch::kFloat32);
+}
+
+fer::Classifier paper_cnn_with_batchnorm_statistics(uint64_t seed) {
+  torch::manual_seed(seed);
+  auto model = fer::make_model(fer::ModelOptions{});
+  model->train();
+  torch::NoGradGuard no_grad;
+  for (int i = 0; i < 3; ++i) model->forward(rand_images(16, seed + i));
+  model->eval();
+  return model;
+}
+
+void expect_additive(const fer::DeepShapResult& r, double tolerance = 1e-3) {
+  for (std::size_t i = 0; i < r.classes.size(); ++i) {
+    const double f = r.outputs[r.classes[i]].item<double>();
+    const double target = f - r.expected[r.classes[i]].item<double>();
+    EXPECT_NEAR(r.attributions[i].sum().item<double>(), target, tolerance * std::max(1.0, std::abs(f)))
+        << "class " << r.classes[i];
+  }
+  EXPECT_LT(r.additivity_error, tolerance);
+}
+
+const std::vector<int64_t> kAll{0, 1, 2, 3, 4, 5, 6};
+
+}  // namespace
+
+TEST(DeepShap, AdditivityHoldsOnThePaperCnnWithRandomWeights) {
+  auto model = paper_cnn_with_batchnorm_statistics(1);
+  fer::DeepShapExplainer shap(model, rand_images(20, 50), torch::kCPU);
+  for (uint64_t s = 0; s < 3; ++s) {
+    const auto r = shap.explain(rand_images(1, 100 + s)[0], kAll);
+    EXPECT_EQ(r.attributions.sizes(), (std::vector<int64_t>{7, 48, 48}));
+    expect_additive(r);
+  }
+  fer::DeepShapExplainer probs(model, rand_images(8, 60), torch::kCPU, fer::DeepShapOptions{true});
+  expect_additive(probs.explain(rand_images(1, 7)[0], {0, 3}));
+}
+
+TEST(DeepShap, AdditivityHoldsWithTrainedWeights) {
+  // Trained weights: the shipped reference model when present, else a few Adam steps on synthetic faces.
+  const auto shipped = fer_test::fs::path(FER_SOURCE_DIR) / "experiments/fer2013_paper_cnn/best.pt";
+  fer::Classifier model;
+  if (fer_test::fs::exists(shipped)) {
+    model = fer::load_checkpoint(shipped.string(), torch::kCPU).model;
+  } else {
+    model = paper_cnn_with_batchnorm_statistics(2);
+    model->train();
+    torch::optim::Adam opt(model->parameters(), 1e-3);
+    for (int step = 0; step < 5; ++step) {
+      auto x = rand_images(32, 200 + step);
+      auto y = (x.mean({1, 2, 3}) * 7).clamp_max(6).to(torch::kInt64);
+      opt.zero_grad();
+      torch::nn::functional::cross_entropy(model->forward(x), y).backward();
+      opt.step();
+    }
+    model->eval();
+  }
+  fer::DeepShapExplainer shap(model, rand_images(16, 70), torch::kCPU);
+  expect_additive(shap.explain(rand_images(1, 71)[0], kAll));
+}
+
+TEST(DeepShap, LinearModelAttributionsAreWeightTimesInputMinusMeanReference) {
+  torch::manual_seed(4);
+  auto linear = torch::nn::Linear(4, 3);
+  auto model = std::make_shared<SequentialImpl>(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{
+      {"flatten", torch::nn::Flatten().ptr()}, {"fc", linear.ptr()}});
+  auto gen = at::detail::createCPUGenerator(5);
+  const auto refs = torch::rand({5, 1, 2, 2}, gen);
+  const auto x = torch::rand({1, 2, 2}, gen);
+  fer::DeepShapExplainer shap(model, refs, torch::kCPU);
+  const auto r = shap.explain(x, {0, 1, 2});
+  const auto expected = linear->weight.detach().view({3, 2, 2}) * (x - refs.mean(0));
+  EXPECT_TRUE(torch::allclose(r.attributions, expected, 1e-6, 1e-6)) << r.attributions << expected;
+}
+
+TEST(DeepShap, ModelThatIgnoresItsInputGetsZeroAttributions) {
+  auto linear = torch::nn::Linear(4, 2);
+  {
+    torch::NoGradGuard no_grad;
+    linear->weight.zero_();
+    linear->bias.fill_(0.7);
+  }
+  auto model = std::make_shared<SequentialImpl>(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{
+      {"flatten", torch::nn::Flatten().ptr()}, {"fc", linear.ptr()}, {"relu", torch::nn::ReLU().ptr()}});
+  fer::DeepShapExplainer shap(model, torch::rand({3, 1, 2, 2}), torch::kCPU);
+  const auto r = shap.explain(torch::rand({1, 2, 2}), {0, 1});
+  EXPECT_EQ(r.attributions.abs().max().item<float>(), 0.0f);
+}
+
+TEST(DeepShap, MaxPoolAndReluRulesMatchAHandComputedCase) {
+  // x = [[1,3],[2,0]]; refs r1 = [[2,0],[0,1]], r2 = [[0,0],[0,4]];
+  // f = ReLU(maxpool(x) - 2.5). f(x) = 0.5, f(r1) = 0, f(r2) = 1.5.
+  // r1: pool rule routes (3-2)*m to x's max (0,1); ReLU multiplier m = 0.5/1 -> attribution 0.5 at (0,1).
+  // r2: the reference's max (1,1) takes (3-4)*1 -> attribution -1 at (1,1).
+  // Mean over references: +0.25 at (0,1), -0.5 at (1,1), 0 elsewhere (a plain gradient would give 3 at (0,1)).
+  auto fc = torch::nn::Linear(1, 1);
+  {
+    torch::NoGradGuard no_grad;
+    fc->weight.fill_(1.0);
+    fc->bias.fill_(-2.5);
+  }
+  auto model = std::make_shared<SequentialImpl>(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{
+      {"pool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2)).ptr()},
+      {"flatten", torch::nn::Flatten().ptr()},
+      {"fc", fc.ptr()},
+      {"relu", torch::nn::ReLU().ptr()}});
+  const auto refs = torch::tensor({2.f, 0.f, 0.f, 1.f, 0.f, 0.f, 0.f, 4.f}).view({2, 1, 2, 2});
+  const auto x = torch::tensor({1.f, 3.f, 2.f, 0.f}).view({1, 2, 2});
+  fer::DeepShapExplainer shap(model, refs, torch::kCPU);
+  const auto r = shap.explain(x, {0});
+  const auto expected = torch::tensor({0.f, 0.25f, 0.f, -0.5f}).view({1, 2, 2});
+  EXPECT_TRUE(torch::allclose(r.attributions, expected, 1e-6, 1e-6)) << r.attributions;
+  EXPECT_NEAR(r.outputs[0].item<double>(), 0.5, 1e-6);
+  EXPECT_NEAR(r.expected[0].item<double>(), 0.75, 1e-6);
+}
+
+TEST(DeepShap, UnsupportedLayerIsAnErrorNamingIt) {
+  auto model = std::make_shared<SequentialImpl>(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{
+      {"flatten", torch::nn::Flatten().ptr()}, {"tanh", torch::nn::Tanh().ptr()}});
+  try {
+    fer::DeepShapExplainer shap(model, torch::rand({2, 1, 2, 2}), torch::kCPU);
+    ADD_FAILURE() << "Tanh accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("Tanh"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Ridge, WeightedRidgeMatchesHandComputation) {
+  // x = 0,1,2; y = 1,3,5; alpha = 1: beta = 4/3, intercept = 5/3, R^2 = 8/9.
+  const auto fit = fer::weighted_ridge({0, 1, 2}, 3, 1, {1, 3, 5}, {1, 1, 1}, 1.0);
+  EXPECT_NEAR(fit.coef[0], 4.0 / 3, 1e-12);
+  EXPECT_NEAR(fit.intercept, 5.0 / 3, 1e-12);
+  EXPECT_NEAR(fit.score, 8.0 / 9, 1e-12);
+  // A zero weight removes a sample: only (0,1) and (1,3) count -> slope 2/(0.5+1) = 4/3... centre 0.5, 2.
+  const auto weighted = fer::weighted_ridge({0, 1, 2}, 3, 1, {1, 3, 100}, {1, 1, 0}, 1.0);
+  EXPECT_NEAR(weighted.coef[0], 1.0 / 1.5, 1e-12);  // sum w x_c y_c = 0.5, sum w x_c^2 = 0.5
+  EXPECT_NEAR(weighted.intercept, 2.0 - 0.5 / 1.5, 1e-12);
+}
+
+TEST(Lime, RecoversTheCoefficientsOfALinearSuperpixelModel) {
+  // 16 superpixels (12x12 blocks); the model's class-0 score is b + sum_s w_s [s on].
+  std::vector<int32_t> segments(48 * 48);
+  for (int r = 0; r < 48; ++r)
+    for (int c = 0; c < 48; ++c) segments[r * 48 + c] = (r / 12) * 4 + c / 12;
+  std::vector<double> w(16);
+  for (int s = 0; s < 16; ++s) w[s] = 0.05 * (s - 7.5);
+  const fer::BatchPredictor model = [&](const std::vector<float>& images, int n) {
+    std::vector<float> out;
+    for (int i = 0; i < n; ++i) {
+      double score = 0.2;
+      for (int s = 0; s < 16; ++s) {
+        const int pixel = (s / 4) * 12 * 48 + (s % 4) * 12;  // top-left pixel of block s
+        score += w[s] * images[static_cast<std::size_t>(i) * 2304 + pixel];
+      }
+      out.push_back(static_cast<float>(score));
+      out.push_back(0.0f);
+    }
+    return out;
+  };
+  fer::LimeOptions options;
+  options.fill_value = 0.0f;
+  const std::vector<float> image(48 * 48, 1.0f);
+  const auto e = fer::explain_lime(image, 48, 48, model, 0, options, &segments);
+  ASSERT_EQ(e.num_segments, 16);
+  for (int s = 0; s < 16; ++s) EXPECT_NEAR(e.weights[s], w[s], 0.03 * std::abs(w[s]) + 2e-3) << "superpixel " << s;
+  EXPECT_NEAR(e.intercept, 0.2, 0.02);
+  EXPECT_GT(e.score, 0.99);
+  EXPECT_EQ(e.top_positive(1), std::vector<int>{15});
+  EXPECT_EQ(e.top_negative(1), std::vector<int>{0});
+}
+
+TEST(Lime, SameSeedSameResultAndFirstSampleIsTheUnperturbedImage) {
+  auto gen = at::detail::createCPUGenerator(9);
+  const auto t = torch::rand({48 * 48}, gen);
+  const std::vector<float> image(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+  std::vector<float> first_seen;
+  const fer::BatchPredictor model = [&](const std::vector<float>& images, int n) {
+    if (first_seen.empty()) first_seen.assign(images.begin(), images.begin() + 2304);
+    std::vector<float> out;
+    for (int i = 0; i < n; ++i) {
+      double left = 0;
+      for (int r = 0; r < 48; ++r)
+        for (int c = 0; c < 24; ++c) left += images[static_cast<std::size_t>(i) * 2304 + r * 48 + c];
+      const float p = static_cast<float>(1 / (1 + std::exp(-(left / 576 - 0.5) * 8)));
+      out.push_back(p);
+      out.push_back(1 - p);
+    }
+    return out;
+  };
+  fer::LimeOptions options;
+  options.num_samples = 300;
+  options.seed = 4;
+  const auto a = fer::explain_lime(image, 48, 48, model, -1, options);
+  EXPECT_EQ(first_seen, image);
+  const auto b = fer::explain_lime(image, 48, 48, model, -1, options);
+  EXPECT_EQ(a.weights, b.weights);
+  EXPECT_EQ(a.segments, b.segments);
+  options.seed = 5;
+  const auto c = fer::explain_lime(image, 48, 48, model, -1, options);
+  EXPECT_NE(a.weights, c.weights);
+  EXPECT_GE(a.num_segments, 30);
+  EXPECT_LE(a.num_segments, 60);
+}
+
+TEST(Lime, RealFacesGetThirtyToSixtySuperpixels) {
+  const auto csv = fer_test::real_fer2013();
+  if (csv.empty()) GTEST_SKIP() << "FER-2013 not found: superpixel count on real faces not checked";
+  const auto items = fer::collect_explain_inputs({csv}, "val", 20);
+  ASSERT_EQ(items.size(), 20u);
+  for (const auto& item : items) {
+    std::vector<float> image(item.pixels.begin(), item.pixels.end());
+    for (auto& v : image) v /= 255.0f;
+    int n = 0;
+    fer::segment_superpixels(image, 48, 48, fer::LimeOptions{}, &n);
+    EXPECT_GE(n, 30) << item.source;
+    EXPECT_LE(n, 60) << item.source;
+  }
+}
+
+TEST(Explain, NpyFilesHaveNumpysHeader) {
+  fer_test::TempDir dir;
+  fer::write_npy(dir / "a.npy", std::vector<float>(2 * 48 * 48, 1.5f), {2, 48, 48});
+  std::ifstream in(dir / "a.npy", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 128u);
+  EXPECT_EQ(bytes.substr(0, 6), "\x93NUMPY");
+  const auto header_len = static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
+  EXPECT_EQ((10 + header_len) % 64, 0);
+  EXPECT_NE(bytes.find("'shape': (2, 48, 48)"), std::string::npos);
+  EXPECT_EQ(bytes.size(), 10 + header_len + 2 * 48 * 48 * 4);
+  if (std::system("/usr/bin/python3 -c 'import numpy' >/dev/null 2>&1") == 0) {
+    const std::string check = "/usr/bin/python3 -c \"import numpy as np; a = np.load('" + (dir / "a.npy") +
+                              "'); assert a.shape == (2, 48, 48) and a.dtype == np.float32 and (a == 1.5).all()\"";
+    EXPECT_EQ(std::system(check.c_str()), 0) << "numpy could not read the file back";
+  }
+}
+
+TEST(Explain, BatchWritesPngsManifestAndRecordsBadItems) {
+  fer_test::TempDir dir;
+  torch::manual_seed(0);
+  fer::ModelOptions o;
+  auto model = paper_cnn_with_batchnorm_statistics(3);
+  fer::save_checkpoint(dir / "m.pt", *model, {o, {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}, {}});
+  fer::Dataset pool;
+  std::vector<std::uint8_t> px(2304);
+  for (int i = 0; i < 12; ++i) {
+    for (int p = 0; p < 2304; ++p) px[p] = static_cast<std::uint8_t>((p * (i + 3)) % 256);
+    pool.add(px.data(), i % 7, "bg" + std::to_string(i));
+  }
+  auto items = std::vector<fer::ExplainItem>{{"good", std::vector<std::uint8_t>(px), 3, ""},
+                                              {"bad.png", {}, -1, "cannot decode image"}};
+  fer::ExplainOptions options;
+  options.classes = "top:2";
+  options.lime_samples = 200;
+  options.save_raw = true;
+  options.progress = false;
+  const auto summary = fer::explain_batch(dir / "m.pt", items, fer::sample_background(pool, 8, 1), dir / "out", options);
+  EXPECT_EQ(summary.explained, 1);
+  EXPECT_EQ(summary.failed, 1);
+  EXPECT_LT(summary.worst_additivity_error, 1e-3);
+  for (const char* f : {"out/manifest.csv", "out/global_mean_abs_shap.png", "out/global_mean_abs_shap.npy",
+                        "out/00000_good/face.png", "out/00000_good/lime.png", "out/00000_good/summary.png",
+                        "out/00000_good/shap.npy"})
+    EXPECT_TRUE(fer_test::fs::exists(dir / f)) << f;
+  std::ifstream manifest(dir / "out/manifest.csv");
+  std::string header, row1, row2;
+  std::getline(manifest, header);
+  std::getline(manifest, row1);
+  std::getline(manifest, row2);
+  EXPECT_NE(row1.find(",ok,"), std::string::npos) << row1;
+  EXPECT_NE(row2.find(",error,cannot decode image"), std::string::npos) << row2;
+}
+
+TEST(DeepShap, FastPathMatchesTheAutogradReferencePath) {
+  auto model = paper_cnn_with_batchnorm_statistics(8);
+  for (bool probabilities : {false, true}) {
+    fer::DeepShapExplainer shap(model, rand_images(12, 80), torch::kCPU, fer::DeepShapOptions{probabilities});
+    const auto x = rand_images(1, 81)[0];
+    const auto fast = shap.explain(x, {6, 0, 3});
+    const auto reference = shap.explain_reference(x, {6, 0, 3});
+    EXPECT_EQ(fast.classes, reference.classes);
+    EXPECT_TRUE(torch::allclose(fast.outputs, reference.outputs, 1e-5, 1e-6));
+    const double scale = reference.attributions.abs().max().item<double>();
+    EXPECT_LT((fast.attributions - reference.attributions).abs().max().item<double>(), 1e-4 * scale + 1e-7)
+        << "probabilities=" << probabilities;
+  }
+}
