@@ -154,7 +154,7 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(train.class_weighted, bool, any<bool>(),
               "Weight the training loss by inverse class frequency (n / (k * n_c))."),
       FER_KEY(train.lr_factor, double, open_unit(), "ReduceLROnPlateau factor (on validation accuracy)."),
-      FER_KEY(train.lr_patience, int, at_least(0), "ReduceLROnPlateau patience in epochs."),
+      FER_KEY(train.lr_patience, int, at_least(0), "ReduceLROnPlateau patience: the rate drops after more than this many epochs without a gain (PyTorch's rule)."),
       FER_KEY(train.lr_min, double, at_least(0.0), "Lower bound of the learning rate."),
       FER_KEY(train.lr_min_delta, double, at_least(0.0),
               "Validation-accuracy gain that counts as an improvement for ReduceLROnPlateau."),

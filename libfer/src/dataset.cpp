@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -125,6 +127,27 @@ std::string lower(std::string s) {
 
 }  // namespace
 
+bool is_image_file(const std::string& path) {
+  const auto ext = lower(fs::path(path).extension().string());
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".tif" || ext == ".tiff";
+}
+
+std::vector<std::uint8_t> read_face_image(const std::string& path) {
+  cv::Mat img = cv::imread(path, cv::IMREAD_GRAYSCALE);
+  if (img.empty()) throw DataError(path + ": cannot decode image");
+  if (img.rows != kImageSize || img.cols != kImageSize)
+    throw DataError(path + ": image is " + std::to_string(img.cols) + "x" + std::to_string(img.rows) +
+                    ", expected 48x48");
+  if (!img.isContinuous()) img = img.clone();
+  return std::vector<std::uint8_t>(img.ptr<std::uint8_t>(), img.ptr<std::uint8_t>() + kImagePixels);
+}
+
+int emotion_index(const std::string& name) {
+  const auto& names = emotion_names();
+  const auto it = std::find(names.begin(), names.end(), lower(name));
+  return it == names.end() ? -1 : static_cast<int>(it - names.begin());
+}
+
 DatasetSplits load_fer2013_csv(const std::string& path) {
   LineReader reader(path);
   std::string line;
@@ -218,30 +241,15 @@ DatasetSplits load_image_folder(const std::string& root) {
       if (e.is_directory()) class_dirs.push_back(e.path());
     std::sort(class_dirs.begin(), class_dirs.end());
     for (const auto& class_dir : class_dirs) {
-      const auto cls = lower(class_dir.filename().string());
-      const auto& names = emotion_names();
-      const auto it = std::find(names.begin(), names.end(), cls);
-      if (it == names.end())
+      const int label = emotion_index(class_dir.filename().string());
+      if (label < 0)
         throw DataError(class_dir.string() + ": unknown class folder (expected one of angry, disgust, fear, happy, "
                                              "sad, surprise, neutral)");
-      const std::int64_t label = it - names.begin();
       std::vector<fs::path> files;
-      for (const auto& e : fs::directory_iterator(class_dir)) {
-        const auto ext = lower(e.path().extension().string());
-        if (e.is_regular_file() &&
-            (ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".tif" || ext == ".tiff"))
-          files.push_back(e.path());
-      }
+      for (const auto& e : fs::directory_iterator(class_dir))
+        if (e.is_regular_file() && is_image_file(e.path().string())) files.push_back(e.path());
       std::sort(files.begin(), files.end());
-      for (const auto& file : files) {
-        cv::Mat img = cv::imread(file.string(), cv::IMREAD_GRAYSCALE);
-        if (img.empty()) throw DataError(file.string() + ": cannot decode image");
-        if (img.rows != kImageSize || img.cols != kImageSize)
-          throw DataError(file.string() + ": image is " + std::to_string(img.cols) + "x" + std::to_string(img.rows) +
-                          ", expected 48x48");
-        if (!img.isContinuous()) img = img.clone();
-        target->add(img.ptr<std::uint8_t>(), label, file.string());
-      }
+      for (const auto& file : files) target->add(read_face_image(file.string()).data(), label, file.string());
     }
   }
   if (!any_split) throw DataError(root + ": no train/val/test folders found");

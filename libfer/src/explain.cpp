@@ -28,39 +28,22 @@ constexpr int kScale = 4;  // 48 px faces are drawn at 192 px
 constexpr int kSide = kImageSize * kScale;
 constexpr int kTitle = 26;  // title band height
 
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return s;
-}
-
-bool is_image_file(const fs::path& p) {
-  const auto ext = lower(p.extension().string());
-  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".tif" || ext == ".tiff";
-}
-
 bool is_csv(const fs::path& p) {
-  const auto name = lower(p.filename().string());
+  std::string name = p.filename().string();
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return name.size() > 4 && (name.rfind(".csv") == name.size() - 4 || name.rfind(".csv.gz") == name.size() - 7);
 }
 
 ExplainItem read_image_item(const fs::path& path) {
   ExplainItem item;
   item.source = path.string();
-  cv::Mat img = cv::imread(path.string(), cv::IMREAD_GRAYSCALE);
-  if (img.empty()) {
-    item.error = "cannot decode image";
+  try {
+    item.pixels = read_face_image(item.source);
+  } catch (const DataError& e) {
+    item.error = e.what();
     return item;
   }
-  if (img.rows != kImageSize || img.cols != kImageSize) {
-    item.error = "image is " + std::to_string(img.cols) + "x" + std::to_string(img.rows) + ", expected 48x48";
-    return item;
-  }
-  if (!img.isContinuous()) img = img.clone();
-  item.pixels.assign(img.ptr<std::uint8_t>(), img.ptr<std::uint8_t>() + kImagePixels);
-  const auto& names = emotion_names();
-  const auto parent = lower(path.parent_path().filename().string());
-  const auto it = std::find(names.begin(), names.end(), parent);
-  if (it != names.end()) item.label = static_cast<int>(it - names.begin());
+  item.label = emotion_index(path.parent_path().filename().string());
   return item;
 }
 
@@ -107,7 +90,7 @@ cv::Vec3b diverging(double t) {
 }
 
 cv::Mat colour_bar(double vmax, int height, bool diverging_scale) {
-  cv::Mat bar(height, 70, CV_8UC3, cv::Scalar(255, 255, 255));
+  cv::Mat bar(height, 100, CV_8UC3, cv::Scalar(255, 255, 255));
   for (int r = 0; r < height; ++r) {
     const double t = 1.0 - 2.0 * r / (height - 1);  // +1 at the top
     cv::Vec3b colour;
@@ -252,7 +235,7 @@ std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& 
     if (fs::is_directory(path)) {
       std::vector<fs::path> files;
       for (const auto& e : fs::recursive_directory_iterator(path))
-        if (e.is_regular_file() && is_image_file(e.path())) files.push_back(e.path());
+        if (e.is_regular_file() && is_image_file(e.path().string())) files.push_back(e.path());
       std::sort(files.begin(), files.end());
       for (const auto& f : files) {
         if (full()) break;

@@ -220,6 +220,9 @@ TrainSummary train(const TrainRequest& request) {
                                        "another --out directory");
   }
   write_text_atomic(path("config.yaml"), resolved);
+  // A run killed mid-write leaves a *.tmp beside the file it was replacing.
+  for (const auto& entry : fs::directory_iterator(run_dir))
+    if (entry.path().extension() == ".tmp") fs::remove(entry.path());
 
   const int threads = configure_cpu_runtime(cfg.train.threads);
   const auto device = resolve_device(cfg.train.device);
@@ -334,7 +337,8 @@ TrainSummary train(const TrainRequest& request) {
     } else {
       ++state.stop_wait;
     }
-    // ReduceLROnPlateau watches the validation accuracy (Keras semantics: absolute min_delta).
+    // ReduceLROnPlateau watches the validation accuracy: an absolute min_delta, and the rate
+    // drops after more than lr_patience flat epochs (PyTorch's rule; Keras uses >=).
     const double lr_used = state.lr;
     if (val.accuracy > state.plateau_best + cfg.train.lr_min_delta) {
       state.plateau_best = val.accuracy;

@@ -54,6 +54,16 @@ DatasetSplits load_fer2013_csv(const std::string& path);
 // Throws DataError for unreadable or non-48x48 images and unknown folders.
 DatasetSplits load_image_folder(const std::string& root);
 
+// True for the image extensions the loaders read (png, jpg, jpeg, bmp, tif, tiff; any case).
+bool is_image_file(const std::string& path);
+
+// Reads one 48x48 face as grayscale. Throws DataError naming the file when it
+// cannot be decoded or has another size.
+std::vector<std::uint8_t> read_face_image(const std::string& path);
+
+// Index of an emotion name (case-insensitive) in emotion_names(), or -1.
+int emotion_index(const std::string& name);
+
 // Either form, chosen by what `path` is (directory -> image folder).
 DatasetSplits load_dataset(const std::string& path);
 
