@@ -308,7 +308,8 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
   for (const auto& n : names) manifest << ",p_" << n;
   manifest << ",shap_classes,shap_additivity_error,lime_label,lime_score,lime_segments,files\n";
 
-  ProgressBar bar(static_cast<std::int64_t>(items.size()), "explain", "img", stderr);
+  std::unique_ptr<ProgressBar> bar;
+  if (options.progress) bar = std::make_unique<ProgressBar>(static_cast<std::int64_t>(items.size()), "explain");
   for (std::size_t i = 0; i < items.size(); ++i) {
     const auto& item = items[i];
     std::string status = "ok", error = item.error, files;
@@ -402,9 +403,9 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
              << (std::isnan(lime_score) ? "" : fmt::format("{:.4f}", lime_score)) << ","
              << (lime_segments ? std::to_string(lime_segments) : "") << "," << csv_field(files) << "\n";
     manifest.flush();
-    bar.advance(1, 1, summary.failed ? fmt::format("{} failed", summary.failed) : "");
+    if (bar) bar->advance(1, 1, summary.failed ? fmt::format("{} failed", summary.failed) : "");
   }
-  bar.finish();
+  if (bar) bar->finish();
 
   if (shap && summary.explained > 0) {
     // Which regions matter for each emotion: mean |SHAP| over the images explained for it.

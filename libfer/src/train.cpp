@@ -12,6 +12,8 @@
 #include <fstream>
 #include <opencv2/core/version.hpp>
 #include <sstream>
+#include <thread>
+#include <unistd.h>
 
 #include "fer/augment.h"
 #include "fer/checkpoint.h"
