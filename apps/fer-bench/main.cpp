@@ -115,12 +115,7 @@ int main(int argc, char** argv) {
       worst = std::max(worst, shap.explain(images[i].unsqueeze(0), all_classes).additivity_error);
     std::printf("explain deepshap refs=100 classes=7  %6.3f s/img  (additivity error %.1e)\n",
                 seconds_since(t0) / explain_images, worst);
-    const fer::BatchPredictor predictor = [&](const std::vector<float>& batch, int n) {
-      torch::NoGradGuard no_grad;
-      const auto x = torch::from_blob(const_cast<float*>(batch.data()), {n, 1, 48, 48}, torch::kFloat32).to(device);
-      const auto p = torch::softmax(model->forward(x), 1).to(torch::kCPU).contiguous();
-      return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
-    };
+    const fer::BatchPredictor predictor = fer::probability_predictor(*model, device);
     fer::LimeOptions lime;
     const auto first = images[0].contiguous();
     fer::explain_lime(std::vector<float>(first.data_ptr<float>(), first.data_ptr<float>() + first.numel()), 48, 48,

@@ -290,13 +290,7 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
   }
   LimeOptions lime_options;
   lime_options.num_samples = options.lime_samples;
-  const BatchPredictor predictor = [&](const std::vector<float>& images, int n) {
-    torch::NoGradGuard no_grad;
-    const auto x = torch::from_blob(const_cast<float*>(images.data()), {n, 1, kImageSize, kImageSize}, torch::kFloat32)
-                       .to(device);
-    const auto p = torch::softmax(loaded.model->forward(x), 1).to(torch::kCPU).contiguous();
-    return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
-  };
+  const BatchPredictor predictor = probability_predictor(*loaded.model, device);
 
   std::vector<double> global_sum(static_cast<std::size_t>(k) * kImagePixels, 0.0);
   std::vector<int> global_count(k, 0);

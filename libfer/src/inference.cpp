@@ -77,4 +77,15 @@ torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& 
   return torch::cat(chunks, 0);
 }
 
+BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device) {
+  return [&model, device](const std::vector<float>& images, int n) {
+    torch::NoGradGuard no_grad;
+    model.eval();
+    const auto x = torch::from_blob(const_cast<float*>(images.data()), {n, 1, kImageSize, kImageSize}, torch::kFloat32)
+                       .to(device);
+    const auto p = torch::softmax(model.forward(x), 1).to(torch::kCPU).contiguous();
+    return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+  };
+}
+
 }  // namespace fer

@@ -249,6 +249,13 @@ TrainSummary train(const TrainRequest& request) {
   meta.model = model_options(cfg);
   meta.class_names = emotion_names();
   Classifier model = make_model(meta.model);
+  LoadedCheckpoint last;  // the resume point, when resuming
+  if (request.resume && have_last) {
+    last = load_checkpoint(path("last.pt"), device, {kOptimizerBlob, kStateBlob});
+    if (!last.blobs.count(kOptimizerBlob) || !last.blobs.count(kStateBlob))
+      throw std::runtime_error(path("last.pt") + " holds no training state; cannot resume");
+    model = last.model;
+  }
   model->to(device);
   log->info("model {}: {} parameters", cfg.model.architecture, count_parameters(*model));
 
@@ -257,17 +264,7 @@ TrainSummary train(const TrainRequest& request) {
   TrainerState state;
   state.lr = cfg.train.lr;
 
-  if (request.resume && have_last) {
-    auto last = load_checkpoint(path("last.pt"), device, {kOptimizerBlob, kStateBlob});
-    if (!last.blobs.count(kOptimizerBlob) || !last.blobs.count(kStateBlob))
-      throw std::runtime_error(path("last.pt") + " holds no training state; cannot resume");
-    {
-      torch::NoGradGuard no_grad;
-      auto src = last.model->named_parameters(true);
-      for (auto& p : model->named_parameters(true)) p.value().copy_(src[p.key()]);
-      auto src_buffers = last.model->named_buffers(true);
-      for (auto& b : model->named_buffers(true)) b.value().copy_(src_buffers[b.key()]);
-    }
+  if (last.model) {
     torch::serialize::InputArchive archive;
     std::istringstream optimizer_stream(last.blobs[kOptimizerBlob]);
     archive.load_from(optimizer_stream, device);

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include "fer/dataset.h"
+#include "fer/lime.h"
 #include "fer/model.h"
 
 namespace fer {
@@ -37,5 +38,9 @@ struct PredictOptions {
 // as float32 on the CPU. Puts the model in eval mode.
 torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& images_u8, const torch::Device& device,
                                     const PredictOptions& options = {});
+
+// A LIME predictor over `model`: float images [n, 48*48] in [0,1] -> softmax
+// probabilities [n, classes], computed on `device`. The model must outlive it.
+BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device);
 
 }  // namespace fer
