@@ -72,6 +72,29 @@ TEST(Config, OverrideParsesYamlValues) {
   EXPECT_THROW(fer::apply_override(c, "no_equals_sign"), ConfigError);
 }
 
+TEST(Config, StringListsParseCheckAndRoundTrip) {
+  fer::Config c;
+  fer::apply_yaml(c, "alert:\n  negative_emotions: [sad, angry]\n  command: [notify-counsellor, --room, 12]\n", "t.yaml");
+  EXPECT_EQ(c.alert.negative_emotions, (std::vector<std::string>{"sad", "angry"}));
+  EXPECT_EQ(c.alert.command, (std::vector<std::string>{"notify-counsellor", "--room", "12"}));
+  try {
+    fer::apply_yaml(c, "alert:\n  negative_emotions: [sad, gloomy]\n", "t.yaml");
+    FAIL() << "expected a ConfigError";
+  } catch (const ConfigError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("t.yaml:2"), std::string::npos) << what;
+    EXPECT_NE(what.find("alert.negative_emotions"), std::string::npos) << what;
+  }
+  // A single string where a list is expected is a type error, not a one-element list.
+  EXPECT_THROW(fer::apply_override(c, "alert.command=notify"), ConfigError);
+  fer::Config back;
+  fer::apply_yaml(back, fer::to_yaml(c), "dump");
+  EXPECT_EQ(back.alert.command, c.alert.command);
+  fer::Config empty_command;
+  fer::apply_yaml(back, fer::to_yaml(empty_command), "dump");
+  EXPECT_TRUE(back.alert.command.empty());
+}
+
 TEST(Config, ResolvedYamlRoundTrips) {
   fer::Config c;
   c.name = "round";
@@ -86,7 +109,7 @@ TEST(Config, ResolvedYamlRoundTrips) {
 }
 
 TEST(Config, ShippedConfigsLoad) {
-  for (const char* name : {"configs/paper_cnn.yaml", "configs/smoke.yaml"}) {
+  for (const char* name : {"configs/paper_cnn.yaml", "configs/smoke.yaml", "configs/live.yaml"}) {
     const auto c = fer::load_config(std::string(FER_SOURCE_DIR) + "/" + name);
     EXPECT_EQ(c.model.architecture, "paper_cnn") << name;
   }

@@ -5,12 +5,31 @@
 
 #include "app_common.h"
 #include "fer/dataset.h"
+#include "fer/config.h"
 #include "fer/evaluate.h"
+#include "fer/faces.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+void print_result(const fer::EvaluationResult& result) {
+  const auto& m = result.metrics;
+  std::printf("n %lld  accuracy %.4f  balanced accuracy %.4f  macro F1 %.4f  weighted F1 %.4f  macro AUC %.4f\n",
+              static_cast<long long>(m.n), m.accuracy, m.balanced_accuracy, m.macro_f1, m.weighted_f1,
+              m.macro_auc.value_or(NAN));
+}
+void print_files(const std::vector<std::string>& files) {
+  std::printf("wrote:\n");
+  for (const auto& f : files) std::printf("  %s\n", f.c_str());
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Evaluate a checkpoint: metrics.json, predictions.csv and PNG charts"};
   std::string model = fer_app::default_model_path(argv[0]), data, split = "val", out, run_dir, device = "auto";
-  bool tta = false, no_charts = false;
+  std::string config_path;
+  std::vector<std::string> overrides;
+  bool tta = false, no_charts = false, detect_faces = false;
   int batch_size = 64, threads = 0;
   app.add_option("--model", model, "Checkpoint (.pt)")->capture_default_str();
   app.add_option("--data", data, "FER-2013 CSV(.gz) or image-folder root (else $FER2013_CSV, data/fer2013.csv)");
@@ -22,11 +41,55 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_flag("--no-charts", no_charts, "Skip the PNG charts");
+  app.add_flag("--detect-faces", detect_faces,
+               "--data is an image folder of full photos: classify each image's largest Haar-detected face");
+  app.add_option("--config", config_path, "YAML whose faces.* keys configure --detect-faces");
+  app.add_option("--set", overrides, "Override a config key, e.g. --set faces.min_neighbors=3 (repeatable)");
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
-    namespace fs = std::filesystem;
     const std::string data_path = fer_app::resolve_data_path(data);
+    if (detect_faces) {
+      if (!fs::is_directory(data_path))
+        throw std::runtime_error("--detect-faces needs --data to be an image folder of photos (<root>/<split>/<class>/), got " +
+                                 data_path);
+      if (split == "all") throw std::runtime_error("--detect-faces evaluates one split: --split train, val or test");
+    }
+    fer::Config config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
+    for (const auto& o : overrides) fer::apply_override(config, o);
+    fer::EvaluationOptions options;
+    options.tta = tta;
+    options.batch_size = batch_size;
+    options.device = device;
+    options.threads = threads;
+    options.charts = !no_charts;
+    options.split = split;
+    options.data_source = data_path;
+    const fs::path model_dir = fs::path(model).parent_path();
+    const fs::path history = fs::path(run_dir.empty() ? model_dir : fs::path(run_dir)) / "history.csv";
+    if (fs::exists(history)) options.history_csv = history.string();
+    else if (!run_dir.empty()) throw std::runtime_error("--run-dir " + run_dir + " has no history.csv");
+    const std::string out_dir =
+        out.empty() ? (model_dir / "eval" / (split + (detect_faces ? "_faces" : "") + (tta ? "_tta" : ""))).string() : out;
+
+    if (detect_faces) {
+      const fer::FaceDetector detector(config.faces);
+      std::fprintf(stderr, "detecting faces with %s\n", detector.cascade_path().c_str());
+      const auto folder = fer::load_image_folder_with_faces(data_path, detector, config.faces.margin);
+      const auto& photos = split == "train" ? folder.train : split == "val" ? folder.val : folder.test;
+      if (photos.faces.size() + photos.no_face.size() == 0)
+        throw std::runtime_error("split '" + split + "' of " + data_path + " has no images (choose it with --split)");
+      const auto r = fer::evaluate_checkpoint_on_photos(model, photos, out_dir, options);
+      std::printf("images %lld: face found in %lld, no face in %lld (listed in %s/no_face.txt)\n",
+                  static_cast<long long>(r.images), static_cast<long long>(r.with_face),
+                  static_cast<long long>(r.without_face), out_dir.c_str());
+      std::printf("accuracy over images with a face %.4f, over all images %.4f (no face = wrong)\n",
+                  r.accuracy_with_face, r.accuracy_all_images);
+      if (r.with_face > 0) print_result(r.on_faces);
+      print_files(r.on_faces.files);
+      return 0;
+    }
+
     auto splits = fer::load_dataset(data_path);
     fer::Dataset selected;
     if (split == "all") {
@@ -40,27 +103,9 @@ int main(int argc, char** argv) {
                                (split == "test" ? " (the file has no PrivateTest rows)" : ""));
     std::fprintf(stderr, "%s %s\n", split.c_str(), fer::class_summary(selected).c_str());
 
-    fer::EvaluationOptions options;
-    options.tta = tta;
-    options.batch_size = batch_size;
-    options.device = device;
-    options.threads = threads;
-    options.charts = !no_charts;
-    options.split = split;
-    options.data_source = data_path;
-    const fs::path model_dir = fs::path(model).parent_path();
-    const fs::path history = fs::path(run_dir.empty() ? model_dir : fs::path(run_dir)) / "history.csv";
-    if (fs::exists(history)) options.history_csv = history.string();
-    else if (!run_dir.empty()) throw std::runtime_error("--run-dir " + run_dir + " has no history.csv");
-    const std::string out_dir = out.empty() ? (model_dir / "eval" / (split + (tta ? "_tta" : ""))).string() : out;
-
     const auto result = fer::evaluate_checkpoint(model, selected, out_dir, options);
-    const auto& m = result.metrics;
-    std::printf("n %lld  accuracy %.4f  balanced accuracy %.4f  macro F1 %.4f  weighted F1 %.4f  macro AUC %.4f\n",
-                static_cast<long long>(m.n), m.accuracy, m.balanced_accuracy, m.macro_f1, m.weighted_f1,
-                m.macro_auc.value_or(NAN));
-    std::printf("wrote:\n");
-    for (const auto& f : result.files) std::printf("  %s\n", f.c_str());
+    print_result(result);
+    print_files(result.files);
     return 0;
   });
 }

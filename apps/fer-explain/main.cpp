@@ -2,10 +2,13 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 
 #include "app_common.h"
 #include "fer/dataset.h"
+#include "fer/config.h"
 #include "fer/explain.h"
+#include "fer/faces.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Explain a model's predictions with DeepSHAP and LIME; writes PNGs and a manifest"};
@@ -15,7 +18,9 @@ int main(int argc, char** argv) {
   std::size_t limit = 0;
   int samples = 1000, threads = 0, top = 5;
   std::uint64_t seed = 0;
-  bool save_raw = false, probabilities = false;
+  bool save_raw = false, probabilities = false, detect_faces = false;
+  std::string config_path;
+  std::vector<std::string> overrides;
   app.add_option("--model", model, "Checkpoint (.pt)")->capture_default_str();
   app.add_option("--input", inputs, "FER-2013 CSV (rows of --split), image folder or image files")->required();
   app.add_option("--split", split, "Split of a CSV input: train | val | test")->capture_default_str();
@@ -34,11 +39,19 @@ int main(int argc, char** argv) {
   app.add_flag("--probabilities", probabilities, "DeepSHAP on softmax probabilities instead of logits");
   app.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_flag("--detect-faces", detect_faces,
+               "Image inputs are full photos: explain each image's largest Haar-detected face");
+  app.add_option("--config", config_path, "YAML whose faces.* keys configure --detect-faces");
+  app.add_option("--set", overrides, "Override a config key, e.g. --set faces.margin=0.2 (repeatable)");
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
     namespace fs = std::filesystem;
-    const auto items = fer::collect_explain_inputs(inputs, split, limit);
+    fer::Config config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
+    for (const auto& o : overrides) fer::apply_override(config, o);
+    std::unique_ptr<fer::FaceDetector> detector;
+    if (detect_faces) detector = std::make_unique<fer::FaceDetector>(config.faces);
+    const auto items = fer::collect_explain_inputs(inputs, split, limit, detector.get(), config.faces.margin);
     if (items.empty()) throw std::runtime_error("no images found in the inputs");
 
     fer::Dataset refs;

@@ -63,12 +63,33 @@ Rule<std::vector<int>> filters_rule() {
           }};
 }
 
+Rule<double> greater_than(double lo) {
+  std::ostringstream s;
+  s << "> " << lo;
+  return {s.str(), [lo](const double& v) { return v > lo; }};
+}
+Rule<double> unit_upper(double lo_exclusive) {
+  std::ostringstream s;
+  s << "in (" << lo_exclusive << ", 1]";
+  return {s.str(), [lo_exclusive](const double& v) { return v > lo_exclusive && v <= 1.0; }};
+}
+Rule<std::vector<std::string>> emotions_rule() {
+  return {"emotion names (angry, disgust, fear, happy, sad, surprise, neutral)", [](const std::vector<std::string>& v) {
+            static const std::vector<std::string> names = {"angry", "disgust", "fear", "happy", "sad", "surprise",
+                                                           "neutral"};
+            for (const auto& e : v)
+              if (std::find(names.begin(), names.end(), e) == names.end()) return false;
+            return true;
+          }};
+}
+
 template <typename T>
 std::string type_name() {
   if constexpr (std::is_same_v<T, bool>) return "bool";
   else if constexpr (std::is_same_v<T, int>) return "int";
   else if constexpr (std::is_same_v<T, double>) return "float";
   else if constexpr (std::is_same_v<T, std::string>) return "string";
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return "string list";
   else return "int list";
 }
 
@@ -77,6 +98,10 @@ std::string show(const T& v) {
   if constexpr (std::is_same_v<T, std::vector<int>>) {
     std::string s = "[";
     for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+    return s + "]";
+  } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + v[i];
     return s + "]";
   } else if constexpr (std::is_same_v<T, std::string>) {
     return v.empty() ? "\"\"" : v;
@@ -101,7 +126,8 @@ KeyDef make_key(const char* key, Access access, Rule<T> rule, const char* help) 
   def.set = [access, rule, key_name](Config& c, const YAML::Node& node, const std::string& where) {
     T value;
     try {
-      if (!node.IsScalar() && !std::is_same_v<T, std::vector<int>>) throw YAML::Exception(node.Mark(), "");
+      constexpr bool is_list = std::is_same_v<T, std::vector<int>> || std::is_same_v<T, std::vector<std::string>>;
+      if (is_list ? !node.IsSequence() : !node.IsScalar()) throw YAML::Exception(node.Mark(), "");
       value = node.as<T>();
     } catch (const YAML::Exception&) {
       throw ConfigError(where + ": key '" + key_name + "' expects " + type_name<T>() + ", got '" +
@@ -165,6 +191,32 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(train.seed, int, any<int>(), "Seed of initialisation, shuffling, dropout and augmentation."),
       FER_KEY(train.eval_batch_size, int, positive<int>(), "Batch size for validation and evaluation."),
       FER_KEY(eval.tta, bool, any<bool>(), "Final evaluation averages the image and its mirror."),
+      FER_KEY(faces.cascade, std::string, any<std::string>(),
+              "Haar cascade XML. Empty: haarcascade_frontalface_default.xml from $FER_HAAR_DIR or OpenCV's data folders (Debian: opencv-data)."),
+      FER_KEY(faces.scale_factor, double, greater_than(1.0), "Haar detectMultiScale scale step between pyramid levels."),
+      FER_KEY(faces.min_neighbors, int, at_least(0), "Haar detectMultiScale: overlapping hits a face needs (higher: fewer false faces)."),
+      FER_KEY(faces.min_size, int, positive<int>(), "Smallest face searched, in pixels of the full image."),
+      FER_KEY(faces.margin, double, in_range(0, 1), "The face crop grows by this share of the detected box on each side before resizing to 48x48."),
+      FER_KEY(faces.detect_scale, double, unit_upper(0.0), "Full-image scans run on the image resized by this factor (<1: faster, misses small faces)."),
+      FER_KEY(live.full_scan_interval, int, positive<int>(),
+              "fer-live scans the whole frame every N frames; in between each track is re-detected near its last box (1: full scan on every frame)."),
+      FER_KEY(live.smoothing_frames, int, positive<int>(), "Rolling mean of each track's probabilities over its last N frames."),
+      FER_KEY(live.track_iou, double, open_unit(), "A detection continues a track when their boxes overlap at least this much (IoU)."),
+      FER_KEY(live.max_missed_frames, int, at_least(0), "A track ends after this many consecutive frames without its face."),
+      FER_KEY(live.trend_window_s, double, positive<double>(), "Time window of the emotion timeline charts, in seconds."),
+      FER_KEY(live.sequence_fps, double, positive<double>(), "Frame rate assumed for image-folder sources (timestamps = index / fps)."),
+      FER_KEY(live.video_codec, std::string, one_of({"mp4v", "avc1"}),
+              "Codec of annotated.mp4: mp4v (MPEG-4 part 2, ~1 ms/frame at 640x360) or avc1 (H.264, smaller, plays in browsers; its encoder threads cost fer-live ~30% of its speed on 2 cores)."),
+      FER_KEY(live.device, std::string, device_rule(), "Device of live classification: auto, cpu, cuda or cuda:N."),
+      FER_KEY(live.threads, int, at_least(0), "CPU threads for LibTorch and OpenCV in fer-live (0 = all cores)."),
+      FER_KEY(alert.enabled, bool, any<bool>(), "Wellbeing monitor on or off."),
+      FER_KEY(alert.negative_emotions, std::vector<std::string>, emotions_rule(), "Emotions that count as negative."),
+      FER_KEY(alert.window_s, double, positive<double>(), "Sliding window over which a track's negative share is measured, in seconds."),
+      FER_KEY(alert.threshold, double, in_range(0, 1), "Alert when the negative share of the window stays above this value..."),
+      FER_KEY(alert.min_duration_s, double, at_least(0.0), "...for at least this many seconds."),
+      FER_KEY(alert.cooldown_s, double, at_least(0.0), "No new alert for the same track within this many seconds of the last."),
+      FER_KEY(alert.command, std::vector<std::string>, any<std::vector<std::string>>(),
+              "Program and arguments run for each alert with the alert JSON on stdin (no shell; empty: none)."),
   };
   return table;
 }

@@ -219,9 +219,9 @@ DatasetSplits load_fer2013_csv(const std::string& path) {
   return splits;
 }
 
-DatasetSplits load_image_folder(const std::string& root) {
+std::vector<LabelledImageFile> list_image_folder(const std::string& root) {
   if (!fs::is_directory(root)) throw DataError("'" + root + "' is not a directory");
-  DatasetSplits splits;
+  std::vector<LabelledImageFile> out;
   bool any_split = false;
   // Sorted traversal so that file order, and with it every seeded run, is stable.
   std::vector<fs::path> split_dirs;
@@ -230,10 +230,10 @@ DatasetSplits load_image_folder(const std::string& root) {
   std::sort(split_dirs.begin(), split_dirs.end());
   for (const auto& split_dir : split_dirs) {
     const auto split_name = lower(split_dir.filename().string());
-    Dataset* target = nullptr;
-    if (split_name == "train" || split_name == "training") target = &splits.train;
-    else if (split_name == "val" || split_name == "validation") target = &splits.val;
-    else if (split_name == "test") target = &splits.test;
+    SplitName split;
+    if (split_name == "train" || split_name == "training") split = SplitName::train;
+    else if (split_name == "val" || split_name == "validation") split = SplitName::val;
+    else if (split_name == "test") split = SplitName::test;
     else throw DataError(split_dir.string() + ": unknown split folder (expected train, val, validation or test)");
     any_split = true;
     std::vector<fs::path> class_dirs;
@@ -249,10 +249,21 @@ DatasetSplits load_image_folder(const std::string& root) {
       for (const auto& e : fs::directory_iterator(class_dir))
         if (e.is_regular_file() && is_image_file(e.path().string())) files.push_back(e.path());
       std::sort(files.begin(), files.end());
-      for (const auto& file : files) target->add(read_face_image(file.string()).data(), label, file.string());
+      for (const auto& file : files) out.push_back({split, label, file.string()});
     }
   }
   if (!any_split) throw DataError(root + ": no train/val/test folders found");
+  return out;
+}
+
+Dataset& split_of(DatasetSplits& splits, SplitName name) {
+  return const_cast<Dataset&>(split_of(static_cast<const DatasetSplits&>(splits), name));
+}
+
+DatasetSplits load_image_folder(const std::string& root) {
+  DatasetSplits splits;
+  for (const auto& f : list_image_folder(root))
+    split_of(splits, f.split).add(read_face_image(f.path).data(), f.label, f.path);
   return splits;
 }
 

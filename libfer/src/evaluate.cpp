@@ -111,4 +111,43 @@ EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const D
   return write_evaluation(data.labels, flat, loaded.meta.class_names, out_dir, options, checkpoint_path);
 }
 
+PhotoEvaluation evaluate_checkpoint_on_photos(const std::string& checkpoint_path, const FaceFolderSplit& photos,
+                                              const std::string& out_dir, const EvaluationOptions& options) {
+  PhotoEvaluation r;
+  r.with_face = static_cast<std::int64_t>(photos.faces.size());
+  r.without_face = static_cast<std::int64_t>(photos.no_face.size());
+  r.images = r.with_face + r.without_face;
+  if (r.images == 0) throw std::runtime_error("evaluate_checkpoint_on_photos: no images");
+  fs::create_directories(out_dir);
+  nlohmann::json detection = {{"images", r.images}, {"with_face", r.with_face}, {"without_face", r.without_face},
+                              {"no_face_list", "no_face.txt"}};
+  nlohmann::json json;
+  const auto metrics_path = (fs::path(out_dir) / "metrics.json").string();
+  if (r.with_face > 0) {
+    r.on_faces = evaluate_checkpoint(checkpoint_path, photos.faces, out_dir, options);
+    r.accuracy_with_face = r.on_faces.metrics.accuracy;
+    r.accuracy_all_images = r.accuracy_with_face * r.with_face / r.images;
+    std::ifstream in(metrics_path);
+    json = nlohmann::json::parse(in);
+  } else {
+    json = {{"split", options.split}, {"checkpoint", checkpoint_path}, {"data", options.data_source}};
+    r.on_faces.files.push_back(metrics_path);
+  }
+  detection["accuracy_with_face"] = r.accuracy_with_face;
+  detection["accuracy_all_images"] = r.accuracy_all_images;
+  json["face_detection"] = detection;
+  {
+    std::ofstream out(metrics_path + ".tmp");
+    out << json.dump(2) << "\n";
+    if (!out) throw std::runtime_error("cannot write '" + metrics_path + ".tmp'");
+  }
+  fs::rename(metrics_path + ".tmp", metrics_path);
+  const auto no_face_path = (fs::path(out_dir) / "no_face.txt").string();
+  std::ofstream list(no_face_path);
+  for (std::size_t i = 0; i < photos.no_face.size(); ++i) list << photos.no_face[i] << "\n";
+  if (!list) throw std::runtime_error("cannot write '" + no_face_path + "'");
+  r.on_faces.files.push_back(no_face_path);
+  return r;
+}
+
 }  // namespace fer

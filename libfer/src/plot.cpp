@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -190,6 +191,106 @@ void plot_training_curves(const std::vector<EpochRecord>& history, const std::st
     << "plot $H using 1:4 with linespoints pt 7 ps 0.5 lw 2 lc rgb '#1f77b4' title 'train', "
     << "$H using 1:5 with linespoints pt 7 ps 0.5 lw 2 lc rgb '#ff7f0e' title 'validation'\n"
     << "unset multiplot\n";
+  run_gnuplot(s.str());
+}
+
+namespace {
+std::string class_colour(std::size_t c) { return kPalette[c % 7]; }
+// A string field inside a gnuplot data block: double quotes (single quotes are not quoting there).
+std::string data_quote(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) out += c == '"' ? '\'' : c;
+  return out + "\"";
+}
+std::string class_name(const std::vector<std::string>& names, std::size_t c) {
+  return c < names.size() ? names[c] : std::to_string(c);
+}
+}  // namespace
+
+void plot_emotion_pie(const std::vector<std::int64_t>& counts, const std::vector<std::string>& names,
+                      const std::string& title, const std::string& png_path) {
+  std::int64_t total = 0;
+  for (auto n : counts) total += n;
+  ensure_parent(png_path);
+  std::ostringstream s;
+  s << terminal(760, 640, png_path) << "unset grid\nunset border\nunset tics\nunset key\n"
+    << "set title " << gnuplot_quote(title) << "\nset size ratio -1\nset xrange [-1.7:1.7]\nset yrange [-1.35:1.35]\n"
+    << "set style fill solid 1.0 border lc rgb 'white'\n";
+  if (total == 0) {
+    s << "set label 1 'no faces observed' at 0,0 center\nplot 2 notitle\n";
+    run_gnuplot(s.str());
+    return;
+  }
+  // Slices clockwise from 12 o'clock; labels outside each slice's middle.
+  s << "$P << EOD\n";
+  double angle = 90;
+  std::ostringstream labels;
+  for (std::size_t c = 0; c < counts.size(); ++c) {
+    if (counts[c] == 0) continue;
+    const double share = static_cast<double>(counts[c]) / total;
+    const double end = angle - share * 360.0;
+    s << "0 0 1 " << end << " " << angle << " 0x" << class_colour(c).substr(1) << "\n";
+    const double mid = (angle + end) / 2 * M_PI / 180;
+    char text[96];
+    std::snprintf(text, sizeof text, "%s %.1f%%", class_name(names, c).c_str(), 100 * share);
+    labels << 1.18 * std::cos(mid) << " " << 1.12 * std::sin(mid) << " " << data_quote(text) << "\n";
+    angle = end;
+  }
+  s << "EOD\n$L << EOD\n" << labels.str() << "EOD\n"
+    << "plot $P using 1:2:3:4:5:6 with circles lc rgb variable, $L using 1:2:3 with labels center font ',11'\n";
+  run_gnuplot(s.str());
+}
+
+void plot_emotion_bars(const std::vector<std::int64_t>& counts, const std::vector<std::string>& names,
+                       const std::string& title, const std::string& png_path) {
+  std::int64_t max_count = 0;
+  for (auto n : counts) max_count = std::max(max_count, n);
+  ensure_parent(png_path);
+  std::ostringstream s;
+  s << terminal(860, 520, png_path) << "set title " << gnuplot_quote(title)
+    << "\nset ylabel 'Face observations (frames)'\nunset key\nset style fill solid 0.9 border -1\nset boxwidth 0.7\n"
+    << "set xrange [-0.6:" << counts.size() - 0.4 << "]\nset yrange [0:" << std::max<std::int64_t>(1, max_count) * 1.15
+    << "]\nset tics out nomirror\nset grid noxtics ytics\n$B << EOD\n";
+  for (std::size_t c = 0; c < counts.size(); ++c)
+    s << c << " " << counts[c] << " 0x" << class_colour(c).substr(1) << " " << data_quote(class_name(names, c)) << "\n";
+  s << "EOD\nplot $B using 1:2:3:xtic(4) with boxes lc rgb variable, "
+    << "$B using 1:2:(sprintf('%d', $2)) with labels offset 0,0.8\n";
+  run_gnuplot(s.str());
+}
+
+void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows, double window_s,
+                           const std::vector<std::string>& names, const std::string& title,
+                           const std::string& png_path) {
+  if (!(window_s > 0)) throw std::invalid_argument("plot_emotion_timeline: window_s must be > 0");
+  ensure_parent(png_path);
+  const std::size_t classes = names.size();
+  std::ostringstream s;
+  s << terminal(1100, 520, png_path) << "set title " << gnuplot_quote(title)
+    << "\nset xlabel 'Time (s), windows of " << window_s << " s'\nset ylabel 'Share of face observations'\n"
+    << "set yrange [0:1]\nset key outside right top\nset style fill solid 0.9 border -1\nset tics out nomirror\n"
+    << "set grid noxtics ytics\n";
+  if (windows.empty()) {
+    s << "set label 1 'no faces observed' at graph 0.5, graph 0.5 center\nplot [0:1] 2 notitle\n";
+    run_gnuplot(s.str());
+    return;
+  }
+  // Bars centred on each window's middle, stacked by drawing cumulative shares back to front.
+  s << "set boxwidth " << window_s * 0.9 << "\nset xrange [0:" << window_s * windows.size() << "]\n$T << EOD\n";
+  for (std::size_t w = 0; w < windows.size(); ++w) {
+    std::int64_t total = 0;
+    for (auto n : windows[w]) total += n;
+    s << (w + 0.5) * window_s;
+    double cumulative = 0;
+    for (std::size_t c = 0; c < classes; ++c) {
+      cumulative += total > 0 ? static_cast<double>(windows[w][c]) / total : 0.0;
+      s << " " << cumulative;
+    }
+    s << "\n";
+  }
+  s << "EOD\nplot ";
+  for (std::size_t k = classes; k-- > 0;)
+    s << "$T using 1:" << k + 2 << " with boxes lc rgb '" << class_colour(k) << "' title "
+      << gnuplot_quote(class_name(names, k)) << (k ? ", " : "\n");
   run_gnuplot(s.str());
 }
 

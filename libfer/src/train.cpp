@@ -21,6 +21,7 @@
 #include "fer/inference.h"
 #include "fer/plot.h"
 #include "fer/progress.h"
+#include "fer/run_record.h"
 
 namespace fer {
 namespace fs = std::filesystem;
@@ -89,48 +90,6 @@ ModelOptions model_options(const Config& c) {
   o.conv_dropout = c.model.conv_dropout;
   o.dense_dropout = c.model.dense_dropout;
   return o;
-}
-
-std::string git_revision() {
-  FILE* pipe = popen("git rev-parse --short HEAD 2>/dev/null && git status --porcelain 2>/dev/null | head -1", "r");
-  if (!pipe) return "unknown";
-  char buf[256];
-  std::string rev, dirty;
-  if (fgets(buf, sizeof buf, pipe)) rev = buf;
-  if (fgets(buf, sizeof buf, pipe)) dirty = "-dirty";
-  pclose(pipe);
-  while (!rev.empty() && (rev.back() == '\n' || rev.back() == '\r')) rev.pop_back();
-  return rev.empty() ? "unknown" : rev + dirty;
-}
-
-nlohmann::json environment_json(const Config& c, const torch::Device& device, int threads) {
-  char host[256] = {0};
-  gethostname(host, sizeof host - 1);
-  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char when[64];
-  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
-  return {{"libtorch_version", TORCH_VERSION},
-          {"opencv_version", CV_VERSION},
-          {"compiler", __VERSION__},
-          {"device", device.str()},
-          {"cuda_available", torch::cuda::is_available()},
-          {"threads", threads},
-          {"hardware_threads", std::thread::hardware_concurrency()},
-          {"git_revision", git_revision()},
-          {"seed", c.train.seed},
-          {"host", host},
-          {"started_utc", when},
-          {"torch_config", torch::show_config()}};
-}
-
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << text;
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
-  }
-  fs::rename(tmp, path);
 }
 
 std::string read_text(const std::string& path) {
@@ -228,7 +187,7 @@ TrainSummary train(const TrainRequest& request) {
 
   const int threads = configure_cpu_runtime(cfg.train.threads);
   const auto device = resolve_device(cfg.train.device);
-  write_text_atomic(path("environment.json"), environment_json(cfg, device, threads).dump(2) + "\n");
+  write_text_atomic(path("environment.json"), environment_json(device, threads, {{"seed", cfg.train.seed}}).dump(2) + "\n");
   log->info("run directory {}; device {}; {} threads; LibTorch {}", run_dir, device.str(), threads, TORCH_VERSION);
 
   const auto splits = load_configured_splits(cfg);

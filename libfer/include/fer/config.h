@@ -64,6 +64,39 @@ struct EvalConfig {
   bool tta = false;
 };
 
+// Face detection and cropping: the one preprocessing path for full images and
+// video frames (fer-live, fer-eval/fer-explain --detect-faces).
+struct FacesConfig {
+  std::string cascade;          // empty: haarcascade_frontalface_default.xml found automatically
+  double scale_factor = 1.1;
+  int min_neighbors = 5;
+  int min_size = 40;            // pixels of the full image
+  double margin = 0.1;          // crop grows by this share of the box on each side
+  double detect_scale = 0.75;   // full-image scans run on the image resized by this factor
+};
+
+struct LiveConfig {
+  int full_scan_interval = 10;  // frames between full-frame scans; tracks re-detected near their box in between
+  int smoothing_frames = 5;     // rolling mean of probabilities per track
+  double track_iou = 0.3;
+  int max_missed_frames = 10;   // a track ends after this many frames without its face
+  double trend_window_s = 10.0;
+  double sequence_fps = 30.0;   // time base of image-folder sources
+  std::string video_codec = "mp4v";  // annotated.mp4: mp4v (MPEG-4, fast) or avc1 (H.264)
+  std::string device = "auto";
+  int threads = 0;
+};
+
+struct AlertConfig {
+  bool enabled = true;
+  std::vector<std::string> negative_emotions{"sad", "fear"};
+  double window_s = 60.0;
+  double threshold = 0.6;
+  double min_duration_s = 10.0;
+  double cooldown_s = 300.0;
+  std::vector<std::string> command;  // program + arguments, run with the alert JSON on stdin
+};
+
 struct Config {
   std::string name = "experiment";
   DataConfig data;
@@ -71,12 +104,15 @@ struct Config {
   AugmentConfig augment;
   TrainConfig train;
   EvalConfig eval;
+  FacesConfig faces;
+  LiveConfig live;
+  AlertConfig alert;
 };
 
 // One row of the key table: what `fer-train --list-keys` and the README show.
 struct ConfigKeyInfo {
   std::string key;      // dotted path, e.g. "train.lr"
-  std::string type;     // int | float | bool | string | int list
+  std::string type;     // int | float | bool | string | int list | string list
   std::string default_value;
   std::string rule;     // allowed values, e.g. "> 0" or "one of: auto, cpu, cuda[:N]"
   std::string help;

@@ -42,6 +42,7 @@ struct DatasetSplits {
 enum class SplitName { train, val, test };
 SplitName parse_split_name(const std::string& name);  // train | val | test; throws DataError
 const Dataset& split_of(const DatasetSplits& splits, SplitName name);
+Dataset& split_of(DatasetSplits& splits, SplitName name);
 
 // Kaggle CSV `emotion,pixels,Usage` (header required, .gz read transparently).
 // Training -> train, PublicTest -> val, PrivateTest -> test.
@@ -53,6 +54,15 @@ DatasetSplits load_fer2013_csv(const std::string& path);
 // validation, test; class folders matched case-insensitively to emotion_names().
 // Throws DataError for unreadable or non-48x48 images and unknown folders.
 DatasetSplits load_image_folder(const std::string& root);
+
+// The files of such a folder with their split and label, in load order.
+// Throws DataError for unknown split/class folders or when there is no split.
+struct LabelledImageFile {
+  SplitName split;
+  int label;
+  std::string path;
+};
+std::vector<LabelledImageFile> list_image_folder(const std::string& root);
 
 // True for the image extensions the loaders read (png, jpg, jpeg, bmp, tif, tiff; any case).
 bool is_image_file(const std::string& path);

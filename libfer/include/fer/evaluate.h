@@ -2,10 +2,12 @@
 // and charts (confusion matrices, ROC curves, training curves).
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "fer/dataset.h"
+#include "fer/faces.h"
 #include "fer/metrics.h"
 
 namespace fer {
@@ -40,5 +42,19 @@ EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const D
 EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const std::vector<float>& probabilities,
                                   const std::vector<std::string>& class_names, const std::string& out_dir,
                                   const EvaluationOptions& options, const std::string& checkpoint_path);
+
+// Full photos (fer-eval --detect-faces): each image was reduced to its largest
+// face by load_image_folder_with_faces. The model is evaluated on the images
+// with a face (metrics.json, charts as above); images without one are never
+// dropped silently: metrics.json gains a "face_detection" object with the
+// counts, accuracy over images with a face and over all images (an image
+// without a face counts as an error), and no_face.txt lists them.
+struct PhotoEvaluation {
+  EvaluationResult on_faces;  // empty metrics when no image had a face
+  std::int64_t images = 0, with_face = 0, without_face = 0;
+  double accuracy_with_face = 0, accuracy_all_images = 0;
+};
+PhotoEvaluation evaluate_checkpoint_on_photos(const std::string& checkpoint_path, const FaceFolderSplit& photos,
+                                              const std::string& out_dir, const EvaluationOptions& options);
 
 }  // namespace fer

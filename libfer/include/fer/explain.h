@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "fer/dataset.h"
+#include "fer/faces.h"
 
 namespace fer {
 
@@ -22,8 +23,12 @@ struct ExplainItem {
 // class folder name gives the true label when it is an emotion name), or image
 // files. Stops after `limit` items (0 = all). Unreadable or non-48x48 images
 // become items with an error. Throws DataError only for a missing path.
+// With a `detector`, image files are full photos: each becomes its largest
+// face (cropped with `margin`); an image without a face is an item with the
+// error "no face detected".
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
-                                                std::size_t limit);
+                                                std::size_t limit, const FaceDetector* detector = nullptr,
+                                                double margin = 0.1);
 
 struct ExplainOptions {
   std::string method = "both";    // shap | lime | both

@@ -14,6 +14,13 @@
 //   fer::EvaluationResult r = fer::evaluate_checkpoint(run.best_checkpoint, data.val, "out/", eval);
 //   std::printf("accuracy %.4f\n", r.metrics.accuracy);
 //
+// Live video (camera index, file, folder or URL) with faces, tracks, trends and alerts:
+//
+//   fer::LiveOptions live;
+//   live.source = "0";
+//   live.out_dir = "session";
+//   fer::run_live("experiments/fer2013_paper_cnn/best.pt", live);
+//
 // Or predict directly (tensor API):
 //
 //   auto ckpt = fer::load_checkpoint("experiments/fer2013_paper_cnn/best.pt", torch::kCPU);
@@ -25,9 +32,15 @@
 #include "fer/config.h"
 #include "fer/dataset.h"
 #include "fer/evaluate.h"
+#include "fer/faces.h"
 #include "fer/inference.h"
+#include "fer/live.h"
 #include "fer/metrics.h"
 #include "fer/model.h"
 #include "fer/plot.h"
 #include "fer/progress.h"
+#include "fer/run_record.h"
+#include "fer/tracking.h"
 #include "fer/train.h"
+#include "fer/trends.h"
+#include "fer/wellbeing.h"

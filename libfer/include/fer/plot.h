@@ -36,6 +36,19 @@ struct EpochRecord {
 std::vector<EpochRecord> read_history_csv(const std::string& path);
 void write_history_csv(const std::vector<EpochRecord>& history, const std::string& path);
 
+// Emotion trend charts (fer-live, fer-trends); one colour per class throughout.
+// Pie of each class's share of `counts` (classes with 0 left out).
+void plot_emotion_pie(const std::vector<std::int64_t>& counts, const std::vector<std::string>& names,
+                      const std::string& title, const std::string& png_path);
+// Bar per class with its count above it.
+void plot_emotion_bars(const std::vector<std::int64_t>& counts, const std::vector<std::string>& names,
+                       const std::string& title, const std::string& png_path);
+// Stacked share of each class per time window; windows[w][c] are counts, a
+// window without observations stays empty. Requires window_s > 0.
+void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows, double window_s,
+                           const std::vector<std::string>& names, const std::string& title,
+                           const std::string& png_path);
+
 // Loss and accuracy per epoch, train and validation, best epoch marked.
 void plot_training_curves(const std::vector<EpochRecord>& history, const std::string& title,
                           const std::string& png_path);

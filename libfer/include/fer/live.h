@@ -1,0 +1,70 @@
+// Live emotion recognition over a camera, video file, stream URL or image
+// folder: faces found in every frame, classified, tracked and smoothed, drawn,
+// logged, summarised as trends and watched by the wellbeing monitor.
+//
+//   fer::LiveOptions options;
+//   options.source = "clip.mp4";              // or "0" (camera), a folder, rtsp://...
+//   options.out_dir = "session";
+//   fer::LiveSummary s = fer::run_live("experiments/fer2013_paper_cnn/best.pt", options);
+//   // session/: annotated.mp4, frames.csv, alerts.jsonl, summary.json, emotion_*.png
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <opencv2/core.hpp>
+#include <string>
+#include <vector>
+
+#include "fer/config.h"
+
+namespace fer {
+
+struct LiveOptions {
+  std::string source;        // camera index ("0"), video file, image folder or stream URL
+  std::string out_dir;       // where the session's files go (created)
+  bool write_video = true;   // annotated.mp4
+  bool save_crops = false;   // face crops are stored only when asked (privacy)
+  bool charts = true;        // trend PNGs at the end (needs gnuplot)
+  bool progress = true;      // progress bar when the frame count is known
+  std::int64_t max_frames = 0;  // 0 = until the source ends
+  std::string device;        // overrides config.live.device when non-empty
+  Config config;             // the faces, live and alert sections are used
+  // Called with every annotated frame and the source's frame interval in
+  // seconds (for pacing a display); returning false ends the session.
+  std::function<bool(const cv::Mat& annotated, double frame_interval_s)> on_frame;
+  // Set from another thread or a signal handler to end the session cleanly.
+  const std::atomic<bool>* stop = nullptr;
+};
+
+// Seconds spent in each stage, summed over the session.
+struct StageSeconds {
+  double decode = 0, detect = 0, classify = 0, draw = 0, write = 0;
+};
+
+struct LiveSummary {
+  std::int64_t frames = 0;          // frames processed
+  std::int64_t skipped_frames = 0;  // empty, corrupt or wrongly sized frames (not processed)
+  std::int64_t frames_with_faces = 0;
+  std::int64_t faces = 0;           // rows of frames.csv
+  int tracks = 0;
+  int alerts = 0;
+  double seconds = 0;               // wall time of the frame loop
+  double fps = 0;                   // frames / seconds
+  StageSeconds stages;
+  std::string end_reason;           // end of stream | stopped | display closed | max frames | camera disconnected
+  std::vector<std::string> files;   // what was written
+};
+
+// Requires options.source and options.out_dir. Throws std::runtime_error when
+// the source cannot be opened (naming it), the checkpoint or cascade cannot be
+// loaded, or the output cannot be written. Once frames flow, every way of
+// ending (end of stream, stop flag, callback, camera loss) closes the session
+// the same way: logs flushed, video finalised, trends and summary written.
+LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options);
+
+// Draws one face: box, "#id label confidence" and a bar per class probability.
+void draw_face_overlay(cv::Mat& frame, const cv::Rect& box, int track, const std::vector<float>& probabilities,
+                       const std::vector<std::string>& class_names);
+
+}  // namespace fer

@@ -1,0 +1,69 @@
+// Wellbeing monitor: an alert when a tracked person shows persistent negative
+// emotion, and the hook that hands each alert to an institution's own program.
+//
+// Rule (all values from AlertConfig): for each track, the share of its
+// observations in the last `window_s` seconds whose (smoothed) label is one of
+// `negative_emotions`. When that share stays above `threshold` for at least
+// `min_duration_s`, an alert is raised; no new alert for that track until
+// `cooldown_s` has passed since its last one.
+#pragma once
+
+#include <sys/types.h>
+
+#include <deque>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fer/config.h"
+
+namespace fer {
+
+struct WellbeingAlert {
+  int track = 0;
+  double time_s = 0;           // time of the observation that raised it
+  double window_start_s = 0;   // first observation inside the window
+  double above_since_s = 0;    // when the share last rose above the threshold
+  int observations = 0;        // observations in the window
+  double negative_share = 0;
+  std::vector<double> shares;  // per class, over the window
+};
+
+class WellbeingMonitor {
+ public:
+  // Throws ConfigError for an unknown emotion in config.negative_emotions.
+  WellbeingMonitor(const AlertConfig& config, const std::vector<std::string>& class_names);
+
+  // Records `label` for `track` at `time_s` (non-decreasing per track; an
+  // earlier time is std::invalid_argument). Returns an alert when the rule fires.
+  std::optional<WellbeingAlert> observe(int track, double time_s, int label);
+
+  // The alert as one JSON object: time, track, window statistics and the rule.
+  nlohmann::json to_json(const WellbeingAlert& alert) const;
+
+ private:
+  struct TrackState {
+    std::deque<std::pair<double, int>> window;  // (time, label)
+    std::vector<int> counts;
+    std::optional<double> above_since, last_alert;
+  };
+  AlertConfig config_;
+  std::vector<std::string> class_names_;
+  std::vector<bool> negative_;
+  std::map<int, TrackState> tracks_;
+};
+
+// Starts `argv` (argv[0] found through PATH, no shell) with `input` written to
+// its standard input, which is then closed. Returns the child's pid; does not
+// wait. A program that exits without reading its input does not kill the
+// caller (SIGPIPE is held back). Throws std::runtime_error naming the program
+// when it cannot be started.
+pid_t spawn_with_input(const std::vector<std::string>& argv, const std::string& input);
+
+// Waits up to `timeout_s` for `pid`; returns its exit status, or nullopt when
+// it is still running (it is left running).
+std::optional<int> wait_child(pid_t pid, double timeout_s);
+
+}  // namespace fer

@@ -1,0 +1,61 @@
+#include "fer/run_record.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <opencv2/core/version.hpp>
+#include <thread>
+
+namespace fer {
+namespace {
+
+std::string git_revision() {
+  FILE* pipe = popen("git rev-parse --short HEAD 2>/dev/null && git status --porcelain 2>/dev/null | head -1", "r");
+  if (!pipe) return "unknown";
+  char buf[256];
+  std::string rev, dirty;
+  if (fgets(buf, sizeof buf, pipe)) rev = buf;
+  if (fgets(buf, sizeof buf, pipe)) dirty = "-dirty";
+  pclose(pipe);
+  while (!rev.empty() && (rev.back() == '\n' || rev.back() == '\r')) rev.pop_back();
+  return rev.empty() ? "unknown" : rev + dirty;
+}
+
+}  // namespace
+
+nlohmann::json environment_json(const torch::Device& device, int threads, const nlohmann::json& extra) {
+  char host[256] = {0};
+  gethostname(host, sizeof host - 1);
+  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char when[64];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  nlohmann::json env = {{"libtorch_version", TORCH_VERSION},
+                        {"opencv_version", CV_VERSION},
+                        {"compiler", __VERSION__},
+                        {"device", device.str()},
+                        {"cuda_available", torch::cuda::is_available()},
+                        {"threads", threads},
+                        {"hardware_threads", std::thread::hardware_concurrency()},
+                        {"git_revision", git_revision()},
+                        {"host", host},
+                        {"started_utc", when},
+                        {"torch_config", torch::show_config()}};
+  if (extra.is_object()) env.update(extra);
+  return env;
+}
+
+void write_text_atomic(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << text;
+    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
+  }
+  std::filesystem::rename(tmp, path);
+}
+
+}  // namespace fer

@@ -1,0 +1,215 @@
+#include "fer/trends.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+#include "fer/dataset.h"
+#include "fer/plot.h"
+
+namespace fer {
+namespace fs = std::filesystem;
+
+std::string frames_csv_header(const std::vector<std::string>& class_names) {
+  std::string h = "time_s,frame,track,x,y,w,h";
+  for (const auto& c : class_names) h += ",p_" + c;
+  return h + ",label";
+}
+
+std::string frames_csv_row(const FrameRecord& r, const std::vector<std::string>& class_names) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%.3f,%lld,%d,%d,%d,%d,%d", r.time_s, static_cast<long long>(r.frame), r.track, r.x,
+                r.y, r.width, r.height);
+  std::string row = buf;
+  for (float p : r.probabilities) {
+    std::snprintf(buf, sizeof buf, ",%.5f", p);
+    row += buf;
+  }
+  row += ",";
+  row += r.label >= 0 && r.label < static_cast<int>(class_names.size()) ? class_names[r.label] : "";
+  return row;
+}
+
+namespace {
+std::vector<std::string> split_commas(const std::string& line) {
+  std::vector<std::string> out;
+  std::stringstream s(line);
+  std::string field;
+  while (std::getline(s, field, ',')) out.push_back(field);
+  if (!line.empty() && line.back() == ',') out.emplace_back();
+  return out;
+}
+}  // namespace
+
+FramesLog read_frames_csv(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw DataError("cannot open '" + path + "'");
+  FramesLog log;
+  std::string line;
+  if (!std::getline(in, line)) throw DataError(path + ": empty file");
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  const auto header = split_commas(line);
+  const std::vector<std::string> fixed = {"time_s", "frame", "track", "x", "y", "w", "h"};
+  if (header.size() < fixed.size() + 2 || !std::equal(fixed.begin(), fixed.end(), header.begin()) ||
+      header.back() != "label")
+    throw DataError(path + ":1: expected the header " + frames_csv_header({"<class>"}) + ", got '" + line + "'");
+  for (std::size_t i = fixed.size(); i + 1 < header.size(); ++i) {
+    if (header[i].rfind("p_", 0) != 0) throw DataError(path + ":1: column '" + header[i] + "' should be p_<class>");
+    log.class_names.push_back(header[i].substr(2));
+  }
+  const std::size_t k = log.class_names.size();
+  for (std::int64_t line_no = 2; std::getline(in, line); ++line_no) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    const auto f = split_commas(line);
+    const std::string where = path + ":" + std::to_string(line_no);
+    if (f.size() != header.size())
+      throw DataError(where + ": " + std::to_string(f.size()) + " fields, expected " + std::to_string(header.size()));
+    FrameRecord r;
+    try {
+      std::size_t used = 0;
+      auto number = [&](const std::string& text) {
+        const double v = std::stod(text, &used);
+        if (used != text.size() || !std::isfinite(v)) throw std::invalid_argument(text);
+        return v;
+      };
+      r.time_s = number(f[0]);
+      r.frame = static_cast<std::int64_t>(number(f[1]));
+      r.track = static_cast<int>(number(f[2]));
+      r.x = static_cast<int>(number(f[3]));
+      r.y = static_cast<int>(number(f[4]));
+      r.width = static_cast<int>(number(f[5]));
+      r.height = static_cast<int>(number(f[6]));
+      for (std::size_t c = 0; c < k; ++c) r.probabilities.push_back(static_cast<float>(number(f[7 + c])));
+    } catch (const std::exception&) {
+      throw DataError(where + ": not a number in '" + line + "'");
+    }
+    const auto it = std::find(log.class_names.begin(), log.class_names.end(), f.back());
+    if (it == log.class_names.end()) throw DataError(where + ": unknown label '" + f.back() + "'");
+    r.label = static_cast<int>(it - log.class_names.begin());
+    log.records.push_back(std::move(r));
+  }
+  return log;
+}
+
+TrendSummary summarise_trends(const std::vector<FrameRecord>& records, const std::vector<std::string>& class_names,
+                              double window_s) {
+  if (!(window_s > 0)) throw std::invalid_argument("summarise_trends: window_s must be > 0");
+  const std::size_t k = class_names.size();
+  TrendSummary s;
+  s.class_names = class_names;
+  s.window_s = window_s;
+  double last = 0;
+  for (const auto& r : records) last = std::max(last, r.time_s);
+  s.duration_s = last;
+  const std::size_t n_windows = records.empty() ? 0 : static_cast<std::size_t>(std::floor(last / window_s)) + 1;
+  auto fresh = [&] {
+    TrendSeries t;
+    t.counts.assign(k, 0);
+    t.windows.assign(n_windows, std::vector<std::int64_t>(k, 0));
+    return t;
+  };
+  s.overall = fresh();
+  std::set<std::int64_t> frames;
+  auto add = [&](TrendSeries& t, const FrameRecord& r, std::size_t w) {
+    if (t.observations == 0 || r.time_s < t.first_s) t.first_s = r.time_s;
+    t.last_s = std::max(t.last_s, r.time_s);
+    ++t.counts[r.label];
+    ++t.windows[w][r.label];
+    ++t.observations;
+  };
+  for (const auto& r : records) {
+    if (r.label < 0 || r.label >= static_cast<int>(k))
+      throw std::invalid_argument("summarise_trends: label " + std::to_string(r.label) + " out of range");
+    if (r.time_s < 0) throw std::invalid_argument("summarise_trends: negative time");
+    const auto w = std::min(n_windows - 1, static_cast<std::size_t>(std::floor(r.time_s / window_s)));
+    add(s.overall, r, w);
+    auto it = s.tracks.find(r.track);
+    if (it == s.tracks.end()) it = s.tracks.emplace(r.track, fresh()).first;
+    add(it->second, r, w);
+    frames.insert(r.frame);
+  }
+  s.frames = static_cast<std::int64_t>(frames.size());
+  return s;
+}
+
+namespace {
+nlohmann::json series_json(const TrendSeries& t, const TrendSummary& s) {
+  nlohmann::json counts = nlohmann::json::object(), shares = nlohmann::json::object();
+  for (std::size_t c = 0; c < s.class_names.size(); ++c) {
+    counts[s.class_names[c]] = t.counts[c];
+    shares[s.class_names[c]] = t.observations ? static_cast<double>(t.counts[c]) / t.observations : 0.0;
+  }
+  nlohmann::json windows = nlohmann::json::array();
+  for (std::size_t w = 0; w < t.windows.size(); ++w) {
+    std::int64_t n = 0;
+    for (auto v : t.windows[w]) n += v;
+    if (n == 0) continue;
+    nlohmann::json ws = nlohmann::json::object();
+    for (std::size_t c = 0; c < s.class_names.size(); ++c)
+      ws[s.class_names[c]] = static_cast<double>(t.windows[w][c]) / n;
+    windows.push_back({{"start_s", w * s.window_s}, {"end_s", (w + 1) * s.window_s}, {"observations", n}, {"shares", ws}});
+  }
+  const auto top = std::max_element(t.counts.begin(), t.counts.end());
+  return {{"observations", t.observations},
+          {"first_s", t.first_s},
+          {"last_s", t.last_s},
+          {"dominant", t.observations ? s.class_names[top - t.counts.begin()] : ""},
+          {"counts", counts},
+          {"shares", shares},
+          {"windows", windows}};
+}
+}  // namespace
+
+nlohmann::json to_json(const TrendSummary& s) {
+  nlohmann::json tracks = nlohmann::json::object();
+  for (const auto& [id, t] : s.tracks) tracks[std::to_string(id)] = series_json(t, s);
+  return {{"classes", s.class_names}, {"window_s", s.window_s}, {"frames_with_faces", s.frames},
+          {"duration_s", s.duration_s}, {"tracks_count", s.tracks.size()},
+          {"overall", series_json(s.overall, s)}, {"tracks", tracks}};
+}
+
+std::vector<std::string> write_trend_report(const TrendSummary& s, const std::string& out_dir, bool charts,
+                                            int max_track_charts) {
+  fs::create_directories(out_dir);
+  std::vector<std::string> files;
+  const std::string summary_path = (fs::path(out_dir) / "summary.json").string();
+  {
+    std::ofstream out(summary_path + ".tmp");
+    out << to_json(s).dump(2) << "\n";
+    if (!out) throw std::runtime_error("cannot write '" + summary_path + ".tmp'");
+  }
+  fs::rename(summary_path + ".tmp", summary_path);
+  files.push_back(summary_path);
+  if (!charts) return files;
+  auto png = [&](const std::string& name) { return (fs::path(out_dir) / name).string(); };
+  char title[160];
+  std::snprintf(title, sizeof title, "Emotion share, %lld face observations", static_cast<long long>(s.overall.observations));
+  plot_emotion_pie(s.overall.counts, s.class_names, title, png("emotion_pie.png"));
+  files.push_back(png("emotion_pie.png"));
+  plot_emotion_bars(s.overall.counts, s.class_names, "Face observations per emotion", png("emotion_bar.png"));
+  files.push_back(png("emotion_bar.png"));
+  plot_emotion_timeline(s.overall.windows, s.window_s, s.class_names, "Emotion shares over time, all faces",
+                        png("emotion_timeline.png"));
+  files.push_back(png("emotion_timeline.png"));
+  std::vector<std::pair<std::int64_t, int>> by_size;
+  for (const auto& [id, t] : s.tracks) by_size.emplace_back(-t.observations, id);
+  std::sort(by_size.begin(), by_size.end());
+  for (int i = 0; i < std::min<int>(max_track_charts, static_cast<int>(by_size.size())); ++i) {
+    const int id = by_size[i].second;
+    const auto& t = s.tracks.at(id);
+    std::snprintf(title, sizeof title, "Emotion shares over time, track %d (%lld observations, %.1f-%.1f s)", id,
+                  static_cast<long long>(t.observations), t.first_s, t.last_s);
+    const std::string path = png("tracks/track_" + std::to_string(id) + "_timeline.png");
+    plot_emotion_timeline(t.windows, s.window_s, s.class_names, title, path);
+    files.push_back(path);
+  }
+  return files;
+}
+
+}  // namespace fer

@@ -1,0 +1,620 @@
+// Live pipeline: smoothing, tracking, the wellbeing rule and its command hook,
+// the frames.csv log and trends, face cropping, and fer-live end to end on a
+// video built from FER-2013 faces and on the real clip.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+#include <opencv2/videoio.hpp>
+#include <set>
+
+#include "fer/config.h"
+#include "fer/dataset.h"
+#include "fer/evaluate.h"
+#include "fer/explain.h"
+#include "fer/faces.h"
+#include "fer/live.h"
+#include "fer/plot.h"
+#include "fer/tracking.h"
+#include "fer/trends.h"
+#include "fer/wellbeing.h"
+#include "test_util.h"
+
+namespace {
+using fer_test::TempDir;
+using fer_test::write_file;
+namespace fs = std::filesystem;
+
+const std::string kModel = (fs::path(FER_SOURCE_DIR) / "experiments" / "fer2013_paper_cnn" / "best.pt").string();
+
+std::string real_clip() {
+  const fs::path clip = fs::path(FER_SOURCE_DIR) / ".." / "shared" / "data" / "video" / "face_clip_640x360.mp4";
+  return fs::exists(clip) ? clip.lexically_normal().string() : "";
+}
+
+std::vector<float> one_hot(int c, int k = 7) {
+  std::vector<float> v(k, 0.0f);
+  v[c] = 1.0f;
+  return v;
+}
+
+// ---- smoothing --------------------------------------------------------------
+
+TEST(RollingMean, AveragesTheLastNVectorsByHand) {
+  fer::RollingMean mean(3, 2);
+  const float a[] = {1, 0}, b[] = {0, 1}, c[] = {1, 1}, d[] = {0, 0};
+  EXPECT_FLOAT_EQ(mean.push(a)[0], 1.0f);          // [1,0]
+  EXPECT_FLOAT_EQ(mean.push(b)[1], 0.5f);          // mean of a,b = [0.5,0.5]
+  const auto m3 = mean.push(c);                    // a,b,c = [2/3, 2/3]
+  EXPECT_NEAR(m3[0], 2.0 / 3, 1e-6);
+  EXPECT_NEAR(m3[1], 2.0 / 3, 1e-6);
+  const auto m4 = mean.push(d);                    // b,c,d = [1/3, 2/3]: a has left the window
+  EXPECT_NEAR(m4[0], 1.0 / 3, 1e-6);
+  EXPECT_NEAR(m4[1], 2.0 / 3, 1e-6);
+  EXPECT_EQ(mean.count(), 3);
+  EXPECT_THROW(fer::RollingMean(0, 2), std::invalid_argument);
+}
+
+TEST(RollingMean, StaysExactOverLongStreams) {
+  fer::RollingMean mean(5, 1);
+  float v = 0;
+  for (int i = 0; i < 100000; ++i) {
+    v = static_cast<float>(i % 7) * 0.1f;
+    mean.push(&v);
+  }
+  // Last five values: i = 99995..99999 -> i%7 = 0..4 shifted; compute directly.
+  double expected = 0;
+  for (int i = 99995; i < 100000; ++i) expected += (i % 7) * 0.1;
+  EXPECT_NEAR(mean.mean()[0], expected / 5, 1e-5);
+}
+
+// ---- tracking ---------------------------------------------------------------
+
+TEST(FaceTracker, KeepsIdsOfMovingFacesAndMatchesByOverlap) {
+  fer::FaceTracker tracker(0.3, 2, 5, 7);
+  // Two faces moving 4 px per frame in opposite directions, given in swapped order on odd frames.
+  for (int f = 0; f < 20; ++f) {
+    const cv::Rect left(20 + 4 * f, 50, 60, 60), right(300 - 4 * f, 60, 60, 60);
+    const bool swap = f % 2 == 1;
+    const auto ids = tracker.update(swap ? std::vector<cv::Rect>{right, left} : std::vector<cv::Rect>{left, right});
+    ASSERT_EQ(ids.size(), 2u);
+    EXPECT_EQ(ids[swap ? 1 : 0], 1) << "frame " << f;
+    EXPECT_EQ(ids[swap ? 0 : 1], 2) << "frame " << f;
+  }
+  EXPECT_EQ(tracker.tracks_started(), 2);
+}
+
+TEST(FaceTracker, EndsATrackAfterMaxMissedFramesAndSmoothsPerTrack) {
+  fer::FaceTracker tracker(0.3, 2, 2, 7);
+  const cv::Rect box(10, 10, 50, 50);
+  EXPECT_EQ(tracker.update({box}), std::vector<int>{1});
+  EXPECT_EQ(tracker.observe(1, one_hot(3).data()).label, 3);
+  tracker.update({});
+  tracker.update({});  // two misses: still alive (max_missed = 2)
+  EXPECT_EQ(tracker.update({box}), std::vector<int>{1});
+  // Smoothing over 2 frames: happy then sad twice -> sad wins only once both frames are sad.
+  const auto& t1 = tracker.observe(1, one_hot(4).data());
+  EXPECT_NEAR(t1.confidence, 0.5f, 1e-6);
+  EXPECT_EQ(tracker.observe(1, one_hot(4).data()).label, 4);
+  for (int i = 0; i < 3; ++i) tracker.update({});  // three misses: ended
+  EXPECT_TRUE(tracker.tracks().empty());
+  EXPECT_EQ(tracker.update({box}), std::vector<int>{2});
+  EXPECT_THROW(tracker.observe(1, one_hot(0).data()), std::out_of_range);
+}
+
+TEST(FaceTracker, GivesTheContestedTrackToTheBestOverlap) {
+  fer::FaceTracker tracker(0.3, 0, 1, 7);
+  tracker.update({cv::Rect(0, 0, 100, 100)});
+  // Two detections overlap track 1 (IoU 0.54 and 0.90); the closer one continues it, the other starts track 2.
+  const auto ids = tracker.update({cv::Rect(30, 0, 100, 100), cv::Rect(5, 5, 95, 95)});
+  EXPECT_EQ(ids, (std::vector<int>{2, 1}));
+}
+
+// ---- wellbeing rule -----------------------------------------------------------
+
+fer::AlertConfig rule(double window, double threshold, double min_duration, double cooldown) {
+  fer::AlertConfig c;
+  c.negative_emotions = {"sad", "fear"};
+  c.window_s = window;
+  c.threshold = threshold;
+  c.min_duration_s = min_duration;
+  c.cooldown_s = cooldown;
+  return c;
+}
+
+// Feeds labels at 10 Hz (t = i / 10) and returns the times of the alerts.
+std::vector<double> alert_times(fer::WellbeingMonitor& m, const std::vector<int>& labels, int track = 1) {
+  std::vector<double> times;
+  for (std::size_t i = 0; i < labels.size(); ++i)
+    if (const auto a = m.observe(track, i / 10.0, labels[i])) times.push_back(a->time_s);
+  return times;
+}
+
+TEST(WellbeingMonitor, FiresWhenTheShareStaysAboveTheThresholdForTheMinimumDuration) {
+  const int sad = 4, happy = 3;
+  fer::WellbeingMonitor m(rule(10, 0.6, 5, 1000), fer::emotion_names());
+  // All sad from t = 0: the share is 1 from the first observation, so the alert comes at t = 5.0 exactly.
+  const auto times = alert_times(m, std::vector<int>(100, sad));
+  ASSERT_EQ(times.size(), 1u);
+  EXPECT_NEAR(times[0], 5.0, 1e-9);
+
+  // 4 s happy then sad: at t = 4.0 + k/10 (k < 60) the 10 s window holds 41+k observations, k+1 of them sad,
+  // a share <= 0.6 up to k = 59 (60/100 = 0.6 is not above). At k = 60 (t = 10.0) the t = 0 observation has
+  // left the window: 61/100 > 0.6. So above_since = 10.0 and the alert comes at 15.0.
+  fer::WellbeingMonitor m2(rule(10, 0.6, 5, 1000), fer::emotion_names());
+  std::vector<int> labels(40, happy);
+  labels.resize(200, sad);
+  const auto t2 = alert_times(m2, labels);
+  ASSERT_EQ(t2.size(), 1u);
+  EXPECT_NEAR(t2[0], 15.0, 1e-9);
+}
+
+TEST(WellbeingMonitor, ADipBelowTheThresholdRestartsTheDurationAndCooldownStopsRepeats) {
+  const int sad = 4, happy = 3;
+  // Window 1 s (10 observations), threshold 0.5, duration 2 s, cooldown 3 s.
+  fer::WellbeingMonitor m(rule(1, 0.5, 2, 3), fer::emotion_names());
+  std::vector<int> labels(15, sad);          // t 0.0-1.4 sad
+  labels.resize(24, happy);                  // t 1.5-2.3 happy: the share falls to <= 0.5 at t 1.9 (5 of 10)
+  labels.resize(150, sad);                   // t 2.4- sad again
+  // After the dip the share is above 0.5 again from t = 2.9 (6 of the last 10 sad), so the first alert is at 4.9.
+  std::vector<double> times = alert_times(m, labels);
+  // Reference by brute force over the same rule, kept deliberately naive.
+  std::vector<double> expected;
+  double above_since = -1, last = -1e9;
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    const double t = i / 10.0;
+    int n = 0, neg = 0;
+    for (std::size_t j = 0; j <= i; ++j)
+      if (j / 10.0 > t - 1.0) {
+        ++n;
+        neg += labels[j] == sad;
+      }
+    if (static_cast<double>(neg) / n <= 0.5) {
+      above_since = -1;
+      continue;
+    }
+    if (above_since < 0) above_since = t;
+    if (t - above_since >= 2.0 && t - last >= 3.0) {
+      expected.push_back(t);
+      last = t;
+    }
+  }
+  ASSERT_EQ(times.size(), expected.size());
+  for (std::size_t i = 0; i < times.size(); ++i) EXPECT_NEAR(times[i], expected[i], 1e-9);
+  // The first alert cannot come before the dip restarted the clock, and repeats respect the cooldown.
+  ASSERT_GE(times.size(), 2u);
+  EXPECT_NEAR(times[0], 4.9, 1e-9);
+  for (std::size_t i = 1; i < times.size(); ++i) EXPECT_GE(times[i] - times[i - 1], 3.0 - 1e-9);
+}
+
+TEST(WellbeingMonitor, TracksAreIndependentAndBadInputIsRejected) {
+  fer::WellbeingMonitor m(rule(10, 0.6, 0, 1000), fer::emotion_names());
+  EXPECT_TRUE(m.observe(1, 0.0, 4).has_value());   // min_duration 0: first negative observation fires
+  EXPECT_FALSE(m.observe(2, 0.0, 3).has_value());  // another track, happy
+  EXPECT_FALSE(m.observe(2, 0.1, 2).has_value());  // 1 of 2 fear = 0.5: not above 0.6
+  EXPECT_THROW(m.observe(1, -1.0, 4), std::invalid_argument);
+  EXPECT_THROW(m.observe(1, 1.0, 9), std::invalid_argument);
+  auto bad = rule(10, 0.6, 0, 0);
+  bad.negative_emotions = {"gloomy"};
+  EXPECT_THROW(fer::WellbeingMonitor(bad, fer::emotion_names()), fer::ConfigError);
+}
+
+TEST(WellbeingMonitor, AlertJsonCarriesTheWindowAndTheRule) {
+  fer::WellbeingMonitor m(rule(10, 0.6, 0, 1000), fer::emotion_names());
+  const auto a = m.observe(7, 2.5, 2);
+  ASSERT_TRUE(a);
+  const auto j = m.to_json(*a);
+  EXPECT_EQ(j["track"], 7);
+  EXPECT_DOUBLE_EQ(j["time_s"].get<double>(), 2.5);
+  EXPECT_DOUBLE_EQ(j["window"]["negative_share"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(j["window"]["shares"]["fear"].get<double>(), 1.0);
+  EXPECT_EQ(j["rule"]["negative_emotions"], (std::vector<std::string>{"sad", "fear"}));
+  EXPECT_DOUBLE_EQ(j["rule"]["threshold"].get<double>(), 0.6);
+}
+
+TEST(AlertCommand, ReceivesTheAlertJsonOnStdinWithoutAShell) {
+  TempDir dir;
+  const std::string target = dir / "received.json";
+  fer::WellbeingMonitor m(rule(10, 0.6, 0, 1000), fer::emotion_names());
+  auto json = m.to_json(*m.observe(3, 1.0, 4));
+  json["source"] = "it's; $(rm -rf /) `x`";  // data is never interpreted by a shell
+  const auto pid = fer::spawn_with_input({"tee", target}, json.dump() + "\n");
+  const auto status = fer::wait_child(pid, 10);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_EQ(*status, 0);
+  std::ifstream in(target);
+  const auto received = nlohmann::json::parse(in);
+  EXPECT_EQ(received, json);
+}
+
+TEST(AlertCommand, AProgramThatIgnoresItsInputOrDoesNotExistDoesNotKillTheCaller) {
+  // `true` exits without reading: writing 1 MB into its closed pipe must not raise SIGPIPE here.
+  const auto pid = fer::spawn_with_input({"true"}, std::string(1 << 20, 'x'));
+  EXPECT_EQ(fer::wait_child(pid, 10).value_or(-1), 0);
+  try {
+    fer::spawn_with_input({"/nonexistent/notify-counsellor"}, "{}");
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/notify-counsellor"), std::string::npos) << e.what();
+  }
+}
+
+// ---- frames.csv and trends ----------------------------------------------------------
+
+TEST(FramesCsv, RoundTripsAndNamesTheLineOfABadRow) {
+  TempDir dir;
+  const auto& names = fer::emotion_names();
+  fer::FrameRecord r;
+  r.time_s = 1.25;
+  r.frame = 37;
+  r.track = 2;
+  r.x = 10, r.y = 20, r.width = 64, r.height = 64;
+  r.probabilities = {0.1f, 0.0f, 0.2f, 0.5f, 0.1f, 0.05f, 0.05f};
+  r.label = 3;
+  write_file(dir / "frames.csv", fer::frames_csv_header(names) + "\n" + fer::frames_csv_row(r, names) + "\n");
+  const auto log = fer::read_frames_csv(dir / "frames.csv");
+  EXPECT_EQ(log.class_names, names);
+  ASSERT_EQ(log.records.size(), 1u);
+  const auto& back = log.records[0];
+  EXPECT_DOUBLE_EQ(back.time_s, 1.25);
+  EXPECT_EQ(back.frame, 37);
+  EXPECT_EQ(back.track, 2);
+  EXPECT_EQ(back.width, 64);
+  EXPECT_EQ(back.label, 3);
+  for (int c = 0; c < 7; ++c) EXPECT_NEAR(back.probabilities[c], r.probabilities[c], 1e-5);
+
+  write_file(dir / "bad.csv", fer::frames_csv_header(names) + "\n" + fer::frames_csv_row(r, names) +
+                                  "\n1.3,38,2,10,20,64,64,0.1,0,0.2,x,0.1,0.05,0.05,happy\n");
+  try {
+    fer::read_frames_csv(dir / "bad.csv");
+    FAIL() << "expected a DataError";
+  } catch (const fer::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.csv:3"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trends, CountsOverallPerTrackAndPerWindowByHand) {
+  const auto& names = fer::emotion_names();
+  auto rec = [](double t, std::int64_t frame, int track, int label) {
+    fer::FrameRecord r;
+    r.time_s = t;
+    r.frame = frame;
+    r.track = track;
+    r.label = label;
+    r.probabilities.assign(7, 0.0f);
+    return r;
+  };
+  // Window 10 s. Track 1: happy at 0, 5 and 12 s; track 2: sad at 5 and 25 s.
+  const std::vector<fer::FrameRecord> records = {rec(0, 0, 1, 3), rec(5, 150, 1, 3), rec(5, 150, 2, 4),
+                                                 rec(12, 360, 1, 3), rec(25, 750, 2, 4)};
+  const auto s = fer::summarise_trends(records, names, 10);
+  EXPECT_EQ(s.frames, 4);  // frame 150 holds two faces
+  EXPECT_EQ(s.overall.observations, 5);
+  EXPECT_EQ(s.overall.counts[3], 3);
+  EXPECT_EQ(s.overall.counts[4], 2);
+  ASSERT_EQ(s.overall.windows.size(), 3u);  // [0,10), [10,20), [20,30)
+  EXPECT_EQ(s.overall.windows[0][3], 2);
+  EXPECT_EQ(s.overall.windows[0][4], 1);
+  EXPECT_EQ(s.overall.windows[1][3], 1);
+  EXPECT_EQ(s.overall.windows[2][4], 1);
+  ASSERT_EQ(s.tracks.size(), 2u);
+  EXPECT_EQ(s.tracks.at(2).counts[4], 2);
+  EXPECT_EQ(s.tracks.at(2).windows[1][4], 0);
+  EXPECT_DOUBLE_EQ(s.tracks.at(2).first_s, 5.0);
+  const auto j = fer::to_json(s);
+  EXPECT_DOUBLE_EQ(j["overall"]["shares"]["happy"].get<double>(), 0.6);
+  EXPECT_EQ(j["overall"]["dominant"], "happy");
+  EXPECT_EQ(j["tracks"]["1"]["windows"].size(), 2u);  // empty windows are left out
+  EXPECT_THROW(fer::summarise_trends(records, names, 0), std::invalid_argument);
+}
+
+// ---- faces ------------------------------------------------------------------------
+
+TEST(FaceCrop, GrowsByTheMarginClipsToTheImageAndResizesTo48) {
+  EXPECT_EQ(fer::grow_box(cv::Rect(100, 100, 50, 40), 0.1, cv::Size(640, 360)), cv::Rect(95, 96, 60, 48));
+  EXPECT_EQ(fer::grow_box(cv::Rect(0, 0, 50, 50), 0.2, cv::Size(640, 360)), cv::Rect(0, 0, 60, 60));
+  EXPECT_NEAR(fer::box_iou(cv::Rect(0, 0, 10, 10), cv::Rect(5, 0, 10, 10)), 50.0 / 150.0, 1e-12);
+  // Left half of the (grown) crop black, right half white: the 48x48 input keeps that split.
+  cv::Mat gray(200, 200, CV_8U, cv::Scalar(0));
+  gray(cv::Rect(100, 0, 100, 200)).setTo(255);
+  const auto face = fer::face_input(gray, cv::Rect(60, 60, 80, 80), 0.25);  // crop 40..160: split at its middle
+  ASSERT_EQ(face.size(), 48u * 48u);
+  EXPECT_EQ(face[10 * 48 + 5], 0);
+  EXPECT_EQ(face[10 * 48 + 42], 255);
+  EXPECT_THROW(fer::face_input(gray, cv::Rect(500, 500, 10, 10), 0.1), std::invalid_argument);
+}
+
+TEST(FaceDetector, FindsTheCascadeOrNamesWhereItLooked) {
+  fer::FacesConfig config;
+  config.cascade = "/nonexistent/cascade.xml";
+  try {
+    fer::FaceDetector d(config);
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/cascade.xml"), std::string::npos);
+  }
+  EXPECT_NO_THROW(fer::FaceDetector(fer::FacesConfig{}));
+}
+
+// FER-2013 faces the Haar cascade finds when enlarged 3x onto a plain background
+// (many FER faces are not frontal enough for it; the test needs ones it finds).
+struct FaceSprites {
+  std::vector<cv::Mat> faces;  // 144x144 gray
+  std::vector<int> labels;
+};
+FaceSprites detectable_faces(std::size_t count) {
+  FaceSprites out;
+  const auto csv = fer_test::real_fer2013();
+  if (csv.empty()) return out;
+  const auto splits = fer::load_fer2013_csv(csv);
+  const fer::FaceDetector detector(fer::FacesConfig{});
+  for (std::size_t i = 0; i < splits.val.size() && out.faces.size() < count; ++i) {
+    cv::Mat face48(48, 48, CV_8U, const_cast<std::uint8_t*>(splits.val.image(i)));
+    cv::Mat face;
+    cv::resize(face48, face, cv::Size(144, 144), 0, 0, cv::INTER_CUBIC);
+    cv::Mat canvas(320, 320, CV_8U, cv::Scalar(110));
+    face.copyTo(canvas(cv::Rect(88, 88, 144, 144)));
+    const auto boxes = detector.detect(canvas);
+    if (boxes.size() == 1 && fer::box_iou(boxes[0], cv::Rect(88, 88, 144, 144)) > 0.3) {
+      out.faces.push_back(face);
+      out.labels.push_back(static_cast<int>(splits.val.labels[i]));
+    }
+  }
+  return out;
+}
+
+// Two FER faces moving across a 640x360 frame (one left to right, one drifting down).
+void write_two_face_video(const std::string& path, const FaceSprites& s, int frames) {
+  cv::VideoWriter w(path, cv::VideoWriter::fourcc('m', 'p', '4', 'v'), 25, cv::Size(640, 360));
+  ASSERT_TRUE(w.isOpened());
+  for (int f = 0; f < frames; ++f) {
+    cv::Mat canvas(360, 640, CV_8U, cv::Scalar(110));
+    s.faces[0].copyTo(canvas(cv::Rect(20 + 3 * f, 100, 144, 144)));
+    s.faces[1].copyTo(canvas(cv::Rect(440, 20 + 2 * f, 144, 144)));
+    cv::Mat bgr;
+    cv::cvtColor(canvas, bgr, cv::COLOR_GRAY2BGR);
+    w.write(bgr);
+  }
+}
+
+TEST(LiveVideo, TwoMovingFerFacesAreFoundTrackedAndLoggedOncePerFrame) {
+  const auto sprites = detectable_faces(2);
+  if (sprites.faces.size() < 2)
+    GTEST_SKIP() << "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): skipping the "
+                    "video built from FER-2013 faces";
+  TempDir dir;
+  const int frames = 60;
+  write_two_face_video(dir / "two_faces.mp4", sprites, frames);
+
+  std::map<int, std::vector<fer::FrameRecord>> by_path;
+  for (int interval : {1, 5}) {  // reference path (full scan every frame) and the tracked fast path
+    fer::LiveOptions options;
+    options.source = dir / "two_faces.mp4";
+    options.out_dir = dir / ("session_" + std::to_string(interval));
+    options.charts = false;
+    options.progress = false;
+    options.config.live.full_scan_interval = interval;
+    options.config.live.threads = 2;
+    const auto s = fer::run_live(kModel, options);
+    EXPECT_EQ(s.frames, frames);
+    EXPECT_EQ(s.end_reason, "end of stream");
+    const auto log = fer::read_frames_csv(options.out_dir + "/frames.csv");
+    EXPECT_EQ(static_cast<std::int64_t>(log.records.size()), s.faces);
+    // One row per face per frame: never the same track twice in a frame, never more than two faces.
+    std::map<std::int64_t, std::set<int>> tracks_in_frame;
+    for (const auto& r : log.records) EXPECT_TRUE(tracks_in_frame[r.frame].insert(r.track).second) << "frame " << r.frame;
+    int both = 0;
+    for (const auto& [frame, tracks] : tracks_in_frame) {
+      EXPECT_LE(tracks.size(), 2u);
+      both += tracks.size() == 2;
+    }
+    EXPECT_GE(both, 0.9 * frames) << "both faces found in " << both << " of " << frames << " frames (interval "
+                                  << interval << ")";
+    // Stable ids: the moving face on the left keeps one id, the one on the right another.
+    std::set<int> left_ids, right_ids;
+    for (const auto& r : log.records) (r.x < 320 ? left_ids : right_ids).insert(r.track);
+    EXPECT_EQ(left_ids.size(), 1u) << "interval " << interval;
+    EXPECT_EQ(right_ids.size(), 1u) << "interval " << interval;
+    EXPECT_EQ(s.tracks, 2);
+    by_path[interval] = log.records;
+  }
+  // The fast path finds the faces where the reference path does (same place within IoU 0.5) in >= 95% of frames.
+  std::map<std::pair<std::int64_t, bool>, cv::Rect> reference;
+  for (const auto& r : by_path[1]) reference[{r.frame, r.x < 320}] = cv::Rect(r.x, r.y, r.width, r.height);
+  int agree = 0;
+  for (const auto& r : by_path[5]) {
+    const auto it = reference.find({r.frame, r.x < 320});
+    agree += it != reference.end() && fer::box_iou(it->second, cv::Rect(r.x, r.y, r.width, r.height)) > 0.5;
+  }
+  EXPECT_GE(agree, 0.95 * by_path[1].size());
+}
+
+TEST(LiveVideo, RealClipRunsHeadlessAndWritesAPlayableVideoLogAndCharts) {
+  const auto clip = real_clip();
+  if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found: skipping the real clip";
+  TempDir dir;
+  fer::LiveOptions options;
+  options.source = clip;
+  options.out_dir = dir / "session";
+  options.progress = false;
+  options.config.live.threads = 2;
+  const auto s = fer::run_live(kModel, options);
+  EXPECT_EQ(s.end_reason, "end of stream");
+  EXPECT_GT(s.frames, 250);
+  EXPECT_EQ(s.skipped_frames, 0);
+  EXPECT_GT(s.faces, 50);
+  cv::VideoCapture video(options.out_dir + "/annotated.mp4");
+  ASSERT_TRUE(video.isOpened());
+  int decoded = 0;
+  cv::Mat frame;
+  while (video.read(frame)) {
+    EXPECT_EQ(frame.size(), cv::Size(640, 360));
+    ++decoded;
+  }
+  EXPECT_EQ(decoded, s.frames);
+  const auto log = fer::read_frames_csv(options.out_dir + "/frames.csv");
+  EXPECT_EQ(static_cast<std::int64_t>(log.records.size()), s.faces);
+  std::ifstream in(options.out_dir + "/summary.json");
+  const auto summary = nlohmann::json::parse(in);
+  EXPECT_EQ(summary["overall"]["observations"], s.faces);
+  EXPECT_EQ(summary["session"]["frames"], s.frames);
+  if (fer::gnuplot_available())
+    for (const char* png : {"emotion_pie.png", "emotion_bar.png", "emotion_timeline.png"})
+      EXPECT_FALSE(cv::imread(options.out_dir + "/" + png).empty()) << png;
+}
+
+TEST(LiveVideo, StoppingMidStreamClosesTheSessionCleanly) {
+  const auto clip = real_clip();
+  if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found: skipping the real clip";
+  TempDir dir;
+  std::atomic<bool> stop{false};
+  fer::LiveOptions options;
+  options.source = clip;
+  options.out_dir = dir / "session";
+  options.progress = false;
+  options.charts = false;
+  options.stop = &stop;
+  int seen = 0;
+  options.on_frame = [&](const cv::Mat&, double) {
+    if (++seen == 40) stop = true;  // what the SIGINT/SIGTERM handler of fer-live does
+    return true;
+  };
+  const auto s = fer::run_live(kModel, options);
+  EXPECT_EQ(s.end_reason, "stopped");
+  EXPECT_EQ(s.frames, 40);
+  cv::VideoCapture video(options.out_dir + "/annotated.mp4");
+  int decoded = 0;
+  cv::Mat frame;
+  while (video.read(frame)) ++decoded;
+  EXPECT_EQ(decoded, 40);
+  std::ifstream in(options.out_dir + "/summary.json");
+  EXPECT_EQ(nlohmann::json::parse(in)["session"]["end_reason"], "stopped");
+}
+
+TEST(LiveVideo, FerLiveBinaryFinishesTheSessionOnSigterm) {
+  const auto clip = real_clip();
+  if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found: skipping the real clip";
+  TempDir dir;
+  const std::string out = dir / "session";
+  // Full scans on every frame keep it running long enough to be interrupted.
+  const std::string command = "timeout -s TERM 4 " + std::string(FER_BIN_DIR) + "/fer-live --model " + kModel +
+                              " --source " + clip + " --no-display --no-charts --out " + out +
+                              " --set live.full_scan_interval=1 --set live.threads=1 --set faces.detect_scale=1 >" +
+                              (dir / "log.txt") + " 2>&1";
+  const int status = std::system(command.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  ASSERT_EQ(WEXITSTATUS(status), 124) << "fer-live ended before SIGTERM: make the run longer";
+  std::ifstream in(out + "/summary.json");
+  ASSERT_TRUE(in) << "no summary.json after SIGTERM";
+  const auto summary = nlohmann::json::parse(in);
+  EXPECT_EQ(summary["session"]["end_reason"], "stopped");
+  const auto frames = summary["session"]["frames"].get<int>();
+  EXPECT_GT(frames, 0);
+  EXPECT_LT(frames, 275);
+  cv::VideoCapture video(out + "/annotated.mp4");
+  int decoded = 0;
+  cv::Mat frame;
+  while (video.read(frame)) ++decoded;
+  EXPECT_EQ(decoded, frames);
+  EXPECT_EQ(static_cast<int>(fer::read_frames_csv(out + "/frames.csv").records.size()),
+            summary["session"]["faces"].get<int>());
+}
+
+TEST(LiveVideo, UnopenableSourcesAreClearErrorsAndBadFramesAreSkippedAndCounted) {
+  TempDir dir;
+  fer::LiveOptions options;
+  options.out_dir = dir / "session";
+  options.progress = false;
+  options.charts = false;
+  options.source = dir / "missing.mp4";
+  try {
+    fer::run_live(kModel, options);
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing.mp4"), std::string::npos) << e.what();
+  }
+  write_file(dir / "not_a_video.mp4", "this is text, not a video");
+  options.source = dir / "not_a_video.mp4";
+  try {
+    fer::run_live(kModel, options);
+    FAIL() << "expected an error";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot open video source"), std::string::npos) << e.what();
+  }
+  // An image-sequence folder with 3 good frames, a corrupt file, an empty file and one of another size.
+  fs::create_directories(dir / "seq");
+  cv::Mat frame(120, 160, CV_8UC3, cv::Scalar(90, 90, 90));
+  for (const char* name : {"f0.png", "f1.png", "f3.png"}) cv::imwrite(dir / ("seq/" + std::string(name)), frame);
+  write_file(dir / "seq/f2.png", "\x89PNG garbage");
+  write_file(dir / "seq/f4.png", "");
+  cv::imwrite(dir / "seq/f5.png", cv::Mat(60, 60, CV_8UC3, cv::Scalar(0, 0, 0)));
+  options.source = dir / "seq";
+  const auto s = fer::run_live(kModel, options);
+  EXPECT_EQ(s.frames, 3);
+  EXPECT_EQ(s.skipped_frames, 3);
+  EXPECT_EQ(s.end_reason, "end of stream");
+}
+
+// ---- full photos (fer-eval / fer-explain --detect-faces) ---------------------------------
+
+TEST(DetectFaces, PhotosWithoutAFaceAreCountedInTheAllImagesAccuracy) {
+  const auto sprites = detectable_faces(4);
+  if (sprites.faces.size() < 4)
+    GTEST_SKIP() << "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): skipping photos "
+                    "built from FER-2013 faces";
+  TempDir dir;
+  for (std::size_t i = 0; i < sprites.faces.size(); ++i) {
+    cv::Mat photo(300, 400, CV_8U, cv::Scalar(120));
+    sprites.faces[i].copyTo(photo(cv::Rect(40 + 50 * static_cast<int>(i), 60, 144, 144)));
+    const auto folder = dir.path() / "photos" / "test" / fer::emotion_names()[sprites.labels[i]];
+    fs::create_directories(folder);
+    cv::imwrite((folder / ("photo" + std::to_string(i) + ".jpg")).string(), photo);
+  }
+  const auto blank = dir.path() / "photos" / "test" / "happy" / "blank_wall.jpg";
+  fs::create_directories(blank.parent_path());
+  cv::imwrite(blank.string(), cv::Mat(300, 400, CV_8U, cv::Scalar(200)));
+
+  const fer::FacesConfig faces;
+  const fer::FaceDetector detector(faces);
+  const auto folder = fer::load_image_folder_with_faces((dir.path() / "photos").string(), detector, faces.margin);
+  EXPECT_EQ(folder.test.faces.size(), 4u);
+  ASSERT_EQ(folder.test.no_face.size(), 1u);
+  EXPECT_EQ(folder.test.no_face[0], blank.string());
+  fer::EvaluationOptions options;
+  options.charts = false;
+  options.progress = false;
+  const auto r = fer::evaluate_checkpoint_on_photos(kModel, folder.test, dir / "eval", options);
+  EXPECT_EQ(r.images, 5);
+  EXPECT_EQ(r.with_face, 4);
+  EXPECT_NEAR(r.accuracy_all_images, r.accuracy_with_face * 4 / 5, 1e-12);
+  std::ifstream in(dir / "eval/metrics.json");
+  const auto metrics = nlohmann::json::parse(in);
+  EXPECT_EQ(metrics["face_detection"]["without_face"], 1);
+  EXPECT_EQ(metrics["n"], 4);
+  std::ifstream list(dir / "eval/no_face.txt");
+  std::string line;
+  std::getline(list, line);
+  EXPECT_EQ(line, blank.string());
+
+  // fer-explain's input path: the photo becomes its face, the blank one an item with an error.
+  const auto items = fer::collect_explain_inputs({(dir.path() / "photos").string()}, "val", 0, &detector, faces.margin);
+  ASSERT_EQ(items.size(), 5u);
+  int failed = 0;
+  for (const auto& item : items) {
+    if (!item.error.empty()) {
+      ++failed;
+      EXPECT_NE(item.error.find("no face detected"), std::string::npos);
+    } else {
+      EXPECT_EQ(item.pixels.size(), 48u * 48u);
+    }
+  }
+  EXPECT_EQ(failed, 1);
+}
+
+}  // namespace
