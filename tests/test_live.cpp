@@ -369,6 +369,10 @@ FaceSprites detectable_faces(std::size_t count) {
   return out;
 }
 
+const char* kNoFer2013 =
+    "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): skipping a test built from FER-2013 "
+    "faces";
+
 // Two FER faces moving across a 640x360 frame (one left to right, one drifting down).
 void write_two_face_video(const std::string& path, const FaceSprites& s, int frames) {
   cv::VideoWriter w(path, cv::VideoWriter::fourcc('m', 'p', '4', 'v'), 25, cv::Size(640, 360));
@@ -384,10 +388,9 @@ void write_two_face_video(const std::string& path, const FaceSprites& s, int fra
 }
 
 TEST(LiveVideo, TwoMovingFerFacesAreFoundTrackedAndLoggedOncePerFrame) {
+  if (fer_test::real_fer2013().empty()) GTEST_SKIP() << kNoFer2013;
   const auto sprites = detectable_faces(2);
-  if (sprites.faces.size() < 2)
-    GTEST_SKIP() << "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): skipping the "
-                    "video built from FER-2013 faces";
+  ASSERT_EQ(sprites.faces.size(), 2u) << "too few PublicTest faces found by the cascade";
   TempDir dir;
   const int frames = 60;
   write_two_face_video(dir / "two_faces.mp4", sprites, frames);
@@ -564,10 +567,9 @@ TEST(LiveVideo, UnopenableSourcesAreClearErrorsAndBadFramesAreSkippedAndCounted)
 // ---- full photos (fer-eval / fer-explain --detect-faces) ---------------------------------
 
 TEST(DetectFaces, PhotosWithoutAFaceAreCountedInTheAllImagesAccuracy) {
+  if (fer_test::real_fer2013().empty()) GTEST_SKIP() << kNoFer2013;
   const auto sprites = detectable_faces(4);
-  if (sprites.faces.size() < 4)
-    GTEST_SKIP() << "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): skipping photos "
-                    "built from FER-2013 faces";
+  ASSERT_EQ(sprites.faces.size(), 4u) << "too few PublicTest faces found by the cascade";
   TempDir dir;
   for (std::size_t i = 0; i < sprites.faces.size(); ++i) {
     cv::Mat photo(300, 400, CV_8U, cv::Scalar(120));
