@@ -245,7 +245,7 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
   frames_csv << frames_csv_header(names) << "\n" << std::flush;
   if (options.save_crops) fs::create_directories(out / "crops");
 
-  std::vector<FrameRecord> records;
+  TrendBuilder trends(names, cfg.live.trend_window_s);
   std::vector<pid_t> alert_children;
   std::unique_ptr<AsyncVideoWriter> writer;
   cv::Size frame_size;
@@ -340,7 +340,7 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
       r.probabilities.assign(p, p + classes);
       r.label = track.label;
       rows += frames_csv_row(r, names) + "\n";
-      records.push_back(std::move(r));
+      trends.add(r);
       draw_face_overlay(frame, boxes[i], ids[i], track.smoother.mean(), names);
       if (options.save_crops) {
         const fs::path dir = out / "crops" / ("track_" + std::to_string(ids[i]));
@@ -411,14 +411,14 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
   for (pid_t pid : alert_children)
     if (!wait_child(pid, 5.0)) spdlog::warn("alert command (pid {}) still running; not waiting for it", pid);
 
-  const auto trends = summarise_trends(records, names, cfg.live.trend_window_s);
+  const TrendSummary trend_summary = trends.summary();
   std::vector<std::string> report;
   try {
-    report = write_trend_report(trends, options.out_dir, options.charts);
+    report = write_trend_report(trend_summary, options.out_dir, options.charts);
   } catch (const std::exception& e) {
     // The log is complete; charts can be redrawn later with fer-trends.
     spdlog::error("trend charts failed: {} (redraw with fer-trends --frames {})", e.what(), out_path("frames.csv"));
-    report = write_trend_report(trends, options.out_dir, false);
+    report = write_trend_report(trend_summary, options.out_dir, false);
   }
   // summary.json: the trends plus how the session ran.
   nlohmann::json session = {
@@ -439,7 +439,7 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
         {"classify", summary.frames ? 1000 * summary.stages.classify / summary.frames : 0.0},
         {"draw", summary.frames ? 1000 * summary.stages.draw / summary.frames : 0.0},
         {"write", summary.frames ? 1000 * summary.stages.write / summary.frames : 0.0}}}};
-  auto summary_json = to_json(trends);
+  auto summary_json = to_json(trend_summary);
   summary_json["session"] = session;
   write_text_atomic(out_path("summary.json"), summary_json.dump(2) + "\n");
   for (const auto& f : report) summary.files.push_back(f);

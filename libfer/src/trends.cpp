@@ -5,7 +5,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <set>
 #include <sstream>
 #include <stdexcept>
 
@@ -97,45 +96,55 @@ FramesLog read_frames_csv(const std::string& path) {
   return log;
 }
 
+TrendBuilder::TrendBuilder(std::vector<std::string> class_names, double window_s) {
+  if (!(window_s > 0)) throw std::invalid_argument("trend window must be > 0 s");
+  summary_.class_names = std::move(class_names);
+  summary_.window_s = window_s;
+  summary_.overall.counts.assign(summary_.class_names.size(), 0);
+}
+
+void TrendBuilder::add_to(TrendSeries& t, const FrameRecord& r, std::size_t window) {
+  if (t.observations == 0 || r.time_s < t.first_s) t.first_s = r.time_s;
+  t.last_s = std::max(t.last_s, r.time_s);
+  ++t.counts[r.label];
+  // Windows from 0 s to this series' latest observation; summary() pads every track to the overall span.
+  const std::size_t k = summary_.class_names.size();
+  if (t.windows.size() <= window) t.windows.resize(window + 1, std::vector<std::int64_t>(k, 0));
+  ++t.windows[window][r.label];
+  ++t.observations;
+}
+
+void TrendBuilder::add(const FrameRecord& r) {
+  const std::size_t k = summary_.class_names.size();
+  if (r.label < 0 || r.label >= static_cast<int>(k))
+    throw std::invalid_argument("trends: label " + std::to_string(r.label) + " out of range");
+  if (!(r.time_s >= 0)) throw std::invalid_argument("trends: negative or invalid time");
+  const auto w = static_cast<std::size_t>(std::floor(r.time_s / summary_.window_s));
+  add_to(summary_.overall, r, w);
+  auto it = summary_.tracks.find(r.track);
+  if (it == summary_.tracks.end()) {
+    TrendSeries fresh;
+    fresh.counts.assign(k, 0);
+    it = summary_.tracks.emplace(r.track, std::move(fresh)).first;
+  }
+  add_to(it->second, r, w);
+  if (r.frame != last_frame_) ++summary_.frames;
+  last_frame_ = r.frame;
+  summary_.duration_s = std::max(summary_.duration_s, r.time_s);
+}
+
+TrendSummary TrendBuilder::summary() const {
+  TrendSummary s = summary_;
+  const std::size_t n = s.overall.windows.size(), k = s.class_names.size();
+  for (auto& [id, t] : s.tracks) t.windows.resize(n, std::vector<std::int64_t>(k, 0));
+  return s;
+}
+
 TrendSummary summarise_trends(const std::vector<FrameRecord>& records, const std::vector<std::string>& class_names,
                               double window_s) {
-  if (!(window_s > 0)) throw std::invalid_argument("summarise_trends: window_s must be > 0");
-  const std::size_t k = class_names.size();
-  TrendSummary s;
-  s.class_names = class_names;
-  s.window_s = window_s;
-  double last = 0;
-  for (const auto& r : records) last = std::max(last, r.time_s);
-  s.duration_s = last;
-  const std::size_t n_windows = records.empty() ? 0 : static_cast<std::size_t>(std::floor(last / window_s)) + 1;
-  auto fresh = [&] {
-    TrendSeries t;
-    t.counts.assign(k, 0);
-    t.windows.assign(n_windows, std::vector<std::int64_t>(k, 0));
-    return t;
-  };
-  s.overall = fresh();
-  std::set<std::int64_t> frames;
-  auto add = [&](TrendSeries& t, const FrameRecord& r, std::size_t w) {
-    if (t.observations == 0 || r.time_s < t.first_s) t.first_s = r.time_s;
-    t.last_s = std::max(t.last_s, r.time_s);
-    ++t.counts[r.label];
-    ++t.windows[w][r.label];
-    ++t.observations;
-  };
-  for (const auto& r : records) {
-    if (r.label < 0 || r.label >= static_cast<int>(k))
-      throw std::invalid_argument("summarise_trends: label " + std::to_string(r.label) + " out of range");
-    if (r.time_s < 0) throw std::invalid_argument("summarise_trends: negative time");
-    const auto w = std::min(n_windows - 1, static_cast<std::size_t>(std::floor(r.time_s / window_s)));
-    add(s.overall, r, w);
-    auto it = s.tracks.find(r.track);
-    if (it == s.tracks.end()) it = s.tracks.emplace(r.track, fresh()).first;
-    add(it->second, r, w);
-    frames.insert(r.frame);
-  }
-  s.frames = static_cast<std::int64_t>(frames.size());
-  return s;
+  TrendBuilder builder(class_names, window_s);
+  for (const auto& r : records) builder.add(r);
+  return builder.summary();
 }
 
 namespace {

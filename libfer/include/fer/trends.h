@@ -51,8 +51,26 @@ struct TrendSummary {
 };
 
 // Counts each record's smoothed label overall, per track and per window
-// [k*window_s, (k+1)*window_s). Requires window_s > 0 and labels in range
-// (std::invalid_argument otherwise).
+// [k*window_s, (k+1)*window_s), one record at a time, so a session of any
+// length is summarised in memory proportional to its duration, not its rows.
+// Frames are counted as distinct runs of `frame` (records in frame order, as
+// fer-live writes them).
+class TrendBuilder {
+ public:
+  // Requires window_s > 0 (std::invalid_argument).
+  TrendBuilder(std::vector<std::string> class_names, double window_s);
+  // Requires a label in range and time_s >= 0 (std::invalid_argument).
+  void add(const FrameRecord& record);
+  // The trends so far; every track's windows span the whole session.
+  TrendSummary summary() const;
+
+ private:
+  void add_to(TrendSeries& series, const FrameRecord& record, std::size_t window);
+  TrendSummary summary_;
+  std::int64_t last_frame_ = -1;
+};
+
+// TrendBuilder over all `records`.
 TrendSummary summarise_trends(const std::vector<FrameRecord>& records, const std::vector<std::string>& class_names,
                               double window_s);
 
