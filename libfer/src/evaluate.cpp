@@ -8,6 +8,7 @@
 #include "fer/checkpoint.h"
 #include "fer/inference.h"
 #include "fer/plot.h"
+#include "fer/run_record.h"
 
 namespace fer {
 namespace fs = std::filesystem;
@@ -136,12 +137,7 @@ PhotoEvaluation evaluate_checkpoint_on_photos(const std::string& checkpoint_path
   detection["accuracy_with_face"] = r.accuracy_with_face;
   detection["accuracy_all_images"] = r.accuracy_all_images;
   json["face_detection"] = detection;
-  {
-    std::ofstream out(metrics_path + ".tmp");
-    out << json.dump(2) << "\n";
-    if (!out) throw std::runtime_error("cannot write '" + metrics_path + ".tmp'");
-  }
-  fs::rename(metrics_path + ".tmp", metrics_path);
+  write_text_atomic(metrics_path, json.dump(2) + "\n");
   const auto no_face_path = (fs::path(out_dir) / "no_face.txt").string();
   std::ofstream list(no_face_path);
   for (std::size_t i = 0; i < photos.no_face.size(); ++i) list << photos.no_face[i] << "\n";

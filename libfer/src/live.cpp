@@ -412,15 +412,8 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
     if (!wait_child(pid, 5.0)) spdlog::warn("alert command (pid {}) still running; not waiting for it", pid);
 
   const TrendSummary trend_summary = trends.summary();
-  std::vector<std::string> report;
-  try {
-    report = write_trend_report(trend_summary, options.out_dir, options.charts);
-  } catch (const std::exception& e) {
-    // The log is complete; charts can be redrawn later with fer-trends.
-    spdlog::error("trend charts failed: {} (redraw with fer-trends --frames {})", e.what(), out_path("frames.csv"));
-    report = write_trend_report(trend_summary, options.out_dir, false);
-  }
   // summary.json: the trends plus how the session ran.
+  const auto ms_per_frame = [&](double seconds) { return summary.frames ? 1000 * seconds / summary.frames : 0.0; };
   nlohmann::json session = {
       {"source", options.source},
       {"model", checkpoint},
@@ -434,14 +427,21 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
       {"seconds", summary.seconds},
       {"fps", summary.fps},
       {"stage_ms_per_frame",
-       {{"decode", summary.frames ? 1000 * summary.stages.decode / summary.frames : 0.0},
-        {"detect", summary.frames ? 1000 * summary.stages.detect / summary.frames : 0.0},
-        {"classify", summary.frames ? 1000 * summary.stages.classify / summary.frames : 0.0},
-        {"draw", summary.frames ? 1000 * summary.stages.draw / summary.frames : 0.0},
-        {"write", summary.frames ? 1000 * summary.stages.write / summary.frames : 0.0}}}};
-  auto summary_json = to_json(trend_summary);
-  summary_json["session"] = session;
-  write_text_atomic(out_path("summary.json"), summary_json.dump(2) + "\n");
+       {{"decode", ms_per_frame(summary.stages.decode)},
+        {"detect", ms_per_frame(summary.stages.detect)},
+        {"classify", ms_per_frame(summary.stages.classify)},
+        {"draw", ms_per_frame(summary.stages.draw)},
+        {"write", ms_per_frame(summary.stages.write)}}}};
+  summary.files.push_back(write_trend_summary(trend_summary, options.out_dir, {{"session", session}}));
+  std::vector<std::string> report;
+  if (options.charts) {
+    try {
+      report = plot_trends(trend_summary, options.out_dir);
+    } catch (const std::exception& e) {
+      // The log and summary are complete; charts can be redrawn later with fer-trends.
+      spdlog::error("trend charts failed: {} (redraw with fer-trends --frames {})", e.what(), out_path("frames.csv"));
+    }
+  }
   for (const auto& f : report) summary.files.push_back(f);
   summary.files.push_back(out_path("config.yaml"));
   summary.files.push_back(out_path("environment.json"));

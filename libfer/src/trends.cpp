@@ -10,6 +10,7 @@
 
 #include "fer/dataset.h"
 #include "fer/plot.h"
+#include "fer/run_record.h"
 
 namespace fer {
 namespace fs = std::filesystem;
@@ -183,19 +184,17 @@ nlohmann::json to_json(const TrendSummary& s) {
           {"overall", series_json(s.overall, s)}, {"tracks", tracks}};
 }
 
-std::vector<std::string> write_trend_report(const TrendSummary& s, const std::string& out_dir, bool charts,
-                                            int max_track_charts) {
+std::string write_trend_summary(const TrendSummary& s, const std::string& out_dir, const nlohmann::json& extra) {
   fs::create_directories(out_dir);
+  auto json = to_json(s);
+  if (extra.is_object()) json.update(extra);
+  const std::string path = (fs::path(out_dir) / "summary.json").string();
+  write_text_atomic(path, json.dump(2) + "\n");
+  return path;
+}
+
+std::vector<std::string> plot_trends(const TrendSummary& s, const std::string& out_dir, int max_track_charts) {
   std::vector<std::string> files;
-  const std::string summary_path = (fs::path(out_dir) / "summary.json").string();
-  {
-    std::ofstream out(summary_path + ".tmp");
-    out << to_json(s).dump(2) << "\n";
-    if (!out) throw std::runtime_error("cannot write '" + summary_path + ".tmp'");
-  }
-  fs::rename(summary_path + ".tmp", summary_path);
-  files.push_back(summary_path);
-  if (!charts) return files;
   auto png = [&](const std::string& name) { return (fs::path(out_dir) / name).string(); };
   char title[160];
   std::snprintf(title, sizeof title, "Emotion share, %lld face observations", static_cast<long long>(s.overall.observations));
@@ -218,6 +217,14 @@ std::vector<std::string> write_trend_report(const TrendSummary& s, const std::st
     plot_emotion_timeline(t.windows, s.window_s, s.class_names, title, path);
     files.push_back(path);
   }
+  return files;
+}
+
+std::vector<std::string> write_trend_report(const TrendSummary& s, const std::string& out_dir, bool charts,
+                                            int max_track_charts) {
+  std::vector<std::string> files{write_trend_summary(s, out_dir)};
+  if (charts)
+    for (auto& f : plot_trends(s, out_dir, max_track_charts)) files.push_back(std::move(f));
   return files;
 }
 

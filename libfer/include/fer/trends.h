@@ -76,9 +76,18 @@ TrendSummary summarise_trends(const std::vector<FrameRecord>& records, const std
 
 nlohmann::json to_json(const TrendSummary& summary);
 
-// Writes summary.json and, when `charts`, emotion_pie.png, emotion_bar.png,
-// emotion_timeline.png and tracks/track_<id>_timeline.png for the (at most
-// `max_track_charts`) tracks with the most observations. Returns the files written.
+// Writes out_dir/summary.json: to_json(summary) with the keys of `extra` (an
+// object, e.g. {"session": ...}) added. Returns its path.
+std::string write_trend_summary(const TrendSummary& summary, const std::string& out_dir,
+                                const nlohmann::json& extra = nullptr);
+
+// Draws emotion_pie.png, emotion_bar.png, emotion_timeline.png and
+// tracks/track_<id>_timeline.png for the (at most `max_track_charts`) tracks
+// with the most observations. Returns the files written; throws
+// std::runtime_error when gnuplot fails.
+std::vector<std::string> plot_trends(const TrendSummary& summary, const std::string& out_dir, int max_track_charts = 12);
+
+// write_trend_summary and, when `charts`, plot_trends. Returns the files written.
 std::vector<std::string> write_trend_report(const TrendSummary& summary, const std::string& out_dir, bool charts = true,
                                             int max_track_charts = 12);
 
