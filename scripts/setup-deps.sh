@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages libfer needs; does nothing when all are present.
+# Installs the Debian packages libfer needs; does nothing when all are present.
+#   scripts/setup-deps.sh          install what is missing (Debian 12 or 13)
+#   scripts/setup-deps.sh --list   print the package names (the LibTorch-2.x root uses them)
 set -euo pipefail
 
 packages=(
@@ -10,6 +12,8 @@ packages=(
   gnuplot-nox
   python3-torch  # only for the test that loads a checkpoint in Python PyTorch
 )
+
+if [ "${1:-}" = "--list" ]; then printf '%s\n' "${packages[@]}"; exit 0; fi
 
 missing=()
 for p in "${packages[@]}"; do

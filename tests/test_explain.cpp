@@ -2,9 +2,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <fstream>
 
+#include "fer/augment.h"
 #include "fer/checkpoint.h"
 #include "fer/deepshap.h"
 #include "fer/explain.h"
@@ -43,7 +43,7 @@ class SequentialImpl : public fer::ClassifierImpl {
 };
 
 torch::Tensor rand_images(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
+  auto gen = fer::make_cpu_generator(seed);
   return torch::rand({n, 1, 48, 48}, gen, torch::kFloat32);
 }
 
@@ -111,7 +111,7 @@ TEST(DeepShap, LinearModelAttributionsAreWeightTimesInputMinusMeanReference) {
   auto linear = torch::nn::Linear(4, 3);
   auto model = std::make_shared<SequentialImpl>(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{
       {"flatten", torch::nn::Flatten().ptr()}, {"fc", linear.ptr()}});
-  auto gen = at::detail::createCPUGenerator(5);
+  auto gen = fer::make_cpu_generator(5);
   const auto refs = torch::rand({5, 1, 2, 2}, gen);
   const auto x = torch::rand({1, 2, 2}, gen);
   fer::DeepShapExplainer shap(model, refs, torch::kCPU);
@@ -217,7 +217,7 @@ TEST(Lime, RecoversTheCoefficientsOfALinearSuperpixelModel) {
 }
 
 TEST(Lime, SameSeedSameResultAndFirstSampleIsTheUnperturbedImage) {
-  auto gen = at::detail::createCPUGenerator(9);
+  auto gen = fer::make_cpu_generator(9);
   const auto t = torch::rand({48 * 48}, gen);
   const std::vector<float> image(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
   std::vector<float> first_seen;

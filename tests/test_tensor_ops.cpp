@@ -2,7 +2,6 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <ATen/CPUGeneratorImpl.h>
 
 #include "fer/augment.h"
 #include "fer/checkpoint.h"
@@ -13,7 +12,7 @@
 namespace {
 
 torch::Tensor random_batch(int64_t n, uint64_t seed) {
-  auto gen = at::detail::createCPUGenerator(seed);
+  auto gen = fer::make_cpu_generator(seed);
   return torch::rand({n, 1, 48, 48}, gen, torch::kFloat32);
 }
 
@@ -71,9 +70,9 @@ TEST(Augment, BrightnessAndContrastAgreeWithHandComputation) {
 TEST(Augment, KeepsShapeRangeAndIsReproducibleUnderASeed) {
   const auto x = random_batch(16, 4);
   const fer::AugmentOptions o;  // the paper's settings
-  auto g1 = at::detail::createCPUGenerator(11);
-  auto g2 = at::detail::createCPUGenerator(11);
-  auto g3 = at::detail::createCPUGenerator(12);
+  auto g1 = fer::make_cpu_generator(11);
+  auto g2 = fer::make_cpu_generator(11);
+  auto g3 = fer::make_cpu_generator(12);
   const auto a = fer::augment_batch(x, o, g1);
   const auto b = fer::augment_batch(x, o, g2);
   const auto c = fer::augment_batch(x, o, g3);
@@ -84,7 +83,7 @@ TEST(Augment, KeepsShapeRangeAndIsReproducibleUnderASeed) {
   EXPECT_TRUE(torch::equal(a, b));
   EXPECT_FALSE(torch::equal(a, c));
   EXPECT_GT((a - x).abs().mean().item<float>(), 1e-3);  // it does change the images
-  auto g4 = at::detail::createCPUGenerator(11);
+  auto g4 = fer::make_cpu_generator(11);
   EXPECT_TRUE(torch::equal(fer::augment_batch(x, no_augmentation(), g4), x));
 }
 
@@ -125,9 +124,12 @@ TEST(Model, RegistryRejectsUnknownAndDuplicateNames) {
     EXPECT_NE(std::string(e.what()).find("paper_cnn"), std::string::npos) << e.what();
   }
   EXPECT_THROW(fer::register_architecture("paper_cnn", nullptr), std::invalid_argument);
-  fer::ModelOptions odd;
-  odd.input_size = 50;  // not divisible by 8
-  EXPECT_THROW(fer::make_model(odd), std::invalid_argument);
+  fer::ModelOptions tiny;
+  tiny.input_size = 7;  // three 2x2 pools leave nothing
+  EXPECT_THROW(fer::make_model(tiny), std::invalid_argument);
+  fer::ModelOptions crop44;
+  crop44.input_size = 44;  // 44 -> 22 -> 11 -> 5, as PyTorch's pooling rounds down
+  EXPECT_EQ(fer::make_model(crop44)->forward(torch::zeros({2, 1, 44, 44})).sizes(), (std::vector<int64_t>{2, 7}));
 }
 
 TEST(Checkpoint, SaveLoadGivesIdenticalOutputsWithoutAConfig) {
@@ -192,7 +194,7 @@ TEST(Inference, ChunkedPredictionEqualsOneForwardPassAndTtaIsMirrorAverage) {
   torch::manual_seed(5);
   auto model = fer::make_model(fer::ModelOptions{});
   model->eval();
-  auto gen = at::detail::createCPUGenerator(6);
+  auto gen = fer::make_cpu_generator(6);
   const auto images = torch::randint(0, 256, {70, 48, 48}, gen, torch::kUInt8);
   fer::PredictOptions chunked;
   chunked.batch_size = 16;
@@ -203,7 +205,7 @@ TEST(Inference, ChunkedPredictionEqualsOneForwardPassAndTtaIsMirrorAverage) {
   EXPECT_TRUE(torch::allclose(probs, reference, 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(probs.sum(1), torch::ones({70}), 1e-5, 1e-5));
 
-  chunked.tta = true;
+  chunked.tta = fer::Tta::flip;
   const auto tta = fer::predict_probabilities(*model, images, torch::kCPU, chunked);
   const auto mirrored = torch::softmax(model->forward(x.flip({3})), 1);
   EXPECT_TRUE(torch::allclose(tta, (reference + mirrored) / 2, 1e-5, 1e-6));

@@ -5,6 +5,9 @@
 
 #include "app_common.h"
 #include "fer/augment.h"
+#include "fer/engine.h"
+#include "fer/optim.h"
+#include "fer/precision.h"
 #include "fer/deepshap.h"
 #include "fer/lime.h"
 #include "fer/inference.h"
@@ -16,6 +19,54 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Images/s of fer-train's own step (fer::SupervisedTrainer: gather, augment,
+// autocast forward, backward, Adam) over epochs of a 1,024-image pool.
+double training_rate(const fer::ModelOptions& options, fer::Precision precision, bool augment, bool channels_last,
+                     const torch::Device& device, const torch::Tensor& pool, double min_seconds) {
+  torch::manual_seed(0);
+  auto model = fer::make_model(options);
+  model->to(device);
+  if (channels_last) fer::use_channels_last(*model);
+  fer::StepOptions step;
+  step.batch_size = 64;
+  step.precision = precision;
+  step.channels_last = channels_last;
+  if (!augment) step.augment.flip_prob = step.augment.rotation_deg = step.augment.zoom = step.augment.brightness =
+      step.augment.contrast = 0;
+  const auto labels = torch::randint(0, 7, {pool.size(0)}, torch::kInt64).to(device);
+  fer::SupervisedTrainer trainer(model, fer::make_optimizer(model->parameters(), {}), {pool, labels}, step, device);
+  auto run_epoch = [&] {
+    trainer.progress().max_epochs = trainer.progress().epoch + 1;
+    trainer.train();
+    if (device.is_cuda()) torch::cuda::synchronize();
+  };
+  run_epoch();  // warm-up: heap growth, kernel selection
+  int64_t images = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (seconds_since(t0) < min_seconds) {
+    run_epoch();
+    images += trainer.progress().images_in_epoch;
+  }
+  return images / seconds_since(t0);
+}
+
+// Images/s of the library's prediction path (softmax, host copy) at one batch size.
+double inference_rate(fer::ClassifierImpl& model, fer::Precision precision, int64_t batch, const torch::Device& device,
+                      const torch::Tensor& pool, double min_seconds) {
+  fer::PredictOptions predict;
+  predict.batch_size = batch;  // one forward pass per batch
+  predict.precision = precision;
+  const auto images = pool.slice(0, 0, batch);
+  fer::predict_probabilities(model, images, device, predict);  // warm-up
+  int64_t done = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (seconds_since(t0) < min_seconds) {
+    fer::predict_probabilities(model, images, device, predict);
+    done += batch;
+  }
+  return done / seconds_since(t0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -24,7 +75,8 @@ int main(int argc, char** argv) {
   int threads = 0;
   double min_seconds = 3.0;
   std::vector<int64_t> inference_batches{1, 16, 64, 256};
-  bool default_allocator = false, skip_explain = false;
+  bool default_allocator = false, skip_explain = false, channels_last = false;
+  std::vector<std::string> precision_names{"fp32", "bf16"};
   int explain_images = 5;
   app.add_option("--device", device_spec, "auto | cpu | cuda[:N]")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
@@ -34,6 +86,9 @@ int main(int argc, char** argv) {
   app.add_flag("--default-allocator", default_allocator,
                "Leave glibc malloc's defaults (shows the page-fault slowdown at large batches)");
   app.add_flag("--skip-explain", skip_explain, "Skip the DeepSHAP / LIME timings");
+  app.add_option("--precision", precision_names, "Precisions to time (fp32 always; others where the device supports them)")
+      ->capture_default_str();
+  app.add_flag("--channels-last", channels_last, "Channels-last memory format for weights and activations");
   app.add_option("--explain-images", explain_images, "Images timed for DeepSHAP and LIME")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -48,57 +103,40 @@ int main(int argc, char** argv) {
     model->to(device);
     torch::manual_seed(0);
     const auto pool = torch::randint(0, 256, {1024, 48, 48}, torch::kUInt8).to(device);
-    auto sync = [&] {
-      if (device.is_cuda()) torch::cuda::synchronize();
-    };
 
-    // Training step: gather, augment, forward, backward, Adam.
-    for (bool aug : {true, false}) {
-      torch::optim::Adam optimizer(model->parameters(), torch::optim::AdamOptions(1e-3));
-      auto gen = at::detail::createCPUGenerator(1);
-      fer::AugmentOptions augment;
-      if (!aug) augment.flip_prob = augment.rotation_deg = augment.zoom = augment.brightness = augment.contrast = 0;
-      model->train();
-      const int64_t batch = 64;
-      auto step = [&](int64_t i) {
-        const auto idx = torch::arange(i * batch % 960, i * batch % 960 + batch, torch::kInt64).to(device);
-        auto x = fer::augment_batch(fer::to_model_input(pool, idx, device), augment, gen);
-        const auto y = torch::randint(0, 7, {batch}, torch::kInt64).to(device);
-        optimizer.zero_grad();
-        auto loss = torch::nn::functional::cross_entropy(model->forward(x), y);
-        loss.backward();
-        optimizer.step();
-      };
-      for (int i = 0; i < 10; ++i) step(i);  // warm-up: heap growth, kernel selection
-      sync();
-      int64_t images = 0, i = 0;
-      const auto t0 = std::chrono::steady_clock::now();
-      while (seconds_since(t0) < min_seconds) {
-        step(i++);
-        images += batch;
-        sync();
+    std::vector<fer::Precision> precisions{fer::Precision::fp32};
+    for (const auto& name : precision_names) {
+      const auto p = fer::parse_precision(name);
+      if (p == fer::Precision::fp32) continue;
+      try {
+        fer::check_precision_supported(p, device);
+        precisions.push_back(p);
+      } catch (const std::exception& e) {
+        std::printf("# %s skipped: %s\n", name.c_str(), e.what());
       }
-      std::printf("train  batch=%-4lld aug=%-3s %8.1f img/s\n", static_cast<long long>(batch), aug ? "on" : "off",
-                  images / seconds_since(t0));
-      std::fflush(stdout);
     }
+    const auto label = [&](fer::Precision p) { return fer::precision_name(p) + (channels_last ? "+cl" : ""); };
 
-    // Inference through the library's prediction path (softmax, host copy).
-    for (int64_t batch : inference_batches) {
-      fer::PredictOptions predict;
-      predict.batch_size = batch;  // one forward pass per batch
-      const auto images = pool.slice(0, 0, batch);
-      fer::predict_probabilities(*model, images, device, predict);  // warm-up
-      sync();
-      int64_t done = 0;
-      const auto t0 = std::chrono::steady_clock::now();
-      while (seconds_since(t0) < min_seconds) {
-        fer::predict_probabilities(*model, images, device, predict);
-        done += batch;
+    std::vector<double> train_fp32(2);
+    for (const auto p : precisions)
+      for (bool aug : {true, false}) {
+        const double rate = training_rate(options, p, aug, channels_last, device, pool, min_seconds);
+        if (p == fer::Precision::fp32) train_fp32[aug] = rate;
+        std::printf("train  batch=64   aug=%-3s %-7s %8.1f img/s  (x%.2f fp32)\n", aug ? "on" : "off",
+                    label(p).c_str(), rate, rate / train_fp32[aug]);
+        std::fflush(stdout);
       }
-      std::printf("infer  batch=%-4lld         %8.1f img/s\n", static_cast<long long>(batch),
-                  done / seconds_since(t0));
-      std::fflush(stdout);
+
+    if (channels_last) fer::use_channels_last(*model);
+    for (int64_t batch : inference_batches) {
+      double fp32 = 0;
+      for (const auto p : precisions) {
+        const double rate = inference_rate(*model, p, batch, device, pool, min_seconds);
+        if (p == fer::Precision::fp32) fp32 = rate;
+        std::printf("infer  batch=%-4lld         %-7s %8.1f img/s  (x%.2f fp32)\n", static_cast<long long>(batch),
+                    label(p).c_str(), rate, rate / fp32);
+        std::fflush(stdout);
+      }
     }
 
     if (skip_explain) return 0;
@@ -115,19 +153,21 @@ int main(int argc, char** argv) {
       worst = std::max(worst, shap.explain(images[i].unsqueeze(0), all_classes).additivity_error);
     std::printf("explain deepshap refs=100 classes=7  %6.3f s/img  (additivity error %.1e)\n",
                 seconds_since(t0) / explain_images, worst);
-    const fer::BatchPredictor predictor = fer::probability_predictor(*model, device);
     fer::LimeOptions lime;
-    const auto first = images[0].contiguous();
-    fer::explain_lime(std::vector<float>(first.data_ptr<float>(), first.data_ptr<float>() + first.numel()), 48, 48,
-                      predictor, -1, lime);  // warm-up
-    t0 = std::chrono::steady_clock::now();
-    for (int i = 0; i < explain_images; ++i) {
-      const auto img = images[i].contiguous();
-      fer::explain_lime(std::vector<float>(img.data_ptr<float>(), img.data_ptr<float>() + img.numel()), 48, 48,
-                        predictor, -1, lime);
+    for (const auto p : precisions) {
+      const fer::BatchPredictor predictor = fer::probability_predictor(*model, device, p);
+      const auto first = images[0].contiguous();
+      fer::explain_lime(std::vector<float>(first.data_ptr<float>(), first.data_ptr<float>() + first.numel()), 48, 48,
+                        predictor, -1, lime);  // warm-up
+      t0 = std::chrono::steady_clock::now();
+      for (int i = 0; i < explain_images; ++i) {
+        const auto img = images[i].contiguous();
+        fer::explain_lime(std::vector<float>(img.data_ptr<float>(), img.data_ptr<float>() + img.numel()), 48, 48,
+                          predictor, -1, lime);
+      }
+      std::printf("explain lime samples=%d %-7s     %6.3f s/img\n", lime.num_samples, label(p).c_str(),
+                  seconds_since(t0) / explain_images);
     }
-    std::printf("explain lime samples=%d             %6.3f s/img\n", lime.num_samples,
-                seconds_since(t0) / explain_images);
     return 0;
   });
 }

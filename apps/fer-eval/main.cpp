@@ -25,18 +25,26 @@ void print_files(const std::vector<std::string>& files) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Evaluate a checkpoint: metrics.json, predictions.csv and PNG charts"};
-  std::string model = fer_app::default_model_path(argv[0]), data, split = "val", out, run_dir, device = "auto";
+  CLI::App app{"Evaluate a checkpoint (or an ensemble): metrics.json, predictions.csv and PNG charts"};
+  std::vector<std::string> models{fer_app::default_model_path(argv[0])};
+  std::string data, split = "val", out, run_dir, device = "auto", tta, precision = "fp32";
   std::string config_path;
   std::vector<std::string> overrides;
-  bool tta = false, no_charts = false, detect_faces = false;
+  bool no_charts = false, detect_faces = false;
   int batch_size = 64, threads = 0;
-  app.add_option("--model", model, "Checkpoint (.pt)")->capture_default_str();
+  app.add_option("--model", models, "Checkpoint (.pt); several: an ensemble averaging their probabilities")
+      ->capture_default_str();
   app.add_option("--data", data, "FER-2013 CSV(.gz) or image-folder root (else $FER2013_CSV, data/fer2013.csv)");
   app.add_option("--split", split, "train | val | test | all")->check(CLI::IsMember({"train", "val", "test", "all"}))->capture_default_str();
   app.add_option("--out", out, "Output directory (default: eval/<split> beside the checkpoint)");
   app.add_option("--run-dir", run_dir, "Training run directory: also plot its history.csv (default: the checkpoint's directory when it has one)");
-  app.add_flag("--tta", tta, "Average the probabilities of each image and its mirror");
+  app.add_option("--tta", tta,
+                 "Test-time augmentation: none, flip (image and mirror; also plain --tta) or tencrop (5 crops x 2 mirrors)")
+      ->expected(0, 1)
+      ->check(CLI::IsMember({"none", "flip", "tencrop"}));
+  app.add_option("--precision", precision, "Inference precision: fp32, bf16 (CPU with AVX512-BF16, or CUDA), fp16 (CUDA)")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->capture_default_str();
   app.add_option("--batch-size", batch_size, "Images per forward pass")->capture_default_str();
   app.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
@@ -46,8 +54,12 @@ int main(int argc, char** argv) {
   app.add_option("--config", config_path, "YAML whose faces.* keys configure --detect-faces");
   app.add_option("--set", overrides, "Override a config key, e.g. --set faces.min_neighbors=3 (repeatable)");
   CLI11_PARSE(app, argc, argv);
+  if (app.count("--tta") == 0) tta = "none";
+  else if (tta.empty()) tta = "flip";
 
   return fer_app::run_main([&] {
+    if (models.size() > 1 && detect_faces) throw std::runtime_error("--detect-faces evaluates one --model, not an ensemble");
+    const std::string& model = models.front();
     const std::string data_path = fer_app::resolve_data_path(data);
     if (detect_faces) {
       if (!fs::is_directory(data_path))
@@ -59,6 +71,7 @@ int main(int argc, char** argv) {
     for (const auto& o : overrides) fer::apply_override(config, o);
     fer::EvaluationOptions options;
     options.tta = tta;
+    options.precision = precision;
     options.batch_size = batch_size;
     options.device = device;
     options.threads = threads;
@@ -70,7 +83,12 @@ int main(int argc, char** argv) {
     if (fs::exists(history)) options.history_csv = history.string();
     else if (!run_dir.empty()) throw std::runtime_error("--run-dir " + run_dir + " has no history.csv");
     const std::string out_dir =
-        out.empty() ? (model_dir / "eval" / (split + (detect_faces ? "_faces" : "") + (tta ? "_tta" : ""))).string() : out;
+        out.empty() ? (model_dir / "eval" /
+                       (split + (detect_faces ? "_faces" : "") + (tta == "none" ? "" : "_" + tta) +
+                        (precision == "fp32" ? "" : "_" + precision) +
+                        (models.size() > 1 ? "_ensemble" + std::to_string(models.size()) : "")))
+                          .string()
+                    : out;
 
     if (detect_faces) {
       const fer::FaceDetector detector(config.faces);
@@ -103,7 +121,7 @@ int main(int argc, char** argv) {
                                (split == "test" ? " (the file has no PrivateTest rows)" : ""));
     std::fprintf(stderr, "%s %s\n", split.c_str(), fer::class_summary(selected).c_str());
 
-    const auto result = fer::evaluate_checkpoint(model, selected, out_dir, options);
+    const auto result = fer::evaluate_checkpoints(models, selected, out_dir, options);
     print_result(result);
     print_files(result.files);
     return 0;

@@ -1,13 +1,18 @@
 #include "fer/augment.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
 #include <cmath>
 
 namespace fer {
 
 AugmentOptions AugmentOptions::from_config(const AugmentConfig& c) {
   AugmentOptions o;
+  o.crop_size = c.crop_size;
   if (!c.enabled) {
     o.flip_prob = o.rotation_deg = o.zoom = o.brightness = o.contrast = 0.0;
+    o.random_crops = false;
     return o;
   }
   o.flip_prob = c.flip_prob;
@@ -15,7 +20,22 @@ AugmentOptions AugmentOptions::from_config(const AugmentConfig& c) {
   o.zoom = c.zoom;
   o.brightness = c.brightness;
   o.contrast = c.contrast;
+  o.crop_padding = c.crop_padding;
+  o.erase_prob = c.erase_prob;
   return o;
+}
+
+MixOptions MixOptions::from_config(const AugmentConfig& c) {
+  MixOptions o;
+  if (c.enabled) {
+    o.mixup_alpha = c.mixup_alpha;
+    o.cutmix_alpha = c.cutmix_alpha;
+  }
+  return o;
+}
+
+torch::Generator make_cpu_generator(uint64_t seed) {
+  return at::make_generator<at::CPUGeneratorImpl>(seed);
 }
 
 torch::Tensor flip_where(const torch::Tensor& x, const torch::Tensor& mask) {
@@ -72,7 +92,110 @@ torch::Tensor augment_batch(const torch::Tensor& x, const AugmentOptions& o, tor
     const auto contrast = 1.0 + (u_contrast * 2 - 1) * o.contrast;
     y = adjust_brightness_contrast(y, brightness, contrast);
   }
+  // Draws beyond the paper's five happen only when these are on, so the
+  // paper's recipe sees the same random stream as before they existed.
+  if (o.crop_padding > 0 || o.crop_size < x.size(3))
+    y = o.random_crops ? random_crop(y, o.crop_size, o.crop_padding, gen) : center_crop(y, o.crop_size);
+  if (o.erase_prob > 0) y = random_erase(y, o.erase_prob, gen);
   return y;
+}
+
+torch::Tensor random_crop(const torch::Tensor& x, int64_t size, int64_t padding, torch::Generator& gen) {
+  namespace F = torch::nn::functional;
+  const int64_t n = x.size(0), h = x.size(2) + 2 * padding, w = x.size(3) + 2 * padding;
+  TORCH_CHECK(size <= h && size <= w, "random_crop: crop ", size, " exceeds the padded image ", h, "x", w);
+  const auto padded =
+      padding > 0 ? F::pad(x, F::PadFuncOptions({padding, padding, padding, padding}).mode(torch::kReplicate)) : x;
+  // Offsets drawn on the CPU generator (device-independent), one per image.
+  const auto top = torch::randint(h - size + 1, {n}, gen, torch::kInt64);
+  const auto left = torch::randint(w - size + 1, {n}, gen, torch::kInt64);
+  // Gather every crop at once: row index top+i, column index left+j.
+  const auto steps = torch::arange(size, torch::kInt64);
+  const auto rows = (top.view({n, 1}) + steps.view({1, size})).to(x.device());
+  const auto cols = (left.view({n, 1}) + steps.view({1, size})).to(x.device());
+  const int64_t c = x.size(1);
+  const auto row_index = rows.view({n, 1, size, 1}).expand({n, c, size, w});
+  const auto by_rows = padded.gather(2, row_index);
+  const auto col_index = cols.view({n, 1, 1, size}).expand({n, c, size, size});
+  return by_rows.gather(3, col_index);
+}
+
+torch::Tensor center_crop(const torch::Tensor& x, int64_t size) {
+  const int64_t h = x.size(-2), w = x.size(-1);
+  TORCH_CHECK(size <= h && size <= w, "center_crop: crop ", size, " exceeds the image ", h, "x", w);
+  if (size == h && size == w) return x;
+  const int64_t top = (h - size) / 2, left = (w - size) / 2;
+  return x.narrow(-2, top, size).narrow(-1, left, size);
+}
+
+torch::Tensor random_erase(const torch::Tensor& x, double p, torch::Generator& gen) {
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
+  const auto cpu = torch::TensorOptions().dtype(torch::kFloat64);
+  constexpr int kTries = 10;
+  // Every number is drawn up front, in a fixed order, whatever the outcome.
+  const auto u_apply = torch::rand({n}, gen, cpu);
+  const auto u_area = torch::rand({n, kTries}, gen, cpu);
+  const auto u_ratio = torch::rand({n, kTries}, gen, cpu);
+  const auto u_top = torch::rand({n, kTries}, gen, cpu);
+  const auto u_left = torch::rand({n, kTries}, gen, cpu);
+  auto keep = torch::ones({n, 1, h, w}, cpu.dtype(torch::kFloat32));
+  auto a = u_apply.accessor<double, 1>();
+  auto ua = u_area.accessor<double, 2>(), ur = u_ratio.accessor<double, 2>();
+  auto ut = u_top.accessor<double, 2>(), ul = u_left.accessor<double, 2>();
+  const double log_lo = std::log(0.3), log_hi = std::log(1.0 / 0.3);
+  for (int64_t i = 0; i < n; ++i) {
+    if (a[i] >= p) continue;
+    for (int t = 0; t < kTries; ++t) {
+      const double area = (0.02 + ua[i][t] * (0.33 - 0.02)) * h * w;
+      const double ratio = std::exp(log_lo + ur[i][t] * (log_hi - log_lo));
+      const auto eh = static_cast<int64_t>(std::lround(std::sqrt(area * ratio)));
+      const auto ew = static_cast<int64_t>(std::lround(std::sqrt(area / ratio)));
+      if (eh < 1 || ew < 1 || eh >= h || ew >= w) continue;
+      const auto top = static_cast<int64_t>(ut[i][t] * (h - eh + 1));
+      const auto left = static_cast<int64_t>(ul[i][t] * (w - ew + 1));
+      keep[i].narrow(1, top, eh).narrow(2, left, ew).zero_();
+      break;
+    }
+  }
+  return x * keep.to(x.device(), x.scalar_type());
+}
+
+namespace {
+// A Beta(a, a) draw from two Gamma(a) draws on the CPU generator.
+double sample_beta(double alpha, torch::Generator& gen) {
+  const auto g = torch::_standard_gamma(torch::full({2}, alpha, torch::kFloat64), gen);
+  const double x = g[0].item<double>(), y = g[1].item<double>();
+  return (x + y) > 0 ? x / (x + y) : 0.5;
+}
+}  // namespace
+
+MixedBatch mix_batch(const torch::Tensor& x, const torch::Tensor& labels, const MixOptions& o, torch::Generator& gen) {
+  TORCH_CHECK(o.enabled(), "mix_batch: neither mixup nor cutmix is on");
+  const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
+  const auto u = torch::rand({4}, gen, torch::kFloat64);  // which method, box centre y, x; spare
+  const auto perm = torch::randperm(n, gen, torch::kInt64).to(x.device());
+  const bool use_cutmix = o.cutmix_alpha > 0 && (o.mixup_alpha <= 0 || u[0].item<double>() < 0.5);
+  const double drawn = sample_beta(use_cutmix ? o.cutmix_alpha : o.mixup_alpha, gen);
+  MixedBatch m;
+  m.target_a = labels;
+  m.target_b = labels.index_select(0, perm.to(labels.device()));
+  const auto other = x.index_select(0, perm);
+  if (!use_cutmix) {
+    m.lam = drawn;
+    m.x = x * drawn + other * (1.0 - drawn);
+    return m;
+  }
+  // CutMix box: side sqrt(1 - lam) of the image, centred at a uniform point, clipped.
+  const double cut = std::sqrt(1.0 - drawn);
+  const auto ch = static_cast<int64_t>(h * cut), cw = static_cast<int64_t>(w * cut);
+  const auto cy = static_cast<int64_t>(u[1].item<double>() * h), cx = static_cast<int64_t>(u[2].item<double>() * w);
+  const int64_t y0 = std::clamp<int64_t>(cy - ch / 2, 0, h), y1 = std::clamp<int64_t>(cy + ch / 2, 0, h);
+  const int64_t x0 = std::clamp<int64_t>(cx - cw / 2, 0, w), x1 = std::clamp<int64_t>(cx + cw / 2, 0, w);
+  m.x = x.clone();
+  if (y1 > y0 && x1 > x0)
+    m.x.narrow(2, y0, y1 - y0).narrow(3, x0, x1 - x0).copy_(other.narrow(2, y0, y1 - y0).narrow(3, x0, x1 - x0));
+  m.lam = 1.0 - double((y1 - y0) * (x1 - x0)) / double(h * w);  // the share of pixels still from x
+  return m;
 }
 
 torch::Tensor to_model_input(const torch::Tensor& images_u8, const torch::Tensor& indices, const torch::Device& device) {

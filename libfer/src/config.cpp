@@ -63,6 +63,13 @@ Rule<std::vector<int>> filters_rule() {
           }};
 }
 
+Rule<int> crop_rule() {
+  return {"in [16, 48]", [](const int& v) { return v >= 16 && v <= 48; }};
+}
+Rule<double> ema_rule() {
+  return {"0 or in [0.5, 1)", [](const double& v) { return v == 0.0 || (v >= 0.5 && v < 1.0); }};
+}
+
 Rule<double> greater_than(double lo) {
   std::ostringstream s;
   s << "> " << lo;
@@ -173,24 +180,54 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(augment.zoom, double, in_range(0, 0.9), "Zoom factor drawn uniformly in [1-z, 1+z] (0 = off)."),
       FER_KEY(augment.brightness, double, in_range(0, 1), "Brightness factor drawn uniformly in [1-b, 1+b] (0 = off)."),
       FER_KEY(augment.contrast, double, in_range(0, 1), "Contrast factor drawn uniformly in [1-c, 1+c] around the image mean (0 = off)."),
+      FER_KEY(augment.crop_size, int, crop_rule(),
+              "Random crops of this size in training, centre crop at evaluation; the model's input size follows (48 = no crop)."),
+      FER_KEY(augment.crop_padding, int, at_least(0),
+              "Pad the image by this many pixels (edge replication) before the random crop: random shifts, also at crop_size 48."),
+      FER_KEY(augment.erase_prob, double, in_range(0, 1),
+              "Random erasing: probability of blanking one box of 2-33% of the image, aspect 0.3-3.3 (torchvision's defaults)."),
+      FER_KEY(augment.mixup_alpha, double, at_least(0.0), "Mixup: pairs of images and labels mixed with a Beta(a, a) weight (0 = off)."),
+      FER_KEY(augment.cutmix_alpha, double, at_least(0.0),
+              "CutMix: a box from another image, its area from Beta(a, a), labels mixed by area (0 = off). With mixup also on, each batch uses one of the two at random."),
       FER_KEY(train.epochs, int, positive<int>(), "Maximum number of epochs."),
       FER_KEY(train.batch_size, int, positive<int>(), "Training batch size."),
-      FER_KEY(train.lr, double, positive<double>(), "Adam learning rate."),
-      FER_KEY(train.weight_decay, double, at_least(0.0), "Adam L2 weight decay."),
+      FER_KEY(train.lr, double, positive<double>(), "Learning rate (the peak rate of cosine and step schedules)."),
+      FER_KEY(train.weight_decay, double, at_least(0.0), "Weight decay: L2 added to the gradient (adam, sgd) or decoupled (adamw)."),
+      FER_KEY(train.optimizer, std::string, one_of({"adam", "adamw", "sgd"}), "adam (the paper's), adamw, or sgd with momentum."),
+      FER_KEY(train.momentum, double, in_range(0, 0.999), "SGD momentum."),
+      FER_KEY(train.nesterov, bool, any<bool>(), "SGD with Nesterov momentum."),
+      FER_KEY(train.schedule, std::string, one_of({"plateau", "cosine", "step"}),
+              "plateau: ReduceLROnPlateau on validation accuracy (the paper's); cosine: cosine annealing to lr_min over the epochs; step: lr x step_gamma every step_size epochs."),
+      FER_KEY(train.warmup_epochs, int, at_least(0), "cosine and step: the rate rises linearly, lr x (e+1)/(warmup+1) in epoch e, before the schedule starts."),
+      FER_KEY(train.step_size, int, positive<int>(), "step: epochs between two decays."),
+      FER_KEY(train.step_gamma, double, open_unit(), "step: decay factor."),
+      FER_KEY(train.label_smoothing, double, in_range(0, 0.5), "Label smoothing of the cross-entropy (PyTorch's definition)."),
+      FER_KEY(train.ema_decay, double, ema_rule(),
+              "Exponential moving average of the weights, updated every step (0 = off); when on, the average is validated and saved as best.pt."),
+      FER_KEY(train.precision, std::string, one_of({"fp32", "bf16", "fp16"}),
+              "fp32; bf16 autocast (CPU with AVX512-BF16 or AMX, or CUDA); fp16 autocast with a gradient scaler (CUDA only)."),
+      FER_KEY(train.channels_last, bool, any<bool>(), "Channels-last memory format for activations and conv weights."),
+      FER_KEY(train.deterministic, bool, any<bool>(),
+              "CUDA: cuDNN uses deterministic algorithms (benchmark mode off), so a seed gives the same run; off: faster, not reproducible."),
       FER_KEY(train.class_weighted, bool, any<bool>(),
               "Weight the training loss by inverse class frequency (n / (k * n_c))."),
       FER_KEY(train.lr_factor, double, open_unit(), "ReduceLROnPlateau factor (on validation accuracy)."),
       FER_KEY(train.lr_patience, int, at_least(0), "ReduceLROnPlateau patience: the rate drops after more than this many epochs without a gain (PyTorch's rule)."),
-      FER_KEY(train.lr_min, double, at_least(0.0), "Lower bound of the learning rate."),
+      FER_KEY(train.lr_min, double, at_least(0.0), "Lower bound of the plateau schedule's rate and the final rate of the cosine schedule."),
       FER_KEY(train.lr_min_delta, double, at_least(0.0),
               "Validation-accuracy gain that counts as an improvement for ReduceLROnPlateau."),
-      FER_KEY(train.early_stopping_patience, int, positive<int>(),
-              "Stop after this many epochs without a lower validation loss; the best weights are restored."),
+      FER_KEY(train.early_stopping_patience, int, at_least(0),
+              "Stop after this many epochs without an improvement of early_stopping_monitor; the best weights are restored (0 = never stop early)."),
+      FER_KEY(train.early_stopping_monitor, std::string, one_of({"val_loss", "val_accuracy"}),
+              "What early stopping and best.pt watch: the lowest validation loss or the highest validation accuracy."),
       FER_KEY(train.device, std::string, device_rule(), "auto (CUDA when available), cpu, cuda or cuda:N."),
       FER_KEY(train.threads, int, at_least(0), "CPU threads for LibTorch (0 = all cores)."),
       FER_KEY(train.seed, int, any<int>(), "Seed of initialisation, shuffling, dropout and augmentation."),
       FER_KEY(train.eval_batch_size, int, positive<int>(), "Batch size for validation and evaluation."),
-      FER_KEY(eval.tta, bool, any<bool>(), "Final evaluation averages the image and its mirror."),
+      FER_KEY(eval.tta, std::string, one_of({"none", "flip", "tencrop", "false", "true"}),
+              "Test-time augmentation: none, flip (image and mirror) or tencrop (4 corner and centre crops of the model's input size, each mirrored); false/true mean none/flip."),
+      FER_KEY(eval.precision, std::string, one_of({"fp32", "bf16", "fp16"}),
+              "Inference precision of fer-eval, fer-live and LIME (autocast; DeepSHAP always runs in fp32)."),
       FER_KEY(faces.cascade, std::string, any<std::string>(),
               "Haar cascade XML. Empty: haarcascade_frontalface_default.xml from $FER_HAAR_DIR or OpenCV's data folders (Debian: opencv-data)."),
       FER_KEY(faces.scale_factor, double, greater_than(1.0), "Haar detectMultiScale scale step between pyramid levels."),

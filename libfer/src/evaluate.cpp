@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 
 EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const std::vector<float>& probabilities,
                                   const std::vector<std::string>& names, const std::string& out_dir,
-                                  const EvaluationOptions& options, const std::string& checkpoint_path) {
+                                  const EvaluationOptions& options, const std::vector<std::string>& checkpoint_paths) {
   const int k = static_cast<int>(names.size());
   EvaluationResult result;
   result.metrics = compute_metrics(labels, probabilities, k);
@@ -25,8 +25,13 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
 
   auto json = result.metrics.to_json(names);
   json["split"] = options.split;
-  json["tta"] = options.tta;
-  json["checkpoint"] = checkpoint_path;
+  const Tta tta = parse_tta(options.tta);
+  json["tta"] = tta_name(tta);
+  json["precision"] = options.precision;
+  if (checkpoint_paths.size() == 1)
+    json["checkpoint"] = checkpoint_paths.front();
+  else
+    json["ensemble"] = checkpoint_paths;
   json["data"] = options.data_source;
   const auto metrics_path = (fs::path(out_dir) / "metrics.json").string();
   {
@@ -60,7 +65,9 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
     spdlog::warn("gnuplot (pngcairo) not found: charts skipped; install gnuplot-nox");
     return result;
   }
-  const std::string tag = " (" + options.split + (options.tta ? ", TTA" : "") + ", n=" + std::to_string(labels.size()) + ")";
+  const std::string tag = " (" + options.split + (tta == Tta::none ? "" : ", TTA " + tta_name(tta)) +
+                          (checkpoint_paths.size() > 1 ? ", ensemble of " + std::to_string(checkpoint_paths.size()) : "") +
+                          ", n=" + std::to_string(labels.size()) + ")";
   const auto cm_path = (fs::path(out_dir) / "confusion_matrix.png").string();
   plot_confusion_matrix(result.metrics.confusion, names, false, "Confusion matrix" + tag, cm_path);
   const auto cmn_path = (fs::path(out_dir) / "confusion_matrix_normalized.png").string();
@@ -96,20 +103,34 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
   return result;
 }
 
-EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,
-                                     const std::string& out_dir, const EvaluationOptions& options) {
+EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
+                                      const std::string& out_dir, const EvaluationOptions& options) {
   if (data.size() == 0) throw std::runtime_error("cannot evaluate on an empty split '" + options.split + "'");
+  if (checkpoint_paths.empty()) throw std::runtime_error("no checkpoint to evaluate");
   configure_cpu_runtime(options.threads);
   const auto device = resolve_device(options.device);
-  auto loaded = load_checkpoint(checkpoint_path, device);
   PredictOptions predict;
   predict.batch_size = options.batch_size;
-  predict.tta = options.tta;
+  predict.tta = parse_tta(options.tta);
+  predict.precision = parse_precision(options.precision);
+  check_precision_supported(predict.precision, device);
   predict.progress = options.progress;
   predict.progress_label = "eval " + options.split;
-  const auto probs = predict_probabilities(*loaded.model, images_tensor(data), device, predict).contiguous();
+  std::vector<LoadedCheckpoint> members;
+  for (const auto& path : checkpoint_paths) {
+    members.push_back(load_checkpoint(path, device));
+    if (members.back().meta.class_names != members.front().meta.class_names)
+      throw std::runtime_error("ensemble member '" + path + "' has other class names than '" +
+                               checkpoint_paths.front() + "'");
+  }
+  const auto probs = predict_ensemble_probabilities(members, images_tensor(data), device, predict).contiguous();
   std::vector<float> flat(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());
-  return write_evaluation(data.labels, flat, loaded.meta.class_names, out_dir, options, checkpoint_path);
+  return write_evaluation(data.labels, flat, members.front().meta.class_names, out_dir, options, checkpoint_paths);
+}
+
+EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,
+                                     const std::string& out_dir, const EvaluationOptions& options) {
+  return evaluate_checkpoints({checkpoint_path}, data, out_dir, options);
 }
 
 PhotoEvaluation evaluate_checkpoint_on_photos(const std::string& checkpoint_path, const FaceFolderSplit& photos,

@@ -296,7 +296,10 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
   }
   LimeOptions lime_options;
   lime_options.num_samples = options.lime_samples;
-  const BatchPredictor predictor = probability_predictor(*loaded.model, device);
+  const auto lime_precision = parse_precision(options.precision);
+  check_precision_supported(lime_precision, device);
+  const BatchPredictor predictor =
+      probability_predictor(*loaded.model, device, lime_precision, loaded.meta.model.input_size);
 
   std::vector<double> global_sum(static_cast<std::size_t>(k) * kImagePixels, 0.0);
   std::vector<int> global_count(k, 0);

@@ -52,6 +52,62 @@ torch::Tensor labels_tensor(const Dataset& data) {
   return torch::tensor(data.labels, torch::kInt64);
 }
 
+Tta parse_tta(const std::string& name) {
+  if (name == "none" || name == "false") return Tta::none;
+  if (name == "flip" || name == "true") return Tta::flip;
+  if (name == "tencrop") return Tta::tencrop;
+  throw std::invalid_argument("unknown test-time augmentation '" + name + "' (expected none, flip or tencrop)");
+}
+
+std::string tta_name(Tta tta) {
+  switch (tta) {
+    case Tta::flip: return "flip";
+    case Tta::tencrop: return "tencrop";
+    default: return "none";
+  }
+}
+
+std::vector<torch::Tensor> tta_views(const torch::Tensor& x, Tta tta, int64_t size, int64_t tencrop_padding) {
+  if (tta != Tta::tencrop) {
+    const auto centre = center_crop(x, size);
+    if (tta == Tta::none) return {centre};
+    return {centre, centre.flip({3})};
+  }
+  namespace F = torch::nn::functional;
+  const auto source = size < x.size(3) ? x
+                                       : F::pad(x, F::PadFuncOptions({tencrop_padding, tencrop_padding, tencrop_padding,
+                                                                      tencrop_padding})
+                                                       .mode(torch::kReplicate));
+  const int64_t h = source.size(2), w = source.size(3);
+  const int64_t corners[5][2] = {{0, 0}, {0, w - size}, {h - size, 0}, {h - size, w - size}, {(h - size) / 2, (w - size) / 2}};
+  std::vector<torch::Tensor> views;
+  for (const auto& c : corners) {
+    const auto crop = source.narrow(2, c[0], size).narrow(3, c[1], size);
+    views.push_back(crop);
+    views.push_back(crop.flip({3}));
+  }
+  return views;
+}
+
+namespace {
+// The mean softmax over the TTA views of one batch.
+torch::Tensor batch_probabilities(ClassifierImpl& model, const torch::Tensor& x, const torch::Device& device,
+                                  const PredictOptions& o) {
+  torch::Tensor sum;
+  const auto views = tta_views(x, o.tta, o.input_size);
+  for (const auto& view : views) {
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(device, o.precision);
+      logits = model.forward(view.contiguous()).to(torch::kFloat32);
+    }
+    const auto p = torch::softmax(logits, 1);
+    sum = sum.defined() ? sum + p : p;
+  }
+  return views.size() == 1 ? sum : sum / static_cast<double>(views.size());
+}
+}  // namespace
+
 torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& images_u8, const torch::Device& device,
                                     const PredictOptions& options) {
   TORCH_CHECK(images_u8.dim() == 3 && images_u8.scalar_type() == torch::kUInt8,
@@ -67,9 +123,7 @@ torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& 
     const int64_t end = std::min(n, start + options.batch_size);
     const auto idx = torch::arange(start, end, torch::kInt64).to(images_u8.device());
     const auto x = to_model_input(images_u8, idx, device);
-    auto probs = torch::softmax(model.forward(x), 1);
-    if (options.tta) probs = (probs + torch::softmax(model.forward(x.flip({3})), 1)) / 2;
-    chunks.push_back(probs.to(torch::kCPU, torch::kFloat32));
+    chunks.push_back(batch_probabilities(model, x, device, options).to(torch::kCPU, torch::kFloat32));
     if (bar) bar->advance(end - start, end - start);
   }
   if (bar) bar->finish();
@@ -77,13 +131,35 @@ torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& 
   return torch::cat(chunks, 0);
 }
 
-BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device) {
-  return [&model, device](const std::vector<float>& images, int n) {
+torch::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const torch::Tensor& images_u8,
+                                             const torch::Device& device, const PredictOptions& options) {
+  if (members.empty()) throw std::invalid_argument("an ensemble needs at least one model");
+  torch::Tensor sum;
+  for (std::size_t m = 0; m < members.size(); ++m) {
+    PredictOptions o = options;
+    o.input_size = members[m].meta.model.input_size;
+    if (options.progress) o.progress_label = options.progress_label + " [" + std::to_string(m + 1) + "/" +
+                                             std::to_string(members.size()) + "]";
+    const auto p = predict_probabilities(*members[m].model, images_u8, device, o);
+    sum = sum.defined() ? sum + p : p;
+  }
+  return members.size() == 1 ? sum : sum / static_cast<double>(members.size());
+}
+
+BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device, Precision precision,
+                                     int64_t input_size) {
+  return [&model, device, precision, input_size](const std::vector<float>& images, int n) {
     torch::NoGradGuard no_grad;
     model.eval();
-    const auto x = torch::from_blob(const_cast<float*>(images.data()), {n, 1, kImageSize, kImageSize}, torch::kFloat32)
-                       .to(device);
-    const auto p = torch::softmax(model.forward(x), 1).to(torch::kCPU).contiguous();
+    const auto x = center_crop(
+        torch::from_blob(const_cast<float*>(images.data()), {n, 1, kImageSize, kImageSize}, torch::kFloat32).to(device),
+        input_size);
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(device, precision);
+      logits = model.forward(x.contiguous()).to(torch::kFloat32);
+    }
+    const auto p = torch::softmax(logits, 1).to(torch::kCPU).contiguous();
     return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
   };
 }

@@ -221,6 +221,10 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
   auto loaded = load_checkpoint(checkpoint, device);
   auto& model = *loaded.model;
   model.eval();
+  PredictOptions predict;
+  predict.input_size = loaded.meta.model.input_size;
+  predict.precision = parse_precision(cfg.eval.precision);
+  check_precision_supported(predict.precision, device);
   const auto& names = loaded.meta.class_names;
   const int classes = static_cast<int>(names.size());
   FaceDetector detector(cfg.faces);
@@ -318,9 +322,8 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
     torch::Tensor probs;
     if (n > 0) {
       const auto images = torch::from_blob(crops.data(), {n, kImageSize, kImageSize}, torch::kUInt8);
-      PredictOptions po;
-      po.batch_size = std::max<int64_t>(1, n);
-      probs = predict_probabilities(model, images, device, po).contiguous();
+      predict.batch_size = std::max<int64_t>(1, n);
+      probs = predict_probabilities(model, images, device, predict).contiguous();
     }
     summary.stages.classify += since(t);
 

@@ -32,10 +32,12 @@ ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
 PaperCnnImpl::PaperCnnImpl(const ModelOptions& o) {
   namespace nn = torch::nn;
   if (o.filters.empty()) throw std::invalid_argument("paper_cnn: filters must not be empty");
-  const int64_t shrink = int64_t{1} << o.filters.size();
-  if (o.input_size % shrink != 0)
-    throw std::invalid_argument("paper_cnn: input_size " + std::to_string(o.input_size) + " is not divisible by 2^" +
-                                std::to_string(o.filters.size()) + " (one 2x2 pool per block)");
+  // Each block's 2x2 pool halves the side, rounding down (e.g. 44 -> 22 -> 11 -> 5).
+  int64_t side = o.input_size;
+  for (std::size_t b = 0; b < o.filters.size(); ++b) side /= 2;
+  if (side < 1)
+    throw std::invalid_argument("paper_cnn: input_size " + std::to_string(o.input_size) + " is too small for " +
+                                std::to_string(o.filters.size()) + " blocks (one 2x2 pool each)");
 
   auto add = [this](const std::string& name, auto module) {
     register_module(name, module);
@@ -56,7 +58,6 @@ PaperCnnImpl::PaperCnnImpl(const ModelOptions& o) {
     add(block + "_pool", nn::MaxPool2d(nn::MaxPool2dOptions(2)));
     add(block + "_dropout", nn::Dropout(o.conv_dropout));
   }
-  const int64_t side = o.input_size / shrink;
   add("flatten", nn::Flatten());
   add("fc1", nn::Linear(channels * side * side, o.dense_units));
   add("fc1_relu", nn::ReLU());

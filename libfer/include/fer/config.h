@@ -41,6 +41,11 @@ struct AugmentConfig {
   double zoom = 0.1;
   double brightness = 0.2;
   double contrast = 0.2;
+  int crop_size = 48;          // random crops of this size; the model's input size follows (48 = none)
+  int crop_padding = 0;        // pad by this many pixels (edge) and crop back: shifts at any crop size
+  double erase_prob = 0.0;     // random erasing (torchvision's RandomErasing scales and ratios)
+  double mixup_alpha = 0.0;    // Beta(a, a) mixing of image pairs and their labels (0 = off)
+  double cutmix_alpha = 0.0;   // Beta(a, a) area of a pasted box (0 = off); both on: one per batch at random
 };
 
 struct TrainConfig {
@@ -48,12 +53,25 @@ struct TrainConfig {
   int batch_size = 64;
   double lr = 1e-3;
   double weight_decay = 0.0;
+  std::string optimizer = "adam";   // adam | adamw | sgd
+  double momentum = 0.9;            // sgd
+  bool nesterov = false;            // sgd
+  std::string schedule = "plateau"; // plateau | cosine | step
+  int warmup_epochs = 0;            // cosine and step: linear warm-up
+  int step_size = 30;               // step: epochs between decays
+  double step_gamma = 0.1;          // step: decay factor
+  double label_smoothing = 0.0;
+  double ema_decay = 0.0;           // exponential moving average of the weights (0 = off)
+  std::string precision = "fp32";   // fp32 | bf16 | fp16
+  bool channels_last = false;
+  bool deterministic = true;        // CUDA: deterministic cuDNN algorithms
   bool class_weighted = false;
   double lr_factor = 0.2;
   int lr_patience = 5;
   double lr_min = 1e-6;
   double lr_min_delta = 1e-4;
-  int early_stopping_patience = 10;
+  int early_stopping_patience = 10;         // 0 = never stop early
+  std::string early_stopping_monitor = "val_loss";  // val_loss | val_accuracy; also picks best.pt
   std::string device = "auto";
   int threads = 0;
   int seed = 42;
@@ -61,7 +79,8 @@ struct TrainConfig {
 };
 
 struct EvalConfig {
-  bool tta = false;
+  std::string tta = "none";        // none | flip | tencrop (false/true: none/flip, older configs)
+  std::string precision = "fp32";  // inference: fp32 | bf16 | fp16
 };
 
 // Face detection and cropping: the one preprocessing path for full images and

@@ -13,7 +13,8 @@
 namespace fer {
 
 struct EvaluationOptions {
-  bool tta = false;
+  std::string tta = "none";         // none | flip | tencrop (see fer::Tta)
+  std::string precision = "fp32";   // fp32 | bf16 | fp16
   int batch_size = 64;
   std::string device = "auto";
   int threads = 0;
@@ -38,10 +39,17 @@ struct EvaluationResult {
 EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,
                                      const std::string& out_dir, const EvaluationOptions& options);
 
+// An ensemble: the mean of the members' probabilities (members may differ in
+// architecture and input size); one path is the same as evaluate_checkpoint.
+// metrics.json names every member. Throws as evaluate_checkpoint, and
+// std::runtime_error when the members' class names differ.
+EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
+                                      const std::string& out_dir, const EvaluationOptions& options);
+
 // The report part alone (no model): metrics, predictions and charts from probabilities.
 EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const std::vector<float>& probabilities,
                                   const std::vector<std::string>& class_names, const std::string& out_dir,
-                                  const EvaluationOptions& options, const std::string& checkpoint_path);
+                                  const EvaluationOptions& options, const std::vector<std::string>& checkpoint_paths);
 
 // Full photos (fer-eval --detect-faces): each image was reduced to its largest
 // face by load_image_folder_with_faces. The model is evaluated on the images

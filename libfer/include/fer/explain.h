@@ -39,6 +39,7 @@ struct ExplainOptions {
   std::uint64_t seed = 0;
   bool save_raw = false;          // also .npy float32 [classes,48,48]
   std::string device = "auto";
+  std::string precision = "fp32"; // LIME's forward passes; DeepSHAP always runs in fp32 (additivity)
   int threads = 0;
   bool progress = true;
 };

@@ -3,9 +3,11 @@
 
 #include <torch/torch.h>
 
+#include "fer/checkpoint.h"
 #include "fer/dataset.h"
 #include "fer/lime.h"
 #include "fer/model.h"
+#include "fer/precision.h"
 
 namespace fer {
 
@@ -26,21 +28,43 @@ int configure_cpu_runtime(int threads, bool keep_freed_memory = true);
 torch::Tensor images_tensor(const Dataset& data);
 torch::Tensor labels_tensor(const Dataset& data);
 
+// Test-time augmentation: none, flip (image and mirror), tencrop (the four
+// corner crops and the centre crop of the model's input size, each mirrored).
+enum class Tta { none, flip, tencrop };
+// "none" | "flip" | "tencrop", and "false"/"true" (older configs) for none/flip.
+Tta parse_tta(const std::string& name);
+std::string tta_name(Tta tta);
+
+// The views TTA averages over, each [B,C,size,size]: for none and flip the
+// centre crop (and its mirror); for tencrop the five crops of `size` (each with
+// its mirror) taken from x, or from x padded by `tencrop_padding` (edge
+// replication) when size equals the image size.
+std::vector<torch::Tensor> tta_views(const torch::Tensor& x, Tta tta, int64_t size, int64_t tencrop_padding = 4);
+
 struct PredictOptions {
   // Images per forward pass; bounds peak memory for large image sets.
   int64_t batch_size = 64;
-  bool tta = false;  // average with the horizontally mirrored image
+  Tta tta = Tta::none;
+  int64_t input_size = 48;       // the model's input: centre crop (or ten crops) of this size
+  Precision precision = Precision::fp32;
   bool progress = false;
   std::string progress_label = "predict";
 };
 
 // Requires images_u8 [N,48,48] uint8. Returns softmax probabilities [N,classes]
-// as float32 on the CPU. Puts the model in eval mode.
+// as float32 on the CPU (the mean over the TTA views). Puts the model in eval mode.
 torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& images_u8, const torch::Device& device,
                                     const PredictOptions& options = {});
 
+// The mean of the members' probabilities (an ensemble); each member is fed at
+// its own input size (`options.input_size` is ignored). Requires members.
+torch::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const torch::Tensor& images_u8,
+                                             const torch::Device& device, const PredictOptions& options = {});
+
 // A LIME predictor over `model`: float images [n, 48*48] in [0,1] -> softmax
-// probabilities [n, classes], computed on `device`. The model must outlive it.
-BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device);
+// probabilities [n, classes], computed on `device` in `precision`, centre
+// cropped to `input_size`. The model must outlive it.
+BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device,
+                                     Precision precision = Precision::fp32, int64_t input_size = 48);
 
 }  // namespace fer

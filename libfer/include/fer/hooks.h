@@ -1,0 +1,163 @@
+// The standard hooks of the training engine (fer/engine.h). Each owns one
+// concern and its resumable state; fer::train composes them from the config.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "fer/engine.h"
+#include "fer/optim.h"
+#include "fer/progress.h"
+
+namespace fer {
+
+// Receives one log line (fer::train routes it to the console and train.log).
+using LogFn = std::function<void(const std::string& message)>;
+
+// Thrown by DivergenceGuard: the message names the epoch, the batch and the rate.
+class DivergenceError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Sets the rate of each epoch: cosine and step before it starts, plateau after
+// the validation accuracy is known. Must come after EvalHook.
+class LrScheduleHook : public HookBase {
+ public:
+  LrScheduleHook(ScheduleOptions options, LogFn log);
+  std::string name() const override { return "lr_schedule"; }
+  void before_epoch(TrainerBase& trainer) override;
+  void after_epoch(TrainerBase& trainer) override;
+  HookState state_dict() const override;
+  void load_state_dict(const HookState& state) override;
+
+ private:
+  ScheduleOptions options_;
+  PlateauRule plateau_;
+  double lr_;  // the rate of the next epoch
+  LogFn log_;
+};
+
+// Validates the trainer's eval_model() on `val` after each epoch (centre crop
+// to the model's input size, the training precision): record.val_loss/val_accuracy.
+class EvalHook : public HookBase {
+ public:
+  EvalHook(TrainData val, int64_t batch_size);
+  void after_epoch(TrainerBase& trainer) override;
+
+ private:
+  TrainData val_;
+  int64_t batch_size_;
+};
+
+// Tracks the best epoch by `monitor` (val_loss: lowest; val_accuracy: highest),
+// sets progress().improved, and stops after `patience` epochs without one (0: never).
+class BestModelHook : public HookBase {
+ public:
+  BestModelHook(std::string monitor, int patience, LogFn log);
+  std::string name() const override { return "best_model"; }
+  void before_train(TrainerBase& trainer) override;
+  void after_epoch(TrainerBase& trainer) override;
+  HookState state_dict() const override;
+  void load_state_dict(const HookState& state) override;
+
+  int best_epoch() const { return best_epoch_; }
+  double best_val_loss() const { return best_val_loss_; }
+  double best_val_accuracy() const { return best_val_accuracy_; }
+  bool early_stopped() const { return early_stopped_; }
+
+ private:
+  std::string monitor_;
+  int patience_;
+  LogFn log_;
+  double best_ = 0;
+  int best_epoch_ = 0, wait_ = 0;
+  double best_val_loss_ = 0, best_val_accuracy_ = 0;
+  bool early_stopped_ = false;
+};
+
+// Exponential moving average of the weights, updated after every optimizer
+// step; buffers (BatchNorm statistics) are copied. Becomes the eval_model(),
+// so it is what is validated and saved as best.pt.
+class EmaHook : public HookBase {
+ public:
+  // `average` is a freshly built model of the same architecture as the trainer's.
+  EmaHook(double decay, Classifier average);
+  std::string name() const override { return "ema"; }
+  void before_train(TrainerBase& trainer) override;
+  void after_step(TrainerBase& trainer) override;
+  HookState state_dict() const override;
+  void load_state_dict(const HookState& state) override;
+
+ private:
+  double decay_;
+  Classifier average_;
+  bool initialised_ = false;
+};
+
+// Keeps every epoch's record and rewrites history.csv after each epoch.
+class HistoryHook : public HookBase {
+ public:
+  explicit HistoryHook(std::string csv_path) : path_(std::move(csv_path)) {}
+  std::string name() const override { return "history"; }
+  void after_epoch(TrainerBase& trainer) override;
+  HookState state_dict() const override;
+  void load_state_dict(const HookState& state) override;
+  const std::vector<EpochRecord>& history() const { return history_; }
+
+ private:
+  std::string path_;
+  std::vector<EpochRecord> history_;
+};
+
+// After each epoch: best.pt (the eval model) when the epoch improved, then
+// last.pt, the resume point: weights, optimizer, gradient scaler, progress and
+// every hook's state. Both atomic. Register it after every hook whose state it saves.
+class CheckpointHook : public HookBase {
+ public:
+  CheckpointHook(std::string run_dir, CheckpointMeta meta);
+  void after_epoch(TrainerBase& trainer) override;
+
+ private:
+  std::string run_dir_;
+  CheckpointMeta meta_;
+};
+
+// The contents of last.pt besides the weights, and their restoration.
+Blobs training_state_blobs(SupervisedTrainer& trainer);
+// Throws std::runtime_error naming what is missing.
+void restore_training_state(SupervisedTrainer& trainer, const Blobs& blobs);
+// The blob names restore_training_state reads (for load_checkpoint).
+std::vector<std::string> training_state_blob_names();
+
+// A progress bar per epoch and one log line per epoch.
+class LoggingHook : public HookBase {
+ public:
+  explicit LoggingHook(LogFn log) : log_(std::move(log)) {}
+  void before_epoch(TrainerBase& trainer) override;
+  void after_step(TrainerBase& trainer) override;
+  void after_epoch(TrainerBase& trainer) override;
+
+ private:
+  LogFn log_;
+  std::unique_ptr<ProgressBar> bar_;
+};
+
+// Stops training at the first non-finite loss or gradient, or a loss above
+// `max_loss` (a cross-entropy that large means logits apart by as much: no
+// healthy run gets there; it starts near log(classes) ~ 2), before the optimizer
+// steps on it, with an error naming the epoch, batch and rate. Nothing of that
+// epoch is saved, so last.pt and best.pt stay the last good state. With fp16 loss
+// scaling, overflowing gradients are the scaler's to skip: only the loss is checked.
+class DivergenceGuard : public HookBase {
+ public:
+  explicit DivergenceGuard(double max_loss = 1e6) : max_loss_(max_loss) {}
+  void after_backward(TrainerBase& trainer) override;
+
+ private:
+  double max_loss_;
+};
+
+}  // namespace fer

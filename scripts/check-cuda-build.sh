@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Compiles and links every target (library, apps, tests) against Debian 13's
+# CUDA LibTorch 2.6 (libtorch-cuda-dev) and CUDA toolkit 12.4, in a cached
+# Debian 13 root (see scripts/lib/debian-root.sh). Runs nothing: this machine
+# has no GPU. It proves that the CUDA-only code compiles and links.
+#
+# cuDNN: Debian's nvidia-cudnn package downloads cuDNN from NVIDIA when it is
+# installed, which fails offline. The root gets a local stand-in package of the
+# same name and version that installs no files and says so in its description;
+# libtorch_cuda.so still names libcudnn.so.9, so the executables are linked
+# with --unresolved-symbols=ignore-in-shared-libs (only symbols that
+# LibTorch's own shared libraries need may stay unresolved; libfer's must all
+# resolve). The binaries are for compile checking only: they would not start.
+#   scripts/check-cuda-build.sh [cmake --build arguments]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/debian-root.sh
+
+cudnn_version=9.0.0.312~cuda12
+debian_root_prepare() {
+  local root=$1 pkg
+  pkg=$(mktemp -d)
+  mkdir -p "$pkg/DEBIAN"
+  cat > "$pkg/DEBIAN/control" <<CONTROL
+Package: nvidia-cudnn
+Version: $cudnn_version
+Architecture: amd64
+Maintainer: libfer check-cuda-build <nobody@localhost>
+Provides: libcudnn.so.9, libcudnn-dev
+Description: stand-in for nvidia-cudnn (no cuDNN inside)
+ Installs no files. Lets libtorch-cuda-dev install offline for compile checks.
+CONTROL
+  dpkg-deb --build "$pkg" "$root/tmp/nvidia-cudnn-standin.deb" >/dev/null
+  rm -rf "$pkg"
+  _in_root "$root" / dpkg -i /tmp/nvidia-cudnn-standin.deb
+  _in_root "$root" / apt-mark hold nvidia-cudnn
+}
+
+# The usual stack without libtorch-dev / python3-torch (they conflict with the CUDA build).
+mapfile -t packages < <(scripts/setup-deps.sh --list | grep -vx -e libtorch-dev -e python3-torch)
+root=$(debian_root libtorch2-cuda "main contrib non-free" "${packages[@]}" libtorch-cuda-dev nvidia-cuda-toolkit)
+in_debian_root "$root" bash -c '
+  set -euo pipefail
+  echo "check-cuda-build: LibTorch $(dpkg-query -W -f="\${Version}" libtorch-cuda-dev), CUDA $(dpkg-query -W -f="\${Version}" nvidia-cuda-toolkit)"
+  cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DFER_BUILD_TESTS=ON \
+        -DCMAKE_EXE_LINKER_FLAGS="-Wl,--unresolved-symbols=ignore-in-shared-libs" \
+        -DCMAKE_GTEST_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST >/dev/null
+  cmake --build build-cuda -j "$(nproc)" "$@"
+  # Proof that the binaries are the CUDA build: they need libtorch_cuda and libc10_cuda.
+  for bin in build-cuda/bin/*; do
+    objdump -p "$bin" | grep -q "NEEDED.*libtorch_cuda" || { echo "error: $bin is not linked to libtorch_cuda" >&2; exit 1; }
+  done
+  echo "check-cuda-build: every target compiled and linked against CUDA LibTorch ($(ls build-cuda/bin | tr "\n" " "))"
+' _ "$@"

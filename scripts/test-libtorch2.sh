@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Builds libfer and runs the whole test suite against LibTorch 2.x (Debian 13's
+# libtorch-dev 2.6 with OpenCV 4.10), inside a Debian 13 root made with
+# debootstrap and cached in $FER_ROOT_CACHE (default ~/.cache/libfer).
+# ../shared is visible inside, so the tests that need FER-2013 run too.
+#   scripts/test-libtorch2.sh [ctest arguments]
+# Needs root (or sudo) for debootstrap, chroot and bind mounts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/debian-root.sh
+
+mapfile -t packages < <(scripts/setup-deps.sh --list)
+root=$(debian_root libtorch2 main "${packages[@]}")
+in_debian_root "$root" bash -c '
+  set -euo pipefail
+  echo "test-libtorch2: LibTorch $(dpkg-query -W -f="\${Version}" libtorch-dev), OpenCV $(dpkg-query -W -f="\${Version}" libopencv-dev)"
+  cmake -S . -B build-libtorch2 -G Ninja -DCMAKE_BUILD_TYPE=Release -DFER_BUILD_TESTS=ON >/dev/null
+  cmake --build build-libtorch2 -j "$(nproc)"
+  cd build-libtorch2
+  ctest --output-on-failure --timeout 1800 "$@"
+' _ "$@"
