@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
+#if FER_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
+#endif
 
 #include "fer/dataset.h"
 #include "fer/train.h"
@@ -99,6 +101,7 @@ TEST(Fer2013Csv, EachMalformedRowIsAnErrorNamingFileAndLine) {
   EXPECT_THROW(fer::load_fer2013_csv("/nonexistent/fer.csv"), fer::DataError);
 }
 
+#if FER_WITH_OPENCV  // image folders are read with OpenCV
 TEST(ImageFolder, ReadsSplitsAndCaseInsensitiveClassFolders) {
   TempDir dir;
   auto put = [&](const std::string& rel, int value, int size = 48) {
@@ -141,6 +144,8 @@ TEST(ImageFolder, WrongSizeNamesTheFile) {
     EXPECT_NE(std::string(e.what()).find("big.png: image is 64x64, expected 48x48"), std::string::npos) << e.what();
   }
 }
+
+#endif
 
 TEST(Splits, StratifiedSplitKeepsClassSharesAndIsSeeded) {
   fer::DatasetSplits all;

@@ -153,6 +153,7 @@ int main(int argc, char** argv) {
       worst = std::max(worst, shap.explain(images[i].unsqueeze(0), all_classes).additivity_error);
     std::printf("explain deepshap refs=100 classes=7  %6.3f s/img  (additivity error %.1e)\n",
                 seconds_since(t0) / explain_images, worst);
+#if FER_WITH_OPENCV  // LIME's superpixels come from OpenCV
     fer::LimeOptions lime;
     for (const auto p : precisions) {
       const fer::BatchPredictor predictor = fer::probability_predictor(*model, device, p);
@@ -168,6 +169,7 @@ int main(int argc, char** argv) {
       std::printf("explain lime samples=%d %-7s     %6.3f s/img\n", lime.num_samples, label(p).c_str(),
                   seconds_since(t0) / explain_images);
     }
+#endif
     return 0;
   });
 }

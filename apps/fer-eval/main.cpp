@@ -7,7 +7,9 @@
 #include "fer/dataset.h"
 #include "fer/config.h"
 #include "fer/evaluate.h"
+#if FER_WITH_OPENCV
 #include "fer/faces.h"
+#endif
 
 namespace fs = std::filesystem;
 
@@ -21,6 +23,30 @@ void print_result(const fer::EvaluationResult& result) {
 void print_files(const std::vector<std::string>& files) {
   std::printf("wrote:\n");
   for (const auto& f : files) std::printf("  %s\n", f.c_str());
+}
+
+// --detect-faces: each photo's largest face, images without one counted.
+int evaluate_photos(const std::string& model, const std::string& data_path, const std::string& split,
+                    const fer::Config& config, const std::string& out_dir, const fer::EvaluationOptions& options) {
+#if FER_WITH_OPENCV
+  const fer::FaceDetector detector(config.faces);
+  std::fprintf(stderr, "detecting faces with %s\n", detector.cascade_path().c_str());
+  const auto folder = fer::load_image_folder_with_faces(data_path, detector, config.faces.margin);
+  const auto& photos = split == "train" ? folder.train : split == "val" ? folder.val : folder.test;
+  if (photos.faces.size() + photos.no_face.size() == 0)
+    throw std::runtime_error("split '" + split + "' of " + data_path + " has no images (choose it with --split)");
+  const auto r = fer::evaluate_checkpoint_on_photos(model, photos, out_dir, options);
+  std::printf("images %lld: face found in %lld, no face in %lld (listed in %s/no_face.txt)\n",
+              static_cast<long long>(r.images), static_cast<long long>(r.with_face),
+              static_cast<long long>(r.without_face), out_dir.c_str());
+  std::printf("accuracy over images with a face %.4f, over all images %.4f (no face = wrong)\n", r.accuracy_with_face,
+              r.accuracy_all_images);
+  if (r.with_face > 0) print_result(r.on_faces);
+  print_files(r.on_faces.files);
+  return 0;
+#else
+  throw std::runtime_error("--detect-faces needs libfer built with OpenCV (FER_WITH_OPENCV=ON)");
+#endif
 }
 }  // namespace
 
@@ -90,23 +116,7 @@ int main(int argc, char** argv) {
                           .string()
                     : out;
 
-    if (detect_faces) {
-      const fer::FaceDetector detector(config.faces);
-      std::fprintf(stderr, "detecting faces with %s\n", detector.cascade_path().c_str());
-      const auto folder = fer::load_image_folder_with_faces(data_path, detector, config.faces.margin);
-      const auto& photos = split == "train" ? folder.train : split == "val" ? folder.val : folder.test;
-      if (photos.faces.size() + photos.no_face.size() == 0)
-        throw std::runtime_error("split '" + split + "' of " + data_path + " has no images (choose it with --split)");
-      const auto r = fer::evaluate_checkpoint_on_photos(model, photos, out_dir, options);
-      std::printf("images %lld: face found in %lld, no face in %lld (listed in %s/no_face.txt)\n",
-                  static_cast<long long>(r.images), static_cast<long long>(r.with_face),
-                  static_cast<long long>(r.without_face), out_dir.c_str());
-      std::printf("accuracy over images with a face %.4f, over all images %.4f (no face = wrong)\n",
-                  r.accuracy_with_face, r.accuracy_all_images);
-      if (r.with_face > 0) print_result(r.on_faces);
-      print_files(r.on_faces.files);
-      return 0;
-    }
+    if (detect_faces) return evaluate_photos(model, data_path, split, config, out_dir, options);
 
     auto splits = fer::load_dataset(data_path);
     fer::Dataset selected;

@@ -13,7 +13,7 @@
 int main(int argc, char** argv) {
   CLI::App app{"Explain a model's predictions with DeepSHAP and LIME; writes PNGs and a manifest"};
   std::string model = fer_app::default_model_path(argv[0]), split = "val", out = "explanations", background = "100",
-              data, method = "both", classes = "pred", device = "auto";
+              data, method = "both", classes = "pred", device = "auto", precision = "fp32";
   std::vector<std::string> inputs;
   std::size_t limit = 0;
   int samples = 1000, threads = 0, top = 5;
@@ -39,6 +39,9 @@ int main(int argc, char** argv) {
   app.add_flag("--probabilities", probabilities, "DeepSHAP on softmax probabilities instead of logits");
   app.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_option("--precision", precision, "LIME's forward passes: fp32, bf16 (CPU with AVX512-BF16, or CUDA), fp16 (CUDA); DeepSHAP runs in fp32")
+      ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
+      ->capture_default_str();
   app.add_flag("--detect-faces", detect_faces,
                "Image inputs are full photos: explain each image's largest Haar-detected face");
   app.add_option("--config", config_path, "YAML whose faces.* keys configure --detect-faces");
@@ -85,6 +88,7 @@ int main(int argc, char** argv) {
     options.save_raw = save_raw;
     options.device = device;
     options.threads = threads;
+    options.precision = precision;
     const auto s = fer::explain_batch(model, items, refs, out, options);
     std::printf("explained %d images (%d failed) in %.1f s: %.2f images/s; worst DeepSHAP additivity error %.2g\n",
                 s.explained, s.failed, s.seconds, s.explained / std::max(1e-9, s.seconds), s.worst_additivity_error);

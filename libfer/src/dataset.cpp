@@ -10,7 +10,9 @@
 #include <filesystem>
 #include <memory>
 #include <numeric>
+#if FER_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
+#endif
 #include <random>
 
 namespace fer {
@@ -133,6 +135,9 @@ bool is_image_file(const std::string& path) {
 }
 
 std::vector<std::uint8_t> read_face_image(const std::string& path) {
+#if !FER_WITH_OPENCV
+  throw DataError(path + ": reading images needs libfer built with OpenCV (FER_WITH_OPENCV=ON); use the FER-2013 CSV");
+#else
   cv::Mat img = cv::imread(path, cv::IMREAD_GRAYSCALE);
   if (img.empty()) throw DataError(path + ": cannot decode image");
   if (img.rows != kImageSize || img.cols != kImageSize)
@@ -140,6 +145,7 @@ std::vector<std::uint8_t> read_face_image(const std::string& path) {
                     ", expected 48x48");
   if (!img.isContinuous()) img = img.clone();
   return std::vector<std::uint8_t>(img.ptr<std::uint8_t>(), img.ptr<std::uint8_t>() + kImagePixels);
+#endif
 }
 
 int emotion_index(const std::string& name) {

@@ -7,10 +7,18 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#if FER_WITH_OPENCV
 #include <opencv2/core/version.hpp>
+#endif
 #include <thread>
 
 namespace fer {
+
+#if FER_WITH_OPENCV
+constexpr const char* kOpenCvVersion = CV_VERSION;
+#else
+constexpr const char* kOpenCvVersion = "none (built without OpenCV)";
+#endif
 namespace {
 
 std::string git_revision() {
@@ -34,7 +42,7 @@ nlohmann::json environment_json(const torch::Device& device, int threads, const 
   char when[64];
   std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
   nlohmann::json env = {{"libtorch_version", TORCH_VERSION},
-                        {"opencv_version", CV_VERSION},
+                        {"opencv_version", kOpenCvVersion},
                         {"compiler", __VERSION__},
                         {"device", device.str()},
                         {"cuda_available", torch::cuda::is_available()},

@@ -91,4 +91,11 @@ std::string class_summary(const Dataset& data);
 // a class with no images gets weight 0.
 std::vector<float> inverse_frequency_weights(const Dataset& data);
 
+// One split of a folder of full photos reduced to faces (fer/faces.h makes it):
+// a row per image with a face, and the images where none was found.
+struct FaceFolderSplit {
+  Dataset faces;
+  std::vector<std::string> no_face;
+};
+
 }  // namespace fer

@@ -7,7 +7,6 @@
 #include <vector>
 
 #include "fer/dataset.h"
-#include "fer/faces.h"
 #include "fer/metrics.h"
 
 namespace fer {

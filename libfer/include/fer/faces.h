@@ -79,11 +79,8 @@ struct DetectedFace {
 DetectedFace detect_largest_face(const FaceDetector& detector, const std::string& image_path, double margin);
 
 // An image folder of full photos (the layout of load_image_folder, any image
-// size): each image becomes its largest face; images without one are listed.
-struct FaceFolderSplit {
-  Dataset faces;                         // one row per image with a face
-  std::vector<std::string> no_face;      // images where no face was found
-};
+// size): each image becomes its largest face (FaceFolderSplit, fer/dataset.h);
+// images without one are listed.
 struct FaceFolder {
   FaceFolderSplit train, val, test;
 };

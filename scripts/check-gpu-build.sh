@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Checks scripts/gpu-build.sh where no GPU is: in a cached Debian 13 root that
+# has only what a bare GPU machine has (a compiler, CMake, ninja, LibTorch and
+# Python's torch) and none of the other -dev packages, with no network during
+# the build. Makes third_party/ first (scripts/prepare-gpu-bundle.sh) if missing.
+#   scripts/check-gpu-build.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/debian-root.sh
+[ -f third_party/include/nlohmann/json.hpp ] || scripts/prepare-gpu-bundle.sh
+root=$(debian_root gpu-bare main build-essential cmake ninja-build libtorch-dev python3-torch)
+# The build must not find any of the packages the bundle replaces.
+# (zlib.h is there: Debian's libtorch-dev depends on zlib1g-dev; the build uses the bundled zlib anyway.)
+for header in yaml-cpp/yaml.h spdlog/spdlog.h fmt/core.h nlohmann/json.hpp CLI/CLI.hpp gtest/gtest.h opencv4/opencv2/core.hpp; do
+  if [ -e "$root/usr/include/$header" ]; then echo "error: the bare root has /usr/include/$header" >&2; exit 1; fi
+done
+in_debian_root "$root" unshare --net scripts/gpu-build.sh "$@"
