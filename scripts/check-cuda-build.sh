@@ -48,7 +48,8 @@ in_debian_root "$root" bash -c '
   cmake --build build-cuda -j "$(nproc)" "$@"
   # Proof that the binaries are the CUDA build: they need libtorch_cuda and libc10_cuda.
   for bin in build-cuda/bin/*; do
-    objdump -p "$bin" | grep -q "NEEDED.*libtorch_cuda" || { echo "error: $bin is not linked to libtorch_cuda" >&2; exit 1; }
+    needed=$(objdump -p "$bin" | grep NEEDED)  # whole output first: grep -q would cut objdump off (pipefail)
+    [[ $needed == *libtorch_cuda* ]] || { echo "error: $bin is not linked to libtorch_cuda" >&2; exit 1; }
   done
   echo "check-cuda-build: every target compiled and linked against CUDA LibTorch ($(ls build-cuda/bin | tr "\n" " "))"
 ' _ "$@"

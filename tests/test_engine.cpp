@@ -35,18 +35,8 @@ torch::Tensor constant_images(int64_t n, int64_t side = 48) {
   return (torch::arange(1, n + 1, torch::kFloat32) / 100.0).view({n, 1, 1, 1}).expand({n, 1, side, side}).contiguous();
 }
 
-fer::Config tiny_config(const std::string& csv) {
-  fer::Config c;
-  c.name = "tiny";
-  c.data.path = csv;
-  c.model.filters = {8, 16, 32};
-  c.model.dense_units = 64;
-  c.train.epochs = 3;
-  c.train.batch_size = 32;
-  c.train.threads = 2;
-  c.train.seed = 5;
-  return c;
-}
+fer::Config tiny_config(const std::string& csv) { return fer_test::tiny_config(csv, 5); }
+using fer_test::SyntheticData;
 
 // Every regulariser and hook of the engine on at once.
 fer::Config full_recipe(const std::string& csv) {
@@ -67,12 +57,6 @@ fer::Config full_recipe(const std::string& csv) {
   c.augment.cutmix_alpha = 1.0;
   return c;
 }
-
-struct SyntheticData {
-  fer_test::TempDir dir;
-  std::string csv = dir / "synthetic.csv";
-  SyntheticData(int per_class = 20) { fer_test::write_file(csv, fer_test::synthetic_csv(per_class, 6, 0, 1)); }
-};
 
 }  // namespace
 

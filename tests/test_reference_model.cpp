@@ -1,56 +1,77 @@
-// Accuracy regression guard: the shipped reference model on FER-2013 PublicTest.
+// Accuracy regression guard: every shipped model (experiments/*/best.pt) on
+// FER-2013 PublicTest reproduces the metrics recorded beside it, with and
+// without test-time augmentation.
 #include <gtest/gtest.h>
+#include <torch/version.h>
 
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <torch/version.h>
 
 #include "fer/dataset.h"
 #include "fer/evaluate.h"
 #include "test_util.h"
 
 namespace {
-const fer_test::fs::path kRunDir = fer_test::fs::path(FER_SOURCE_DIR) / "experiments" / "fer2013_paper_cnn";
+const fer_test::fs::path kExperiments = fer_test::fs::path(FER_SOURCE_DIR) / "experiments";
+
+nlohmann::json read_json(const fer_test::fs::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("missing " + path.string());
+  return nlohmann::json::parse(in);
 }
 
-TEST(ReferenceModel, PublicTestAccuracyHoldsAndPredictionsAreStable) {
-  const std::string csv = fer_test::real_fer2013();
-  if (csv.empty())
-    GTEST_SKIP() << "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): "
-                    "the accuracy guard did NOT run";
-  const auto model = (kRunDir / "best.pt").string();
-  ASSERT_TRUE(fer_test::fs::exists(model)) << "the reference checkpoint " << model << " is missing";
-  std::ifstream in(kRunDir / "metrics.json");
-  ASSERT_TRUE(in) << "missing " << kRunDir / "metrics.json";
-  const auto recorded = nlohmann::json::parse(in);
-  ASSERT_EQ(recorded.at("split"), "val");
-  // Recorded before TTA modes had names: false means none.
-  const auto& recorded_tta = recorded.at("tta");
-  ASSERT_TRUE(recorded_tta.is_boolean() ? !recorded_tta.get<bool>() : recorded_tta == "none");
+// Recorded before TTA modes had names: false / true mean none / flip.
+std::string recorded_tta(const nlohmann::json& metrics) {
+  const auto& tta = metrics.at("tta");
+  if (tta.is_boolean()) return tta.get<bool>() ? "flip" : "none";
+  return tta.get<std::string>();
+}
 
-  const auto splits = fer::load_dataset(csv);
+// Evaluates `model` as `metrics_path` records (split val, its TTA, fp32) and
+// holds it to the record: no more than 0.5 points below, and exactly equal on
+// the LibTorch that recorded it (another version's kernels may round differently).
+void check_against_record(const std::string& model, const fer_test::fs::path& metrics_path,
+                          const fer::DatasetSplits& splits, const std::string& recorded_libtorch) {
+  SCOPED_TRACE(metrics_path.string());
+  const auto recorded = read_json(metrics_path);
+  ASSERT_EQ(recorded.at("split"), "val");
   ASSERT_EQ(splits.val.size(), static_cast<std::size_t>(recorded.at("n").get<int64_t>()));
   fer::EvaluationOptions options;
   options.charts = false;
   options.progress = false;
   options.device = "cpu";
+  options.tta = recorded_tta(recorded);
   fer_test::TempDir out;
   const auto first = fer::evaluate_checkpoint(model, splits.val, out / "a", options);
   const auto second = fer::evaluate_checkpoint(model, splits.val, out / "b", options);
-
-  const double recorded_accuracy = recorded.at("accuracy").get<double>();
-  EXPECT_GE(first.metrics.accuracy, recorded_accuracy - 0.005)
-      << "PublicTest accuracy fell more than 0.5 points below the recorded " << recorded_accuracy;
+  const double accuracy = recorded.at("accuracy").get<double>();
+  EXPECT_GE(first.metrics.accuracy, accuracy - 0.005)
+      << "PublicTest accuracy (TTA " << options.tta << ") fell more than 0.5 points below the recorded " << accuracy;
   EXPECT_EQ(first.predicted, second.predicted) << "predictions differ between two runs";
   EXPECT_NEAR(first.metrics.balanced_accuracy, recorded.at("balanced_accuracy").get<double>(), 0.01);
-
-  // On the LibTorch that recorded them, the metrics reproduce exactly (fp32);
-  // another version's kernels may round differently, so it gets the tolerance above.
-  std::ifstream env_in(kRunDir / "environment.json");
-  const auto recorded_version = nlohmann::json::parse(env_in).at("libtorch_version").get<std::string>();
-  if (recorded_version == TORCH_VERSION) {
-    EXPECT_DOUBLE_EQ(first.metrics.accuracy, recorded_accuracy);
-    EXPECT_EQ(first.metrics.confusion,
-              recorded.at("confusion_matrix").get<std::vector<std::vector<std::int64_t>>>());
+  if (recorded_libtorch == TORCH_VERSION) {
+    EXPECT_DOUBLE_EQ(first.metrics.accuracy, accuracy);
+    EXPECT_EQ(first.metrics.confusion, recorded.at("confusion_matrix").get<std::vector<std::vector<std::int64_t>>>());
   }
+}
+}  // namespace
+
+TEST(ReferenceModel, EveryShippedModelReproducesItsPublicTestMetrics) {
+  const std::string csv = fer_test::real_fer2013();
+  if (csv.empty())
+    GTEST_SKIP() << "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): "
+                    "the accuracy guard did NOT run";
+  const auto splits = fer::load_dataset(csv);
+  int shipped = 0;
+  for (const auto& entry : fer_test::fs::directory_iterator(kExperiments)) {
+    const auto dir = entry.path();
+    if (!fer_test::fs::exists(dir / "best.pt")) continue;
+    ++shipped;
+    const auto libtorch = read_json(dir / "environment.json").at("libtorch_version").get<std::string>();
+    check_against_record((dir / "best.pt").string(), dir / "metrics.json", splits, libtorch);
+    if (fer_test::fs::exists(dir / "tta" / "metrics.json"))
+      check_against_record((dir / "best.pt").string(), dir / "tta" / "metrics.json", splits, libtorch);
+  }
+  EXPECT_TRUE(fer_test::fs::exists(kExperiments / "fer2013_paper_cnn" / "best.pt")) << "the default model is missing";
+  EXPECT_GE(shipped, 1);
 }

@@ -15,25 +15,8 @@
 
 namespace {
 
-// A small, fast configuration over a synthetic CSV.
-fer::Config tiny_config(const std::string& csv) {
-  fer::Config c;
-  c.name = "tiny";
-  c.data.path = csv;
-  c.model.filters = {8, 16, 32};
-  c.model.dense_units = 64;
-  c.train.epochs = 3;
-  c.train.batch_size = 32;
-  c.train.threads = 2;
-  c.train.seed = 3;
-  return c;
-}
-
-struct SyntheticData {
-  fer_test::TempDir dir;
-  std::string csv = dir / "synthetic.csv";
-  SyntheticData() { fer_test::write_file(csv, fer_test::synthetic_csv(20, 6, 3, 1)); }
-};
+fer::Config tiny_config(const std::string& csv) { return fer_test::tiny_config(csv, 3); }
+using fer_test::SyntheticData;
 
 void expect_same_history(const std::vector<fer::EpochRecord>& a, const std::vector<fer::EpochRecord>& b) {
   ASSERT_EQ(a.size(), b.size());

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
+#include "fer/config.h"
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -80,5 +82,28 @@ inline std::string real_fer2013() {
   const fs::path shared = fs::path(FER_SOURCE_DIR) / ".." / "shared" / "data" / "fer2013" / "fer2013.csv.gz";
   return fs::exists(shared) ? shared.lexically_normal().string() : "";
 }
+
+// A small, fast training configuration over `csv` (a synthetic CSV).
+inline fer::Config tiny_config(const std::string& csv, int seed) {
+  fer::Config c;
+  c.name = "tiny";
+  c.data.path = csv;
+  c.model.filters = {8, 16, 32};
+  c.model.dense_units = 64;
+  c.train.epochs = 3;
+  c.train.batch_size = 32;
+  c.train.threads = 2;
+  c.train.seed = seed;
+  return c;
+}
+
+// A learnable synthetic FER-2013 CSV in its own temporary directory.
+struct SyntheticData {
+  TempDir dir;
+  std::string csv = dir / "synthetic.csv";
+  explicit SyntheticData(int train_per_class = 20, int test_per_class = 3) {
+    write_file(csv, synthetic_csv(train_per_class, 6, test_per_class, 1));
+  }
+};
 
 }  // namespace fer_test

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <exception>
 #include <filesystem>
+#include <stdexcept>
 #include <string>
 
 namespace fer_app {
@@ -17,18 +18,39 @@ inline std::string resolve_data_path(const std::string& from_cli, const std::str
   return "data/fer2013.csv";
 }
 
-// The default model: the shipped reference checkpoint, found from the working
+// The shipped models live in experiments/<run>/best.pt, found from the working
 // directory or next to the binary's repository (build/bin/../../experiments).
-inline std::string default_model_path(const char* argv0) {
-  const std::string rel = "experiments/fer2013_paper_cnn/best.pt";
-  if (std::filesystem::exists(rel)) return rel;
+inline std::filesystem::path experiments_dir(const char* argv0) {
+  if (std::filesystem::is_directory("experiments")) return "experiments";
   std::error_code ec;
   const auto exe = std::filesystem::canonical(argv0, ec);
-  if (!ec) {
-    const auto candidate = exe.parent_path().parent_path().parent_path() / rel;
-    if (std::filesystem::exists(candidate)) return candidate.string();
-  }
-  return rel;
+  if (!ec && std::filesystem::is_directory(exe.parent_path().parent_path().parent_path() / "experiments"))
+    return exe.parent_path().parent_path().parent_path() / "experiments";
+  return "experiments";
+}
+
+// The model the apps use when --model is not given (by name, see resolve_model).
+inline const char* const kDefaultModel = "paper_cnn";
+
+// A --model value: a checkpoint file, or the name of a shipped model,
+// experiments/<name>/best.pt or experiments/fer2013_<name>/best.pt (e.g.
+// "paper_cnn"). Throws naming the value and the shipped names.
+inline std::string resolve_model(const std::string& value, const char* argv0) {
+  namespace fs = std::filesystem;
+  if (fs::is_regular_file(value)) return value;
+  const fs::path dir = experiments_dir(argv0);
+  for (const auto& run : {fs::path(value), fs::path("fer2013_" + value)})
+    if (fs::is_regular_file(dir / run / "best.pt")) return (dir / run / "best.pt").string();
+  std::string shipped;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (fs::is_regular_file(entry.path() / "best.pt")) {
+      std::string name = entry.path().filename().string();
+      if (name.rfind("fer2013_", 0) == 0) name = name.substr(8);
+      shipped += (shipped.empty() ? "" : ", ") + name;
+    }
+  throw std::runtime_error("--model '" + value + "' is neither a checkpoint file nor a shipped model (shipped: " +
+                           (shipped.empty() ? "none found in " + dir.string() : shipped) + ")");
 }
 
 // Runs `body`; any exception becomes "error: ..." on stderr and exit status 1.

@@ -52,13 +52,14 @@ int evaluate_photos(const std::string& model, const std::string& data_path, cons
 
 int main(int argc, char** argv) {
   CLI::App app{"Evaluate a checkpoint (or an ensemble): metrics.json, predictions.csv and PNG charts"};
-  std::vector<std::string> models{fer_app::default_model_path(argv[0])};
+  std::vector<std::string> models{fer_app::kDefaultModel};
   std::string data, split = "val", out, run_dir, device = "auto", tta, precision = "fp32";
   std::string config_path;
   std::vector<std::string> overrides;
   bool no_charts = false, detect_faces = false;
   int batch_size = 64, threads = 0;
-  app.add_option("--model", models, "Checkpoint (.pt); several: an ensemble averaging their probabilities")
+  app.add_option("--model", models,
+                 "Checkpoint (.pt) or shipped model name (paper_cnn, ...); several: an ensemble averaging their probabilities")
       ->capture_default_str();
   app.add_option("--data", data, "FER-2013 CSV(.gz) or image-folder root (else $FER2013_CSV, data/fer2013.csv)");
   app.add_option("--split", split, "train | val | test | all")->check(CLI::IsMember({"train", "val", "test", "all"}))->capture_default_str();
@@ -85,6 +86,7 @@ int main(int argc, char** argv) {
 
   return fer_app::run_main([&] {
     if (models.size() > 1 && detect_faces) throw std::runtime_error("--detect-faces evaluates one --model, not an ensemble");
+    for (auto& m : models) m = fer_app::resolve_model(m, argv[0]);
     const std::string& model = models.front();
     const std::string data_path = fer_app::resolve_data_path(data);
     if (detect_faces) {

@@ -12,7 +12,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"Explain a model's predictions with DeepSHAP and LIME; writes PNGs and a manifest"};
-  std::string model = fer_app::default_model_path(argv[0]), split = "val", out = "explanations", background = "100",
+  std::string model = fer_app::kDefaultModel, split = "val", out = "explanations", background = "100",
               data, method = "both", classes = "pred", device = "auto", precision = "fp32";
   std::vector<std::string> inputs;
   std::size_t limit = 0;
@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   bool save_raw = false, probabilities = false, detect_faces = false;
   std::string config_path;
   std::vector<std::string> overrides;
-  app.add_option("--model", model, "Checkpoint (.pt)")->capture_default_str();
+  app.add_option("--model", model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();
   app.add_option("--input", inputs, "FER-2013 CSV (rows of --split), image folder or image files")->required();
   app.add_option("--split", split, "Split of a CSV input: train | val | test")->capture_default_str();
   app.add_option("--method", method, "shap | lime | both")->check(CLI::IsMember({"shap", "lime", "both"}))->capture_default_str();
@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
+    model = fer_app::resolve_model(model, argv[0]);
     namespace fs = std::filesystem;
     fer::Config config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
     for (const auto& o : overrides) fer::apply_override(config, o);

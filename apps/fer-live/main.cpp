@@ -25,11 +25,11 @@ bool display_available() {
 
 int main(int argc, char** argv) {
   CLI::App app{"Live facial emotion recognition: overlay video, frames.csv log, trend charts, wellbeing alerts"};
-  std::string model = fer_app::default_model_path(argv[0]), source, out, config_path, device;
+  std::string model = fer_app::kDefaultModel, source, out, config_path, device;
   std::vector<std::string> overrides;
   bool display = false, no_display = false, save_crops = false, no_video = false, no_charts = false;
   std::int64_t max_frames = 0;
-  app.add_option("--model", model, "Checkpoint (.pt)")->capture_default_str();
+  app.add_option("--model", model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();
   app.add_option("--source", source, "Camera index (0), video file, image-sequence folder or stream URL")->required();
   app.add_option("--out", out, "Session directory (default: experiments/live/<UTC time>)");
   app.add_option("--config", config_path, "YAML with faces/live/alert keys (see fer-train --list-keys)");
@@ -44,6 +44,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
+    model = fer_app::resolve_model(model, argv[0]);
     fer::LiveOptions options;
     options.config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
     for (const auto& o : overrides) fer::apply_override(options.config, o);

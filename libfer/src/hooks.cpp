@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <sstream>
 
-#include "fer/inference.h"
+#include "fer/augment.h"
 
 namespace fer {
 namespace {
