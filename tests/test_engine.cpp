@@ -402,3 +402,27 @@ TEST(Engine, Bf16RunLearnsBeyondChance) {
   EXPECT_LT(history.back().train_loss, history.front().train_loss);
   EXPECT_GT(summary.final_val_accuracy, 0.5);  // 7 classes: chance is 0.14
 }
+
+TEST(Regularisers, MixWeightsFollowTheirBetaDistribution) {
+  // Beta(a, a) has mean 1/2 and variance 1 / (4 (2a + 1)); 4,000 draws put the
+  // sample mean within 0.025 (over 4 standard errors) and the variance within 15%
+  // (over 5) for any correct sampler; the seeded stream only fixes which draws.
+  const auto x = constant_images(4, 8);
+  const auto labels = torch::arange(4, torch::kInt64);
+  for (double alpha : {0.4, 1.0, 4.0}) {
+    fer::MixOptions o;
+    o.mixup_alpha = alpha;
+    auto gen = fer::make_cpu_generator(11);
+    const int n = 4000;
+    double sum = 0, sum_sq = 0;
+    for (int i = 0; i < n; ++i) {
+      const double lam = fer::mix_batch(x, labels, o, gen).lam;
+      sum += lam;
+      sum_sq += lam * lam;
+    }
+    const double mean = sum / n, variance = sum_sq / n - mean * mean;
+    const double expected_variance = 1.0 / (4 * (2 * alpha + 1));
+    EXPECT_NEAR(mean, 0.5, 0.025) << "alpha " << alpha;
+    EXPECT_NEAR(variance / expected_variance, 1.0, 0.15) << "alpha " << alpha;
+  }
+}

@@ -161,10 +161,24 @@ torch::Tensor random_erase(const torch::Tensor& x, double p, torch::Generator& g
 }
 
 namespace {
-// A Beta(a, a) draw from two Gamma(a) draws on the CPU generator.
+double uniform(torch::Generator& gen) { return torch::rand({1}, gen, torch::kFloat64).item<double>(); }
+
+// A Gamma(a, 1) draw (Marsaglia & Tsang 2000) from the generator's normal and
+// uniform draws; a < 1 through Gamma(a + 1) * U^(1/a).
+double sample_gamma(double a, torch::Generator& gen) {
+  if (a < 1) return sample_gamma(a + 1, gen) * std::pow(uniform(gen), 1.0 / a);
+  const double d = a - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
+  while (true) {
+    const double x = torch::randn({1}, gen, torch::kFloat64).item<double>();
+    const double v = std::pow(1 + c * x, 3);
+    if (v <= 0) continue;
+    if (std::log(uniform(gen)) < 0.5 * x * x + d - d * v + d * std::log(v)) return d * v;
+  }
+}
+
+// A Beta(a, a) draw from two Gamma(a) draws.
 double sample_beta(double alpha, torch::Generator& gen) {
-  const auto g = torch::_standard_gamma(torch::full({2}, alpha, torch::kFloat64), gen);
-  const double x = g[0].item<double>(), y = g[1].item<double>();
+  const double x = sample_gamma(alpha, gen), y = sample_gamma(alpha, gen);
   return (x + y) > 0 ? x / (x + y) : 0.5;
 }
 }  // namespace

@@ -10,7 +10,7 @@
 //
 //   fer::DatasetSplits data = fer::load_dataset("fer2013.csv.gz");
 //   fer::EvaluationOptions eval;
-//   eval.tta = true;
+//   eval.tta = "flip";   // or "tencrop"; several checkpoints: fer::evaluate_checkpoints
 //   fer::EvaluationResult r = fer::evaluate_checkpoint(run.best_checkpoint, data.val, "out/", eval);
 //   std::printf("accuracy %.4f\n", r.metrics.accuracy);
 //
@@ -31,11 +31,15 @@
 #include "fer/checkpoint.h"
 #include "fer/config.h"
 #include "fer/dataset.h"
+#include "fer/engine.h"
 #include "fer/evaluate.h"
+#include "fer/hooks.h"
 #include "fer/inference.h"
 #include "fer/metrics.h"
 #include "fer/model.h"
+#include "fer/optim.h"
 #include "fer/plot.h"
+#include "fer/precision.h"
 #include "fer/progress.h"
 #include "fer/run_record.h"
 #include "fer/train.h"

@@ -1,6 +1,7 @@
-// Training of a classifier on FER-2013 as configured (the paper's recipe by
-// default): Adam, ReduceLROnPlateau on validation accuracy, early stopping on
-// validation loss with the best weights restored, checkpoint after every epoch.
+// Training of a classifier on FER-2013 as configured: a composition of the
+// engine (fer/engine.h) and its hooks (fer/hooks.h) chosen by the config. The
+// paper's recipe is the default: Adam, ReduceLROnPlateau on validation
+// accuracy, early stopping on validation loss with the best weights restored.
 #pragma once
 
 #include <string>
@@ -31,8 +32,10 @@ struct TrainSummary {
 // train.log, and the evaluation of best.pt on the validation split
 // (metrics.json, predictions.csv, charts) and, when present, on the test split (test/).
 // With resume, continues after the last completed epoch with the same optimizer,
-// scheduler and early-stopping state; the config must equal the run's config.yaml.
-// Throws std::runtime_error (DataError, ConfigError) with context.
+// gradient scaler and hook states; the config must equal the run's config.yaml
+// (only train.epochs may change). Throws std::runtime_error (DataError,
+// ConfigError, DivergenceError when the loss or a gradient stops being finite)
+// with context.
 TrainSummary train(const TrainRequest& request);
 
 // Loads the configured dataset and split (canonical or stratified), applies
