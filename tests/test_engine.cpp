@@ -376,12 +376,7 @@ TEST(Engine, ResumeEqualsAnUninterruptedRunWithEveryHookOn) {
   const auto b = fer::read_history_csv(runs / "straight/history.csv");
   ASSERT_EQ(a.size(), 3u);
   ASSERT_EQ(b.size(), 3u);
-  for (std::size_t i = 0; i < 3; ++i) {
-    EXPECT_DOUBLE_EQ(a[i].lr, b[i].lr) << "epoch " << i + 1;
-    EXPECT_NEAR(a[i].train_loss, b[i].train_loss, 1e-5) << "epoch " << i + 1;
-    EXPECT_NEAR(a[i].val_loss, b[i].val_loss, 1e-5) << "epoch " << i + 1;
-    EXPECT_DOUBLE_EQ(a[i].val_accuracy, b[i].val_accuracy) << "epoch " << i + 1;
-  }
+  fer_test::expect_same_history(a, b);
   // Cosine with one warm-up epoch over 3: lr/2, then the cosine from its peak.
   EXPECT_NEAR(b[0].lr, 0.01, 1e-9);
   EXPECT_NEAR(b[1].lr, 0.02, 1e-9);

@@ -17,17 +17,7 @@ namespace {
 
 fer::Config tiny_config(const std::string& csv) { return fer_test::tiny_config(csv, 3); }
 using fer_test::SyntheticData;
-
-void expect_same_history(const std::vector<fer::EpochRecord>& a, const std::vector<fer::EpochRecord>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].epoch, b[i].epoch);
-    EXPECT_DOUBLE_EQ(a[i].lr, b[i].lr);
-    EXPECT_NEAR(a[i].train_loss, b[i].train_loss, 1e-5) << "epoch " << a[i].epoch;
-    EXPECT_NEAR(a[i].val_loss, b[i].val_loss, 1e-5) << "epoch " << a[i].epoch;
-    EXPECT_DOUBLE_EQ(a[i].val_accuracy, b[i].val_accuracy) << "epoch " << a[i].epoch;
-  }
-}
+using fer_test::expect_same_history;
 
 }  // namespace
 

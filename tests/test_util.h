@@ -6,6 +6,7 @@
 #include <zlib.h>
 
 #include "fer/config.h"
+#include "fer/plot.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -105,5 +106,17 @@ struct SyntheticData {
     write_file(csv, synthetic_csv(train_per_class, 6, test_per_class, 1));
   }
 };
+
+// Two runs' histories agree epoch by epoch (resumed against uninterrupted).
+inline void expect_same_history(const std::vector<fer::EpochRecord>& a, const std::vector<fer::EpochRecord>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].epoch, b[i].epoch);
+    EXPECT_DOUBLE_EQ(a[i].lr, b[i].lr);
+    EXPECT_NEAR(a[i].train_loss, b[i].train_loss, 1e-5) << "epoch " << a[i].epoch;
+    EXPECT_NEAR(a[i].val_loss, b[i].val_loss, 1e-5) << "epoch " << a[i].epoch;
+    EXPECT_DOUBLE_EQ(a[i].val_accuracy, b[i].val_accuracy) << "epoch " << a[i].epoch;
+  }
+}
 
 }  // namespace fer_test
