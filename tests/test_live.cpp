@@ -584,7 +584,7 @@ TEST(DetectFaces, PhotosWithoutAFaceAreCountedInTheAllImagesAccuracy) {
 
   const fer::FacesConfig faces;
   const fer::FaceDetector detector(faces);
-  const auto folder = fer::load_image_folder_with_faces((dir.path() / "photos").string(), detector, faces.margin);
+  const auto folder = fer::load_image_folder_with_faces((dir.path() / "photos").string(), detector);
   EXPECT_EQ(folder.test.faces.size(), 4u);
   ASSERT_EQ(folder.test.no_face.size(), 1u);
   EXPECT_EQ(folder.test.no_face[0], blank.string());
@@ -605,7 +605,7 @@ TEST(DetectFaces, PhotosWithoutAFaceAreCountedInTheAllImagesAccuracy) {
   EXPECT_EQ(line, blank.string());
 
   // fer-explain's input path: the photo becomes its face, the blank one an item with an error.
-  const auto items = fer::collect_explain_inputs({(dir.path() / "photos").string()}, "val", 0, &detector, faces.margin);
+  const auto items = fer::collect_explain_inputs({(dir.path() / "photos").string()}, "val", 0, &detector);
   ASSERT_EQ(items.size(), 5u);
   int failed = 0;
   for (const auto& item : items) {

@@ -30,8 +30,8 @@ int evaluate_photos(const std::string& model, const std::string& data_path, cons
                     const fer::Config& config, const std::string& out_dir, const fer::EvaluationOptions& options) {
 #if FER_WITH_OPENCV
   const fer::FaceDetector detector(config.faces);
-  std::fprintf(stderr, "detecting faces with %s\n", detector.cascade_path().c_str());
-  const auto folder = fer::load_image_folder_with_faces(data_path, detector, config.faces.margin);
+  std::fprintf(stderr, "detecting faces with %s (%s)\n", detector.kind().c_str(), detector.model_path().c_str());
+  const auto folder = fer::load_image_folder_with_faces(data_path, detector);
   const auto& photos = split == "train" ? folder.train : split == "val" ? folder.val : folder.test;
   if (photos.faces.size() + photos.no_face.size() == 0)
     throw std::runtime_error("split '" + split + "' of " + data_path + " has no images (choose it with --split)");
@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
   app.add_flag("--no-charts", no_charts, "Skip the PNG charts");
   app.add_flag("--detect-faces", detect_faces,
-               "--data is an image folder of full photos: classify each image's largest Haar-detected face");
+               "--data is an image folder of full photos: classify each image's largest face (faces.detector: haar or yunet)");
   app.add_option("--config", config_path, "YAML whose faces.* keys configure --detect-faces");
   app.add_option("--set", overrides, "Override a config key, e.g. --set faces.min_neighbors=3 (repeatable)");
   CLI11_PARSE(app, argc, argv);

@@ -55,7 +55,7 @@ int main(int argc, char** argv) {
     for (const auto& o : overrides) fer::apply_override(config, o);
     std::unique_ptr<fer::FaceDetector> detector;
     if (detect_faces) detector = std::make_unique<fer::FaceDetector>(config.faces);
-    const auto items = fer::collect_explain_inputs(inputs, split, limit, detector.get(), config.faces.margin);
+    const auto items = fer::collect_explain_inputs(inputs, split, limit, detector.get());
     if (items.empty()) throw std::runtime_error("no images found in the inputs");
 
     fer::Dataset refs;

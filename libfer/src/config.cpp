@@ -66,6 +66,9 @@ Rule<std::vector<int>> filters_rule() {
 Rule<int> crop_rule() {
   return {"in [16, 48]", [](const int& v) { return v >= 16 && v <= 48; }};
 }
+Rule<int> yunet_size_rule() {
+  return {"320 or 640", [](const int& v) { return v == 320 || v == 640; }};
+}
 Rule<double> ema_rule() {
   return {"0 or in [0.5, 1)", [](const double& v) { return v == 0.0 || (v >= 0.5 && v < 1.0); }};
 }
@@ -235,8 +238,16 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(faces.min_size, int, positive<int>(), "Smallest face searched, in pixels of the full image."),
       FER_KEY(faces.margin, double, in_range(0, 1), "The face crop grows by this share of the detected box on each side before resizing to 48x48."),
       FER_KEY(faces.detect_scale, double, unit_upper(0.0), "Full-image scans run on the image resized by this factor (<1: faster, misses small faces)."),
+      FER_KEY(faces.detector, std::string, one_of({"haar", "yunet"}),
+              "Face detector: haar (OpenCV's Haar cascade, the paper's) or yunet (YuNet-s CNN through OpenCV DNN: profile, dim and small faces; five landmarks)."),
+      FER_KEY(faces.yunet_model, std::string, any<std::string>(),
+              "YuNet ONNX file. Empty: yunet_s_<size>_<size>.onnx from $FER_YUNET_DIR, then share/libfer/yunet beside the program (build tree and install)."),
+      FER_KEY(faces.yunet_input_size, int, yunet_size_rule(), "YuNet's fixed input side: frames are letterboxed into it (640: smaller faces, slower)."),
+      FER_KEY(faces.score_threshold, double, in_range(0, 1), "YuNet: a face needs score sqrt(cls * obj) at least this (0.6: the lowest with no false face on photos built from Training faces; OpenCV's FaceDetectorYN uses 0.9)."),
+      FER_KEY(faces.nms_threshold, double, in_range(0, 1), "YuNet: a box overlapping a higher-scoring one by more than this IoU is dropped."),
+      FER_KEY(faces.align, bool, any<bool>(), "Rotate each face so its eyes are level before the 48x48 crop; needs the landmarks of faces.detector=yunet (with haar it is an error)."),
       FER_KEY(live.full_scan_interval, int, positive<int>(),
-              "fer-live scans the whole frame every N frames; in between each track is re-detected near its last box (1: full scan on every frame)."),
+              "fer-live scans the whole frame every N frames; in between each track is re-detected near its last box (1: full scan on every frame). Haar only: YuNet scans every frame, which costs it no more."),
       FER_KEY(live.smoothing_frames, int, positive<int>(), "Rolling mean of each track's probabilities over its last N frames."),
       FER_KEY(live.track_iou, double, open_unit(), "A detection continues a track when their boxes overlap at least this much (IoU)."),
       FER_KEY(live.max_missed_frames, int, at_least(0), "A track ends after this many consecutive frames without its face."),

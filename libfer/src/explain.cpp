@@ -34,12 +34,12 @@ bool is_csv(const fs::path& p) {
   return name.size() > 4 && (name.rfind(".csv") == name.size() - 4 || name.rfind(".csv.gz") == name.size() - 7);
 }
 
-ExplainItem read_image_item(const fs::path& path, const FaceDetector* detector, double margin) {
+ExplainItem read_image_item(const fs::path& path, const FaceDetector* detector) {
   ExplainItem item;
   item.source = path.string();
   try {
     if (detector) {
-      const auto face = detect_largest_face(*detector, item.source, margin);
+      const auto face = detect_largest_face(*detector, item.source);
       if (!face.found) item.error = item.source + ": no face detected";
       item.pixels = face.pixels;
     } else {
@@ -231,7 +231,7 @@ void write_npy(const std::string& path, const std::vector<float>& data, const st
 }
 
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
-                                                std::size_t limit, const FaceDetector* detector, double margin) {
+                                                std::size_t limit, const FaceDetector* detector) {
   std::vector<ExplainItem> items;
   auto full = [&] { return limit > 0 && items.size() >= limit; };
   for (const auto& input : inputs) {
@@ -245,7 +245,7 @@ std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& 
       std::sort(files.begin(), files.end());
       for (const auto& f : files) {
         if (full()) break;
-        items.push_back(read_image_item(f, detector, margin));
+        items.push_back(read_image_item(f, detector));
       }
     } else if (is_csv(path)) {
       const auto splits = load_fer2013_csv(input);
@@ -255,7 +255,7 @@ std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& 
         items.push_back({d.sources[i], std::vector<std::uint8_t>(d.image(i), d.image(i) + kImagePixels),
                          static_cast<int>(d.labels[i]), ""});
     } else {
-      items.push_back(read_image_item(path, detector, margin));
+      items.push_back(read_image_item(path, detector));
     }
   }
   return items;

@@ -1,6 +1,9 @@
 #include "fer/faces.h"
 
+#include "fer/yunet.h"
+
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <opencv2/imgcodecs.hpp>
@@ -45,48 +48,141 @@ cv::Mat to_gray(const cv::Mat& image) {
   return gray;
 }
 
-FaceDetector::FaceDetector(const FacesConfig& config)
-    : config_(config), cascade_path_(find_haar_cascade(config.cascade)) {
-  if (!cascade_.load(cascade_path_))
-    throw std::runtime_error("cannot load Haar cascade '" + cascade_path_ + "' (not a cascade XML?)");
+// One detector behind FaceDetector; both take the image as the caller has it.
+class FaceDetector::Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::vector<Face> detect(const cv::Mat& image) = 0;
+  virtual std::vector<Face> detect_near(const cv::Mat& image, const cv::Rect& region, const cv::Rect& previous) = 0;
+};
+
+namespace {
+
+std::vector<Face> as_faces(const std::vector<cv::Rect>& boxes) {
+  std::vector<Face> faces(boxes.size());
+  for (std::size_t i = 0; i < boxes.size(); ++i) faces[i].box = boxes[i];
+  return faces;
 }
 
-std::vector<cv::Rect> FaceDetector::detect(const cv::Mat& gray) const {
-  if (gray.empty() || gray.type() != CV_8UC1) throw std::invalid_argument("FaceDetector::detect expects a gray CV_8U image");
-  const double s = config_.detect_scale;
-  cv::Mat scaled = gray;
-  if (s < 1.0) cv::resize(gray, scaled, cv::Size(), s, s, cv::INTER_AREA);
-  // The cascade window is 24x24: at a reduced scale the smallest face is bounded by it.
-  const int min_side = std::max(1, static_cast<int>(config_.min_size * s));
+class HaarBackend final : public FaceDetector::Backend {
+ public:
+  HaarBackend(const FacesConfig& config, const std::string& path) : config_(config) {
+    if (!cascade_.load(path)) throw std::runtime_error("cannot load Haar cascade '" + path + "' (not a cascade XML?)");
+  }
+
+  std::vector<Face> detect(const cv::Mat& image) override {
+    const cv::Mat gray = to_gray(image);
+    const double s = config_.detect_scale;
+    cv::Mat scaled = gray;
+    if (s < 1.0) cv::resize(gray, scaled, cv::Size(), s, s, cv::INTER_AREA);
+    // The cascade window is 24x24: at a reduced scale the smallest face is bounded by it.
+    const int min_side = std::max(1, static_cast<int>(config_.min_size * s));
+    std::vector<cv::Rect> boxes;
+    cascade_.detectMultiScale(scaled, boxes, config_.scale_factor, config_.min_neighbors, 0, cv::Size(min_side, min_side));
+    if (s < 1.0)
+      for (auto& b : boxes)
+        b = cv::Rect(cvRound(b.x / s), cvRound(b.y / s), cvRound(b.width / s), cvRound(b.height / s)) &
+            cv::Rect(0, 0, gray.cols, gray.rows);
+    return as_faces(boxes);
+  }
+
+  std::vector<Face> detect_near(const cv::Mat& image, const cv::Rect& roi, const cv::Rect& previous) override {
+    if (roi.width < 24 || roi.height < 24) return {};
+    const cv::Mat gray = to_gray(image);
+    const int min_side = std::max({24, config_.min_size, static_cast<int>(previous.width * 0.8)});
+    const int max_side = std::max(min_side, static_cast<int>(previous.width * 1.25));
+    // A face was here a frame ago, so fewer overlapping hits confirm it: on the
+    // real clip this keeps 187 of 189 tracked faces instead of 174, and is faster.
+    const int min_neighbors = std::max(1, config_.min_neighbors - 2);
+    std::vector<cv::Rect> boxes;
+    cascade_.detectMultiScale(gray(roi), boxes, config_.scale_factor, min_neighbors, 0, cv::Size(min_side, min_side),
+                              cv::Size(max_side, max_side));
+    for (auto& b : boxes) b += roi.tl();
+    return as_faces(boxes);
+  }
+
+ private:
+  FacesConfig config_;
+  cv::CascadeClassifier cascade_;
+};
+
+class YunetBackend final : public FaceDetector::Backend {
+ public:
+  explicit YunetBackend(const YunetOptions& options) : yunet_(options) {}
+  std::vector<Face> detect(const cv::Mat& image) override { return yunet_.detect(image); }
+  std::vector<Face> detect_near(const cv::Mat& image, const cv::Rect& roi, const cv::Rect&) override {
+    return yunet_.detect_in(image, roi);
+  }
+
+ private:
+  YunetDetector yunet_;
+};
+
+YunetOptions yunet_options(const FacesConfig& config) {
+  YunetOptions o;
+  o.input_size = config.yunet_input_size;
+  o.model = find_yunet_model(config.yunet_model, o.input_size);
+  o.score_threshold = static_cast<float>(config.score_threshold);
+  o.nms_threshold = static_cast<float>(config.nms_threshold);
+  return o;
+}
+
+void largest_first(std::vector<Face>& faces) {
+  std::stable_sort(faces.begin(), faces.end(), [](const Face& a, const Face& b) { return a.box.area() > b.box.area(); });
+}
+
+std::vector<cv::Rect> boxes_of(const std::vector<Face>& faces) {
   std::vector<cv::Rect> boxes;
-  cascade_.detectMultiScale(scaled, boxes, config_.scale_factor, config_.min_neighbors, 0, cv::Size(min_side, min_side));
-  if (s < 1.0)
-    for (auto& b : boxes)
-      b = cv::Rect(cvRound(b.x / s), cvRound(b.y / s), cvRound(b.width / s), cvRound(b.height / s)) &
-          cv::Rect(0, 0, gray.cols, gray.rows);
-  std::stable_sort(boxes.begin(), boxes.end(), [](const cv::Rect& a, const cv::Rect& b) { return a.area() > b.area(); });
+  boxes.reserve(faces.size());
+  for (const auto& f : faces) boxes.push_back(f.box);
   return boxes;
 }
 
-std::vector<cv::Rect> FaceDetector::detect_near(const cv::Mat& gray, const cv::Rect& previous, double search_margin) const {
-  if (gray.empty() || gray.type() != CV_8UC1)
-    throw std::invalid_argument("FaceDetector::detect_near expects a gray CV_8U image");
-  const cv::Rect roi = grow_box(previous, search_margin, gray.size());
-  if (roi.width < 24 || roi.height < 24) return {};
-  const int min_side = std::max({24, config_.min_size, static_cast<int>(previous.width * 0.8)});
-  const int max_side = std::max(min_side, static_cast<int>(previous.width * 1.25));
-  // A face was here a frame ago, so fewer overlapping hits confirm it: on the
-  // real clip this keeps 187 of 189 tracked faces instead of 174, and is faster.
-  const int min_neighbors = std::max(1, config_.min_neighbors - 2);
-  std::vector<cv::Rect> boxes;
-  cascade_.detectMultiScale(gray(roi), boxes, config_.scale_factor, min_neighbors, 0, cv::Size(min_side, min_side),
-                            cv::Size(max_side, max_side));
-  if (boxes.empty()) return {};
-  for (auto& b : boxes) b += roi.tl();
-  const auto best = std::max_element(boxes.begin(), boxes.end(), [&](const cv::Rect& a, const cv::Rect& b) {
-    return box_iou(a, previous) < box_iou(b, previous);
+void require_image(const cv::Mat& image, const char* what) {
+  if (image.empty() || image.depth() != CV_8U || (image.channels() != 1 && image.channels() != 3 && image.channels() != 4))
+    throw std::invalid_argument(std::string("FaceDetector::") + what + " expects a gray, BGR or BGRA CV_8U image");
+}
+
+}  // namespace
+
+FaceDetector::FaceDetector(const FacesConfig& config) : config_(config) {
+  if (config.detector == "haar") {
+    if (config.align)
+      throw std::runtime_error("faces.align needs eye landmarks, which the Haar detector does not give: set faces.detector=yunet");
+    model_path_ = find_haar_cascade(config.cascade);
+    backend_ = std::make_shared<HaarBackend>(config, model_path_);
+  } else if (config.detector == "yunet") {
+    const YunetOptions options = yunet_options(config);
+    model_path_ = options.model;
+    backend_ = std::make_shared<YunetBackend>(options);
+  } else {
+    throw std::runtime_error("faces.detector: unknown detector '" + config.detector + "' (haar or yunet)");
+  }
+}
+
+std::vector<Face> FaceDetector::detect_faces(const cv::Mat& image) const {
+  require_image(image, "detect");
+  auto faces = backend_->detect(image);
+  largest_first(faces);
+  return faces;
+}
+
+std::vector<cv::Rect> FaceDetector::detect(const cv::Mat& image) const { return boxes_of(detect_faces(image)); }
+
+std::vector<Face> FaceDetector::detect_faces_near(const cv::Mat& image, const cv::Rect& previous, double search_margin) const {
+  require_image(image, "detect_near");
+  const cv::Rect roi = grow_box(previous, search_margin, image.size());
+  if (roi.area() == 0) return {};
+  auto faces = backend_->detect_near(image, roi, previous);
+  if (faces.empty()) return {};
+  const auto best = std::max_element(faces.begin(), faces.end(), [&](const Face& a, const Face& b) {
+    return box_iou(a.box, previous) < box_iou(b.box, previous);
   });
   return {*best};
+}
+
+std::vector<cv::Rect> FaceDetector::detect_near(const cv::Mat& image, const cv::Rect& previous, double search_margin) const {
+  return boxes_of(detect_faces_near(image, previous, search_margin));
 }
 
 double box_iou(const cv::Rect& a, const cv::Rect& b) {
@@ -122,24 +218,52 @@ std::vector<std::uint8_t> face_input(const cv::Mat& gray, const cv::Rect& box, d
   return out;
 }
 
-DetectedFace detect_largest_face(const FaceDetector& detector, const std::string& image_path, double margin) {
-  const cv::Mat gray = cv::imread(image_path, cv::IMREAD_GRAYSCALE);
-  if (gray.empty()) throw DataError(image_path + ": cannot decode image");
-  DetectedFace face;
-  const auto boxes = detector.detect(gray);
-  face.faces = static_cast<int>(boxes.size());
-  if (boxes.empty()) return face;
-  face.found = true;
-  face.box = boxes[largest_box(boxes)];
-  face.pixels = face_input(gray, face.box, margin);
-  return face;
+double eye_roll_degrees(const Face& face) {
+  if (face.landmarks.size() < 2) return 0.0;
+  const cv::Point2f d = face.landmarks[1] - face.landmarks[0];  // right eye (image left) to left eye
+  return std::atan2(static_cast<double>(d.y), static_cast<double>(d.x)) * 180.0 / CV_PI;
 }
 
-FaceFolder load_image_folder_with_faces(const std::string& root, const FaceDetector& detector, double margin) {
+void face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config, std::uint8_t* out) {
+  const double angle = config.align ? eye_roll_degrees(face) : 0.0;
+  if (angle == 0.0) return face_input(gray, face.box, config.margin, out);
+  if (gray.empty() || gray.type() != CV_8UC1) throw std::invalid_argument("face_input expects a gray CV_8U image");
+  // Rotate only a patch around the box, large enough that the rotated crop's corners stay inside it.
+  const cv::Rect patch = grow_box(face.box, config.margin + 0.5, gray.size());
+  if ((patch & face.box).area() == 0) throw std::invalid_argument("face_input: the box does not overlap the image");
+  const cv::Point2f centre(face.box.x + face.box.width / 2.0f - patch.x, face.box.y + face.box.height / 2.0f - patch.y);
+  cv::Mat rotated;
+  cv::warpAffine(gray(patch), rotated, cv::getRotationMatrix2D(centre, angle, 1.0), patch.size(), cv::INTER_LINEAR,
+                 cv::BORDER_REPLICATE);
+  face_input(rotated, face.box - patch.tl(), config.margin, out);
+}
+
+std::vector<std::uint8_t> face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config) {
+  std::vector<std::uint8_t> out(kImagePixels);
+  face_input(gray, face, config, out.data());
+  return out;
+}
+
+DetectedFace detect_largest_face(const FaceDetector& detector, const std::string& image_path) {
+  // Haar reads the file as gray (as it always has); YuNet wants colour.
+  const cv::Mat image = cv::imread(image_path, detector.wants_color() ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE);
+  if (image.empty()) throw DataError(image_path + ": cannot decode image");
+  DetectedFace found;
+  const auto faces = detector.detect_faces(image);
+  found.faces = static_cast<int>(faces.size());
+  if (faces.empty()) return found;
+  found.found = true;
+  found.face = faces.front();  // largest first
+  found.box = found.face.box;
+  found.pixels = face_input(to_gray(image), found.face, detector.config());
+  return found;
+}
+
+FaceFolder load_image_folder_with_faces(const std::string& root, const FaceDetector& detector) {
   FaceFolder folder;
   for (const auto& f : list_image_folder(root)) {
     FaceFolderSplit& split = f.split == SplitName::train ? folder.train : f.split == SplitName::val ? folder.val : folder.test;
-    const auto face = detect_largest_face(detector, f.path, margin);
+    const auto face = detect_largest_face(detector, f.path);
     if (face.found) {
       split.faces.add(face.pixels.data(), f.label, f.path);
     } else {

@@ -170,11 +170,17 @@ class AsyncVideoWriter {
 };
 
 // Boxes from both detection paths can coincide (a track near another face): keep the first of any pair overlapping > 0.5.
-std::vector<cv::Rect> without_duplicates(const std::vector<cv::Rect>& boxes) {
-  std::vector<cv::Rect> kept;
-  for (const auto& b : boxes)
-    if (std::none_of(kept.begin(), kept.end(), [&](const cv::Rect& k) { return box_iou(k, b) > 0.5; })) kept.push_back(b);
+std::vector<Face> without_duplicates(const std::vector<Face>& faces) {
+  std::vector<Face> kept;
+  for (const auto& f : faces)
+    if (std::none_of(kept.begin(), kept.end(), [&](const Face& k) { return box_iou(k.box, f.box) > 0.5; }))
+      kept.push_back(f);
   return kept;
+}
+
+void draw_landmarks(cv::Mat& frame, const Face& face) {
+  const int radius = std::max(2, face.box.width / 40);
+  for (const auto& p : face.landmarks) cv::circle(frame, p, radius, cv::Scalar(0, 255, 255), cv::FILLED, cv::LINE_AA);
 }
 
 const cv::Scalar kClassColours[] = {{40, 39, 214}, {75, 86, 140}, {189, 103, 148}, {44, 160, 44},
@@ -239,7 +245,8 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
   write_text_atomic(out_path("config.yaml"), to_yaml(cfg));
   write_text_atomic(out_path("environment.json"),
                     environment_json(device, threads, {{"source", options.source}, {"model", checkpoint},
-                                                       {"cascade", detector.cascade_path()}})
+                                                       {"face_detector", detector.kind()},
+                                                       {"face_model", detector.model_path()}})
                             .dump(2) +
                         "\n");
   // Logs are appended and flushed as frames are processed, so nothing is lost if the process dies.
@@ -299,18 +306,21 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
             open_video_writer(out_path("annotated.mp4"), cfg.live.video_codec, 1.0 / interval, frame_size));
     }
 
-    // Detect: a full scan every full_scan_interval frames, in between near each track
-    // (a new face is found at the next full scan, at most full_scan_interval - 1 frames late).
+    // Detect: a full scan every full_scan_interval frames (every frame for YuNet), in between
+    // near each track (a new face is found at the next full scan, at most interval - 1 frames late).
     t = Clock::now();
     const cv::Mat gray = to_gray(frame);
-    std::vector<cv::Rect> boxes;
-    if (summary.frames % cfg.live.full_scan_interval == 0) {
-      boxes = detector.detect(gray);
+    const cv::Mat& detector_input = detector.wants_color() ? frame : gray;
+    std::vector<Face> faces;
+    if (detector.prefers_full_scans() || summary.frames % cfg.live.full_scan_interval == 0) {
+      faces = detector.detect_faces(detector_input);
     } else {
       for (const auto& track : tracker.tracks())
-        for (const auto& b : detector.detect_near(gray, track.box)) boxes.push_back(b);
-      boxes = without_duplicates(boxes);
+        for (const auto& f : detector.detect_faces_near(detector_input, track.box)) faces.push_back(f);
+      faces = without_duplicates(faces);
     }
+    std::vector<cv::Rect> boxes;
+    for (const auto& f : faces) boxes.push_back(f.box);
     const auto ids = tracker.update(boxes);
     summary.stages.detect += since(t);
 
@@ -318,7 +328,7 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
     t = Clock::now();
     const auto n = static_cast<int64_t>(boxes.size());
     crops.resize(static_cast<std::size_t>(n) * kImagePixels);
-    for (int64_t i = 0; i < n; ++i) face_input(gray, boxes[i], cfg.faces.margin, crops.data() + i * kImagePixels);
+    for (int64_t i = 0; i < n; ++i) face_input(gray, faces[i], cfg.faces, crops.data() + i * kImagePixels);
     torch::Tensor probs;
     if (n > 0) {
       const auto images = torch::from_blob(crops.data(), {n, kImageSize, kImageSize}, torch::kUInt8);
@@ -345,6 +355,7 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
       rows += frames_csv_row(r, names) + "\n";
       trends.add(r);
       draw_face_overlay(frame, boxes[i], ids[i], track.smoother.mean(), names);
+      draw_landmarks(frame, faces[i]);
       if (options.save_crops) {
         const fs::path dir = out / "crops" / ("track_" + std::to_string(ids[i]));
         fs::create_directories(dir);

@@ -92,6 +92,12 @@ struct FacesConfig {
   int min_size = 40;            // pixels of the full image
   double margin = 0.1;          // crop grows by this share of the box on each side
   double detect_scale = 0.75;   // full-image scans run on the image resized by this factor
+  std::string detector = "haar";  // haar (the paper's) or yunet
+  std::string yunet_model;      // empty: yunet_s_<size>_<size>.onnx found automatically
+  int yunet_input_size = 320;   // 320 or 640: the fixed input of the ONNX file
+  double score_threshold = 0.6; // YuNet: sqrt(cls * obj) a face needs (chosen on Training-face photos: README)
+  double nms_threshold = 0.3;   // YuNet: boxes overlapping a better one by more IoU are dropped
+  bool align = false;           // rotate the face so its eyes are level before the 48x48 crop (needs landmarks: yunet)
 };
 
 struct LiveConfig {

@@ -24,11 +24,10 @@ struct ExplainItem {
 // files. Stops after `limit` items (0 = all). Unreadable or non-48x48 images
 // become items with an error. Throws DataError only for a missing path.
 // With a `detector`, image files are full photos: each becomes its largest
-// face (cropped with `margin`); an image without a face is an item with the
-// error "no face detected".
+// face (cropped as the detector's faces.* settings say: margin, align); an
+// image without a face is an item with the error "no face detected".
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
-                                                std::size_t limit, const FaceDetector* detector = nullptr,
-                                                double margin = 0.1);
+                                                std::size_t limit, const FaceDetector* detector = nullptr);
 
 struct ExplainOptions {
   std::string method = "both";    // shap | lime | both

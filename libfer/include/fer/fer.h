@@ -47,6 +47,7 @@
 #include "fer/wellbeing.h"
 #if FER_WITH_OPENCV
 #include "fer/faces.h"
+#include "fer/yunet.h"
 #include "fer/live.h"
 #include "fer/tracking.h"
 #endif
