@@ -147,6 +147,39 @@ TEST(Optimizer, SgdNesterovStepsMatchAHandComputation) {
   EXPECT_NEAR(fer::optimizer_lr(*optimizer), 0.05, 1e-15);
 }
 
+TEST(Ema, DecayWarmsUpThenHoldsAtTheConfiguredValue) {
+  EXPECT_DOUBLE_EQ(fer::ema_decay_at(0.999, 0), 1.0 / 10);  // the first update takes 90% of the weights
+  EXPECT_DOUBLE_EQ(fer::ema_decay_at(0.999, 90), 91.0 / 100);
+  EXPECT_DOUBLE_EQ(fer::ema_decay_at(0.9, 1000), 0.9);
+  EXPECT_DOUBLE_EQ(fer::ema_decay_at(0.999, 100000), 0.999);
+  for (std::int64_t t = 97; t < 20000; t += 97) EXPECT_GE(fer::ema_decay_at(0.999, t), fer::ema_decay_at(0.999, t - 97));
+}
+
+TEST(Ema, AveragesParametersAndBatchNormStatisticsAndCopiesCounters) {
+  torch::nn::BatchNorm2d average(2), model(2);  // average: weight 1, bias 0, mean 0, var 1, count 0
+  {
+    torch::NoGradGuard no_grad;
+    model->weight.fill_(3);
+    model->bias.fill_(2);
+    model->running_mean.fill_(4);
+    model->running_var.fill_(5);
+    model->num_batches_tracked.fill_(7);
+  }
+  fer::ema_update(*average, *model, 0.75);
+  EXPECT_TRUE(torch::allclose(average->weight, torch::full({2}, 0.75 * 1 + 0.25 * 3)));
+  EXPECT_TRUE(torch::allclose(average->bias, torch::full({2}, 0.25 * 2)));
+  EXPECT_TRUE(torch::allclose(average->running_mean, torch::full({2}, 0.25 * 4)));
+  EXPECT_TRUE(torch::allclose(average->running_var, torch::full({2}, 0.75 * 1 + 0.25 * 5)));
+  EXPECT_EQ(average->num_batches_tracked.item<int64_t>(), 7);
+  torch::nn::Linear other(2, 2);  // has a weight and a bias, of other shapes
+  try {
+    fer::ema_update(*other, *model, 0.5);
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("weight"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Regularisers, MixupMixesImagesAndLabelsInTheDrawnProportion) {
   const int64_t n = 16;
   const auto x = constant_images(n);

@@ -206,7 +206,7 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(train.step_gamma, double, open_unit(), "step: decay factor."),
       FER_KEY(train.label_smoothing, double, in_range(0, 0.5), "Label smoothing of the cross-entropy (PyTorch's definition)."),
       FER_KEY(train.ema_decay, double, ema_rule(),
-              "Exponential moving average of the weights, updated every step (0 = off); when on, the average is validated and saved as best.pt."),
+              "Exponential moving average of the weights and BatchNorm statistics, updated every step with the decay warmed up as min(decay, (1+t)/(10+t)) (0 = off); when on, the average is validated and saved as best.pt."),
       FER_KEY(train.precision, std::string, one_of({"fp32", "bf16", "fp16"}),
               "fp32; bf16 autocast (CPU with AVX512-BF16 or AMX, or CUDA); fp16 autocast with a gradient scaler (CUDA only)."),
       FER_KEY(train.channels_last, bool, any<bool>(), "Channels-last memory format for activations and conv weights."),

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -168,6 +169,29 @@ void BestModelHook::load_state_dict(const HookState& s) {
 
 // --- EmaHook ---
 
+double ema_decay_at(double decay, std::int64_t updates) {
+  return std::min(decay, (1.0 + static_cast<double>(updates)) / (10.0 + static_cast<double>(updates)));
+}
+
+void ema_update(torch::nn::Module& average, const torch::nn::Module& model, double decay) {
+  torch::NoGradGuard no_grad;
+  auto blend = [&](const torch::OrderedDict<std::string, torch::Tensor>& from, const std::string& key, torch::Tensor& to) {
+    const torch::Tensor* source = from.find(key);
+    if (!source) throw std::invalid_argument("ema_update: the model has no '" + key + "'");
+    if (source->sizes() != to.sizes())
+      throw std::invalid_argument("ema_update: '" + key + "' differs in shape between the model and the average");
+    if (to.is_floating_point()) {
+      to.mul_(decay).add_(source->detach(), 1.0 - decay);
+    } else {
+      to.copy_(*source);
+    }
+  };
+  const auto params = model.named_parameters(true);
+  for (auto& item : average.named_parameters(true)) blend(params, item.key(), item.value());
+  const auto buffers = model.named_buffers(true);
+  for (auto& item : average.named_buffers(true)) blend(buffers, item.key(), item.value());
+}
+
 EmaHook::EmaHook(double decay, Classifier average) : decay_(decay), average_(std::move(average)) {
   if (!(decay > 0 && decay < 1)) throw std::invalid_argument("EMA decay must be in (0, 1)");
   for (auto& p : average_->parameters()) p.set_requires_grad(false);
@@ -177,11 +201,7 @@ void EmaHook::before_train(TrainerBase& trainer) {
   auto& t = supervised(trainer);
   average_->to(t.device());
   if (!initialised_) {  // a fresh run starts the average at the initial weights
-    torch::NoGradGuard no_grad;
-    const auto src = t.model()->named_parameters(true);
-    for (auto& item : average_->named_parameters(true)) item.value().copy_(src[item.key()]);
-    const auto bufs = t.model()->named_buffers(true);
-    for (auto& item : average_->named_buffers(true)) item.value().copy_(bufs[item.key()]);
+    ema_update(*average_, *t.model(), 0.0);
     initialised_ = true;
   }
   if (t.options().channels_last) use_channels_last(*average_);
@@ -189,17 +209,12 @@ void EmaHook::before_train(TrainerBase& trainer) {
 }
 
 void EmaHook::after_step(TrainerBase& trainer) {
-  auto& t = supervised(trainer);
-  torch::NoGradGuard no_grad;
-  const auto src = t.model()->named_parameters(true);
-  for (auto& item : average_->named_parameters(true))
-    item.value().mul_(decay_).add_(src[item.key()].detach(), 1.0 - decay_);
-  const auto bufs = t.model()->named_buffers(true);
-  for (auto& item : average_->named_buffers(true)) item.value().copy_(bufs[item.key()]);
+  ema_update(*average_, *supervised(trainer).model(), ema_decay_at(decay_, updates_));
+  ++updates_;
 }
 
 HookState EmaHook::state_dict() const {
-  return {{{"decay", decay_}}, {{"weights", module_bytes(*average_)}}};
+  return {{{"decay", decay_}, {"updates", updates_}}, {{"weights", module_bytes(*average_)}}};
 }
 
 void EmaHook::load_state_dict(const HookState& s) {
@@ -207,6 +222,8 @@ void EmaHook::load_state_dict(const HookState& s) {
   if (it == s.blobs.end()) throw std::runtime_error("the EMA state lacks its weights");
   const auto device = average_->parameters().empty() ? torch::Device(torch::kCPU) : average_->parameters()[0].device();
   load_module_bytes(*average_, it->second, device);
+  // Runs saved before the warm-up existed resume at the full decay.
+  updates_ = s.json.value("updates", std::int64_t{1} << 40);
   initialised_ = true;
 }
 

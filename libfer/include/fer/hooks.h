@@ -2,6 +2,7 @@
 // concern and its resumable state; fer::train composes them from the config.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <stdexcept>
@@ -78,9 +79,22 @@ class BestModelHook : public HookBase {
   bool early_stopped_ = false;
 };
 
-// Exponential moving average of the weights, updated after every optimizer
-// step; buffers (BatchNorm statistics) are copied. Becomes the eval_model(),
-// so it is what is validated and saved as best.pt.
+// The decay of the average's update number `updates` (0 for the first):
+// min(decay, (1 + updates) / (10 + updates)), TensorFlow's num_updates rule, so
+// the first updates follow the weights closely instead of keeping the random
+// initialisation in the average for thousands of steps.
+double ema_decay_at(double decay, std::int64_t updates);
+
+// One EMA step: average = decay * average + (1 - decay) * model, over the
+// parameters and the floating-point buffers (BatchNorm statistics, averaged
+// like the weights they describe); other buffers (counters) are copied.
+// Requires modules of the same architecture; throws std::invalid_argument naming
+// an entry that is missing or shaped differently.
+void ema_update(torch::nn::Module& average, const torch::nn::Module& model, double decay);
+
+// Exponential moving average of the weights and BatchNorm statistics, updated
+// after every optimizer step with ema_decay_at's warm-up. Becomes the
+// eval_model(), so it is what is validated and saved as best.pt.
 class EmaHook : public HookBase {
  public:
   // `average` is a freshly built model of the same architecture as the trainer's.
@@ -95,6 +109,7 @@ class EmaHook : public HookBase {
   double decay_;
   Classifier average_;
   bool initialised_ = false;
+  std::int64_t updates_ = 0;
 };
 
 // Keeps every epoch's record and rewrites history.csv after each epoch.
