@@ -1,5 +1,7 @@
 #include "fer/plot.h"
 
+#include "sigpipe_guard.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -43,26 +45,36 @@ bool gnuplot_available() {
   return std::system("gnuplot -e \"set terminal pngcairo\" >/dev/null 2>&1") == 0;
 }
 
-void run_gnuplot(const std::string& script) {
+void run_gnuplot(const std::string& script, const std::string& expected_output) {
   char err_path[] = "/tmp/fer-gnuplot-XXXXXX";
   const int fd = mkstemp(err_path);
   if (fd < 0) throw std::runtime_error("cannot create a temporary file for gnuplot's messages");
   close(fd);
+  std::error_code ec;
+  if (!expected_output.empty()) std::filesystem::remove(expected_output, ec);  // so a stale chart cannot pass the check
   const std::string command = std::string("gnuplot 2>") + err_path;
   FILE* pipe = popen(command.c_str(), "w");
   if (!pipe) {
     std::remove(err_path);
     throw std::runtime_error("cannot start gnuplot");
   }
-  std::fwrite(script.data(), 1, script.size(), pipe);
-  const int status = pclose(pipe);
+  bool read_all = false;
+  int status = 0;
+  {
+    const SigpipeGuard guard;  // a gnuplot that exits early fails this chart, not the process
+    read_all = std::fwrite(script.data(), 1, script.size(), pipe) == script.size() && std::fflush(pipe) == 0;
+    status = pclose(pipe);
+  }
   std::ifstream err_in(err_path);
   std::stringstream err;
   err << err_in.rdbuf();
   std::remove(err_path);
+  const std::string said = err.str().empty() ? "" : ": " + err.str();
   if (status != 0)
-    throw std::runtime_error("gnuplot failed (is gnuplot-nox installed?): " +
-                             (err.str().empty() ? std::string("exit status ") + std::to_string(status) : err.str()));
+    throw std::runtime_error("gnuplot failed (is gnuplot-nox installed?): exit status " + std::to_string(status) + said);
+  if (!read_all) throw std::runtime_error("gnuplot exited before reading its whole script" + said);
+  if (!expected_output.empty() && !(std::filesystem::file_size(expected_output, ec) > 0 && !ec))
+    throw std::runtime_error("gnuplot exited without writing '" + expected_output + "'" + said);
 }
 
 void plot_confusion_matrix(const std::vector<std::vector<std::int64_t>>& cm, const std::vector<std::string>& names,
@@ -101,7 +113,7 @@ void plot_confusion_matrix(const std::vector<std::vector<std::int64_t>>& cm, con
   s << "plot $M using 1:2:3 with image notitle, "
     << "$M using 1:2:($3 > " << max_value / 2 << " ? sprintf('" << fmt << "', $3) : '') with labels tc rgb 'white' notitle, "
     << "$M using 1:2:($3 <= " << max_value / 2 << " ? sprintf('" << fmt << "', $3) : '') with labels tc rgb 'black' notitle\n";
-  run_gnuplot(s.str());
+  run_gnuplot(s.str(), png_path);
 }
 
 void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std::string>& names,
@@ -125,7 +137,7 @@ void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std:
       << ", ";
   }
   s << "x with lines dt 2 lc rgb '#999999' title 'chance'\n";
-  run_gnuplot(s.str());
+  run_gnuplot(s.str(), png_path);
 }
 
 std::vector<EpochRecord> read_history_csv(const std::string& path) {
@@ -191,7 +203,7 @@ void plot_training_curves(const std::vector<EpochRecord>& history, const std::st
     << "plot $H using 1:4 with linespoints pt 7 ps 0.5 lw 2 lc rgb '#1f77b4' title 'train', "
     << "$H using 1:5 with linespoints pt 7 ps 0.5 lw 2 lc rgb '#ff7f0e' title 'validation'\n"
     << "unset multiplot\n";
-  run_gnuplot(s.str());
+  run_gnuplot(s.str(), png_path);
 }
 
 namespace {
@@ -218,7 +230,7 @@ void plot_emotion_pie(const std::vector<std::int64_t>& counts, const std::vector
     << "set style fill solid 1.0 border lc rgb 'white'\n";
   if (total == 0) {
     s << "set label 1 'no faces observed' at 0,0 center\nplot 2 notitle\n";
-    run_gnuplot(s.str());
+    run_gnuplot(s.str(), png_path);
     return;
   }
   // Slices clockwise from 12 o'clock; labels outside each slice's middle.
@@ -238,7 +250,7 @@ void plot_emotion_pie(const std::vector<std::int64_t>& counts, const std::vector
   }
   s << "EOD\n$L << EOD\n" << labels.str() << "EOD\n"
     << "plot $P using 1:2:3:4:5:6 with circles lc rgb variable, $L using 1:2:3 with labels center font ',11'\n";
-  run_gnuplot(s.str());
+  run_gnuplot(s.str(), png_path);
 }
 
 void plot_emotion_bars(const std::vector<std::int64_t>& counts, const std::vector<std::string>& names,
@@ -255,7 +267,7 @@ void plot_emotion_bars(const std::vector<std::int64_t>& counts, const std::vecto
     s << c << " " << counts[c] << " 0x" << class_colour(c).substr(1) << " " << data_quote(class_name(names, c)) << "\n";
   s << "EOD\nplot $B using 1:2:3:xtic(4) with boxes lc rgb variable, "
     << "$B using 1:2:(sprintf('%d', $2)) with labels offset 0,0.8\n";
-  run_gnuplot(s.str());
+  run_gnuplot(s.str(), png_path);
 }
 
 void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows, double window_s,
@@ -271,7 +283,7 @@ void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows
     << "set grid noxtics ytics\n";
   if (windows.empty()) {
     s << "set label 1 'no faces observed' at graph 0.5, graph 0.5 center\nplot [0:1] 2 notitle\n";
-    run_gnuplot(s.str());
+    run_gnuplot(s.str(), png_path);
     return;
   }
   // Bars centred on each window's middle, stacked by drawing cumulative shares back to front.
@@ -291,7 +303,7 @@ void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows
   for (std::size_t k = classes; k-- > 0;)
     s << "$T using 1:" << k + 2 << " with boxes lc rgb '" << class_colour(k) << "' title "
       << gnuplot_quote(class_name(names, k)) << (k ? ", " : "\n");
-  run_gnuplot(s.str());
+  run_gnuplot(s.str(), png_path);
 }
 
 }  // namespace fer

@@ -1,5 +1,7 @@
 #include "fer/wellbeing.h"
 
+#include "sigpipe_guard.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
@@ -95,28 +97,19 @@ pid_t spawn_with_input(const std::vector<std::string>& argv, const std::string& 
     close(fds[1]);
     throw std::runtime_error("cannot start alert command '" + argv[0] + "': " + std::strerror(rc));
   }
-  // Hold SIGPIPE back while writing: a command that ignores its input must not kill us.
-  sigset_t pipe_set, old_set;
-  sigemptyset(&pipe_set);
-  sigaddset(&pipe_set, SIGPIPE);
-  pthread_sigmask(SIG_BLOCK, &pipe_set, &old_set);
-  std::size_t written = 0;
-  bool broken = false;
-  while (written < input.size()) {
-    const ssize_t n = write(fds[1], input.data() + written, input.size() - written);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      broken = errno == EPIPE;
-      break;
+  {
+    const SigpipeGuard guard;  // a command that ignores its input must not kill us
+    std::size_t written = 0;
+    while (written < input.size()) {
+      const ssize_t n = write(fds[1], input.data() + written, input.size() - written);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        break;  // EPIPE: the command has gone; its exit status tells the rest
+      }
+      written += static_cast<std::size_t>(n);
     }
-    written += static_cast<std::size_t>(n);
+    close(fds[1]);
   }
-  close(fds[1]);
-  if (broken) {
-    const timespec zero{0, 0};
-    sigtimedwait(&pipe_set, nullptr, &zero);  // consume the pending SIGPIPE
-  }
-  pthread_sigmask(SIG_SETMASK, &old_set, nullptr);
   return pid;
 }
 

@@ -12,8 +12,11 @@ namespace fer {
 // True when a `gnuplot` with the pngcairo terminal can be started.
 bool gnuplot_available();
 
-// Runs a gnuplot script; throws std::runtime_error with gnuplot's own error text.
-void run_gnuplot(const std::string& script);
+// Runs a gnuplot script; throws std::runtime_error with gnuplot's own error
+// text when it fails, exits before reading the whole script, or (when
+// `expected_output` is given) leaves that file missing or empty. A gnuplot
+// that dies early never raises SIGPIPE in the caller.
+void run_gnuplot(const std::string& script, const std::string& expected_output = "");
 
 // Quotes a string for a gnuplot script ('...' with embedded quotes doubled).
 std::string gnuplot_quote(const std::string& text);

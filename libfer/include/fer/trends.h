@@ -83,8 +83,9 @@ std::string write_trend_summary(const TrendSummary& summary, const std::string& 
 
 // Draws emotion_pie.png, emotion_bar.png, emotion_timeline.png and
 // tracks/track_<id>_timeline.png for the (at most `max_track_charts`) tracks
-// with the most observations. Returns the files written; throws
-// std::runtime_error when gnuplot fails.
+// with the most observations. Returns the files written. A chart that fails
+// does not stop the others: after drawing them all, throws std::runtime_error
+// naming each failed chart and why.
 std::vector<std::string> plot_trends(const TrendSummary& summary, const std::string& out_dir, int max_track_charts = 12);
 
 // write_trend_summary and, when `charts`, plot_trends. Returns the files written.
