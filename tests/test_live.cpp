@@ -620,3 +620,33 @@ TEST(DetectFaces, PhotosWithoutAFaceAreCountedInTheAllImagesAccuracy) {
 }
 
 }  // namespace
+
+namespace {
+// A writer that fails on its 10th frame, as a full disk or a dead stream would.
+TEST(LiveFaults, AWriterThatThrowsEndsTheSessionCleanlyWithItsReason) {
+  const auto clip = real_clip();
+  if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found: skipping the real clip";
+  TempDir dir;
+  fer::LiveOptions options;
+  options.source = clip;
+  options.out_dir = dir / "session";
+  options.charts = false;
+  options.progress = false;
+  std::atomic<int> written{0};
+  options.video_sink = [&](const cv::Mat&) {
+    if (++written == 10) throw std::runtime_error("disk full");
+  };
+  const auto s = fer::run_live(kModel, options);
+  EXPECT_NE(s.end_reason.find("video writer failed: disk full"), std::string::npos) << s.end_reason;
+  EXPECT_GE(s.frames, 10);
+  EXPECT_LT(s.frames, 275);
+  EXPECT_EQ(written.load(), 10);  // nothing is handed to a sink after it failed
+  // The session's files are complete.
+  std::ifstream in(dir / "session/summary.json");
+  const auto json = nlohmann::json::parse(in);
+  EXPECT_EQ(json["session"]["frames"], s.frames);
+  EXPECT_EQ(json["session"]["end_reason"], s.end_reason);
+  EXPECT_TRUE(fs::exists(dir / "session/frames.csv"));
+  EXPECT_FALSE(fs::exists(dir / "session/annotated.mp4"));
+}
+}  // namespace

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <opencv2/core/utility.hpp>
 #include <opencv2/imgcodecs.hpp>
@@ -125,15 +126,18 @@ cv::VideoWriter open_video_writer(const std::string& path, const std::string& co
 // frame (a few frames queued at most, so memory stays bounded).
 class AsyncVideoWriter {
  public:
-  AsyncVideoWriter(cv::VideoWriter writer) : writer_(std::move(writer)), thread_([this] { run(); }) {}
+  using Sink = std::function<void(const cv::Mat&)>;
+  explicit AsyncVideoWriter(Sink sink) : sink_(std::move(sink)), thread_([this] { run(); }) {}
   ~AsyncVideoWriter() { close(); }
+  // Throws std::runtime_error once the sink has failed (the session then ends).
   void write(const cv::Mat& frame) {
     std::unique_lock<std::mutex> lock(mutex_);
-    space_.wait(lock, [this] { return queue_.size() < kMaxQueued; });
+    space_.wait(lock, [this] { return queue_.size() < kMaxQueued || !error_.empty(); });
+    if (!error_.empty()) throw std::runtime_error("video writer failed: " + error_);
     queue_.push_back(frame.clone());
     ready_.notify_one();
   }
-  // Writes what is queued, finalises the file and joins the thread.
+  // Writes what is queued (unless the sink failed), finalises and joins the thread.
   void close() {
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -142,7 +146,7 @@ class AsyncVideoWriter {
     }
     ready_.notify_one();
     thread_.join();
-    writer_.release();
+    sink_ = nullptr;  // releases the cv::VideoWriter it holds: the file is finalised
   }
 
  private:
@@ -158,16 +162,30 @@ class AsyncVideoWriter {
         queue_.pop_front();
       }
       space_.notify_one();
-      writer_.write(frame);
+      try {
+        sink_(frame);
+      } catch (const std::exception& e) {  // an escaping exception would std::terminate the process
+        std::lock_guard<std::mutex> lock(mutex_);
+        error_ = e.what();
+        queue_.clear();
+        space_.notify_all();
+        return;
+      }
     }
   }
-  cv::VideoWriter writer_;
+  Sink sink_;
   std::mutex mutex_;
   std::condition_variable ready_, space_;
   std::deque<cv::Mat> queue_;
   bool closed_ = false;
+  std::string error_;  // set once by the writer thread when the sink throws
   std::thread thread_;
 };
+
+AsyncVideoWriter::Sink video_file_sink(const std::string& path, const std::string& codec, double fps, const cv::Size& size) {
+  auto writer = std::make_shared<cv::VideoWriter>(open_video_writer(path, codec, fps, size));
+  return [writer](const cv::Mat& frame) { writer->write(frame); };
+}
 
 // Boxes from both detection paths can coincide (a track near another face): keep the first of any pair overlapping > 0.5.
 std::vector<Face> without_duplicates(const std::vector<Face>& faces) {
@@ -303,7 +321,8 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
       frame_size = frame.size();
       if (options.write_video)
         writer = std::make_unique<AsyncVideoWriter>(
-            open_video_writer(out_path("annotated.mp4"), cfg.live.video_codec, 1.0 / interval, frame_size));
+            options.video_sink ? options.video_sink
+                               : video_file_sink(out_path("annotated.mp4"), cfg.live.video_codec, 1.0 / interval, frame_size));
     }
 
     // Detect: a full scan every full_scan_interval frames (every frame for YuNet), in between
@@ -391,8 +410,13 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
     summary.stages.draw += since(t);
 
     t = Clock::now();
-    if (writer) writer->write(frame);
     if (!rows.empty()) frames_csv << rows << std::flush;
+    std::string writer_failure;
+    try {
+      if (writer) writer->write(frame);
+    } catch (const std::runtime_error& e) {
+      writer_failure = e.what();
+    }
     summary.stages.write += since(t);
 
     ++summary.frames;
@@ -403,6 +427,11 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
     alert_children.erase(std::remove_if(alert_children.begin(), alert_children.end(),
                                         [](pid_t pid) { return wait_child(pid, 0).has_value(); }),
                          alert_children.end());
+    if (!writer_failure.empty()) {  // the log and summary are still completed below
+      spdlog::error("{}; ending the session", writer_failure);
+      summary.end_reason = writer_failure;
+      break;
+    }
     if (options.on_frame && !options.on_frame(frame, interval)) {
       summary.end_reason = "display closed";
       break;
@@ -416,7 +445,7 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
   // Close: the same path for every way of ending.
   if (writer) {
     writer->close();
-    summary.files.push_back(out_path("annotated.mp4"));
+    if (!options.video_sink) summary.files.push_back(out_path("annotated.mp4"));
   }
   frames_csv.close();
   alerts_jsonl.close();

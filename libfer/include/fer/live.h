@@ -35,6 +35,10 @@ struct LiveOptions {
   std::function<bool(const cv::Mat& annotated, double frame_interval_s)> on_frame;
   // Set from another thread or a signal handler to end the session cleanly.
   const std::atomic<bool>* stop = nullptr;
+  // With write_video: receives the annotated frames instead of annotated.mp4
+  // (a custom encoder or stream), on the writer thread. An exception it throws
+  // ends the session cleanly, end_reason "video writer failed: ...".
+  std::function<void(const cv::Mat& annotated)> video_sink;
 };
 
 // Seconds spent in each stage, summed over the session.
