@@ -20,10 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using fer_test::TempDir;
 
-std::string real_clip() {
-  const fs::path clip = fs::path(FER_SOURCE_DIR) / ".." / "shared" / "data" / "video" / "face_clip_640x360.mp4";
-  return fs::exists(clip) ? clip.lexically_normal().string() : "";
-}
+using fer_test::real_clip;
 
 // The twelve outputs of a 320 input, all zero (score 0 everywhere).
 std::vector<cv::Mat> zero_outputs(int input_size) {

@@ -33,10 +33,7 @@ namespace fs = std::filesystem;
 
 const std::string kModel = (fs::path(FER_SOURCE_DIR) / "experiments" / "fer2013_paper_cnn" / "best.pt").string();
 
-std::string real_clip() {
-  const fs::path clip = fs::path(FER_SOURCE_DIR) / ".." / "shared" / "data" / "video" / "face_clip_640x360.mp4";
-  return fs::exists(clip) ? clip.lexically_normal().string() : "";
-}
+using fer_test::real_clip;
 
 std::vector<float> one_hot(int c, int k = 7) {
   std::vector<float> v(k, 0.0f);
@@ -619,9 +616,6 @@ TEST(DetectFaces, PhotosWithoutAFaceAreCountedInTheAllImagesAccuracy) {
   EXPECT_EQ(failed, 1);
 }
 
-}  // namespace
-
-namespace {
 // A writer that fails on its 10th frame, as a full disk or a dead stream would.
 TEST(LiveFaults, AWriterThatThrowsEndsTheSessionCleanlyWithItsReason) {
   const auto clip = real_clip();

@@ -84,6 +84,12 @@ inline std::string real_fer2013() {
   return fs::exists(shared) ? shared.lexically_normal().string() : "";
 }
 
+// The real 9-second speaker clip in ../shared, or "" when it is not there.
+inline std::string real_clip() {
+  const fs::path clip = fs::path(FER_SOURCE_DIR) / ".." / "shared" / "data" / "video" / "face_clip_640x360.mp4";
+  return fs::exists(clip) ? clip.lexically_normal().string() : "";
+}
+
 // A small, fast training configuration over `csv` (a synthetic CSV).
 inline fer::Config tiny_config(const std::string& csv, int seed) {
   fer::Config c;
