@@ -35,6 +35,16 @@ const std::string kModel = (fs::path(FER_SOURCE_DIR) / "experiments" / "fer2013_
 
 using fer_test::real_clip;
 
+// fer-live on the real clip into dir/session, headless and quiet, no charts.
+fer::LiveOptions clip_session(const std::string& clip, const TempDir& dir) {
+  fer::LiveOptions options;
+  options.source = clip;
+  options.out_dir = dir / "session";
+  options.progress = false;
+  options.charts = false;
+  return options;
+}
+
 std::vector<float> one_hot(int c, int k = 7) {
   std::vector<float> v(k, 0.0f);
   v[c] = 1.0f;
@@ -278,19 +288,11 @@ TEST(FramesCsv, RoundTripsAndNamesTheLineOfABadRow) {
 
 TEST(Trends, CountsOverallPerTrackAndPerWindowByHand) {
   const auto& names = fer::emotion_names();
-  auto rec = [](double t, std::int64_t frame, int track, int label) {
-    fer::FrameRecord r;
-    r.time_s = t;
-    r.frame = frame;
-    r.track = track;
-    r.label = label;
-    r.probabilities.assign(7, 0.0f);
-    return r;
-  };
+  const auto rec = fer_test::frame_record;
   // Window 10 s. Track 1: happy at 0, 5 and 12 s; track 2: sad at 5 and 25 s.
   const std::vector<fer::FrameRecord> records = {rec(0, 0, 1, 3), rec(5, 150, 1, 3), rec(5, 150, 2, 4),
                                                  rec(12, 360, 1, 3), rec(25, 750, 2, 4)};
-  const auto s = fer::summarise_trends(records, names, 10);
+  const auto s = fer::summarise_trends(records, names, {10});
   EXPECT_EQ(s.frames, 4);  // frame 150 holds two faces
   EXPECT_EQ(s.overall.observations, 5);
   EXPECT_EQ(s.overall.counts[3], 3);
@@ -308,7 +310,7 @@ TEST(Trends, CountsOverallPerTrackAndPerWindowByHand) {
   EXPECT_DOUBLE_EQ(j["overall"]["shares"]["happy"].get<double>(), 0.6);
   EXPECT_EQ(j["overall"]["dominant"], "happy");
   EXPECT_EQ(j["tracks"]["1"]["windows"].size(), 2u);  // empty windows are left out
-  EXPECT_THROW(fer::summarise_trends(records, names, 0), std::invalid_argument);
+  EXPECT_THROW(fer::summarise_trends(records, names, {-1}), std::invalid_argument);
 }
 
 // ---- faces ------------------------------------------------------------------------
@@ -464,9 +466,34 @@ TEST(LiveVideo, RealClipRunsHeadlessAndWritesAPlayableVideoLogAndCharts) {
   const auto summary = nlohmann::json::parse(in);
   EXPECT_EQ(summary["overall"]["observations"], s.faces);
   EXPECT_EQ(summary["session"]["frames"], s.frames);
+  EXPECT_GE(summary["overall"]["windows"].size(), 10u);  // adaptive windows: a readable timeline for 9 s
   if (fer::gnuplot_available())
     for (const char* png : {"emotion_pie.png", "emotion_bar.png", "emotion_timeline.png"})
       EXPECT_FALSE(cv::imread(options.out_dir + "/" + png).empty()) << png;
+}
+
+TEST(LiveVideo, LoopingAFilePlaysItBackToBackWithTimestampsRunningOn) {
+  const auto clip = real_clip();
+  if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found: skipping the real clip";
+  TempDir dir;
+  auto options = clip_session(clip, dir);
+  options.loops = 3;
+  const auto s = fer::run_live(kModel, options);
+  cv::VideoCapture source(clip);
+  const auto per_loop = static_cast<std::int64_t>(source.get(cv::CAP_PROP_FRAME_COUNT));
+  const double fps = source.get(cv::CAP_PROP_FPS);
+  EXPECT_EQ(s.end_reason, "end of stream");
+  EXPECT_EQ(s.frames, 3 * per_loop);
+  const auto log = fer::read_frames_csv(options.out_dir + "/frames.csv");
+  ASSERT_FALSE(log.records.empty());
+  for (std::size_t i = 1; i < log.records.size(); ++i) ASSERT_GE(log.records[i].time_s, log.records[i - 1].time_s);
+  EXPECT_GT(log.records.back().time_s, 2 * per_loop / fps);  // the third loop's times follow the second's
+  cv::VideoCapture video(options.out_dir + "/annotated.mp4");
+  int decoded = 0;
+  for (cv::Mat frame; video.read(frame);) ++decoded;
+  EXPECT_EQ(decoded, s.frames);  // one video frame per source frame: the file's own pace
+  options.source = "0";
+  EXPECT_THROW(fer::run_live(kModel, options), std::invalid_argument);  // a camera cannot loop
 }
 
 TEST(LiveVideo, StoppingMidStreamClosesTheSessionCleanly) {
@@ -474,11 +501,7 @@ TEST(LiveVideo, StoppingMidStreamClosesTheSessionCleanly) {
   if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found: skipping the real clip";
   TempDir dir;
   std::atomic<bool> stop{false};
-  fer::LiveOptions options;
-  options.source = clip;
-  options.out_dir = dir / "session";
-  options.progress = false;
-  options.charts = false;
+  auto options = clip_session(clip, dir);
   options.stop = &stop;
   int seen = 0;
   options.on_frame = [&](const cv::Mat&, double) {
@@ -621,11 +644,7 @@ TEST(LiveFaults, AWriterThatThrowsEndsTheSessionCleanlyWithItsReason) {
   const auto clip = real_clip();
   if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found: skipping the real clip";
   TempDir dir;
-  fer::LiveOptions options;
-  options.source = clip;
-  options.out_dir = dir / "session";
-  options.charts = false;
-  options.progress = false;
+  auto options = clip_session(clip, dir);
   std::atomic<int> written{0};
   options.video_sink = [&](const cv::Mat&) {
     if (++written == 10) throw std::runtime_error("disk full");

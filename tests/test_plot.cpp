@@ -99,7 +99,7 @@ TEST(Plot, OneFailingTrendChartLeavesTheOthersDrawn) {
   const std::vector<std::string> names{"happy", "sad"};
   std::vector<fer::FrameRecord> records;
   for (int i = 0; i < 20; ++i) records.push_back({i * 0.5, i, 1, 0, 0, 10, 10, {0.7f, 0.3f}, i % 2});
-  const auto summary = fer::summarise_trends(records, names, 2.0);
+  const auto summary = fer::summarise_trends(records, names, {2.0});
   try {
     fer::plot_trends(summary, dir / "charts");
     FAIL() << "expected an error";

@@ -7,6 +7,7 @@
 
 #include "fer/config.h"
 #include "fer/plot.h"
+#include "fer/trends.h"
 
 #include <cstdlib>
 #include <filesystem>
@@ -35,6 +36,17 @@ class TempDir {
  private:
   fs::path path_;
 };
+
+// One face observation (a frames.csv row) with a smoothed label and zero probabilities.
+inline fer::FrameRecord frame_record(double time_s, std::int64_t frame, int track, int label) {
+  fer::FrameRecord r;
+  r.time_s = time_s;
+  r.frame = frame;
+  r.track = track;
+  r.label = label;
+  r.probabilities.assign(7, 0.0f);
+  return r;
+}
 
 inline std::string pixels_text(int count, int value) {
   std::string s;

@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   bool display = false, no_display = false, save_crops = false, no_video = false, no_charts = false;
   std::int64_t max_frames = 0;
+  int loops = 1;
   app.add_option("--model", model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();
   app.add_option("--source", source, "Camera index (0), video file, image-sequence folder or stream URL")->required();
   app.add_option("--out", out, "Session directory (default: experiments/live/<UTC time>)");
@@ -40,6 +41,9 @@ int main(int argc, char** argv) {
   app.add_flag("--no-video", no_video, "Do not write annotated.mp4");
   app.add_flag("--no-charts", no_charts, "Skip the trend PNGs (summary.json is still written)");
   app.add_option("--max-frames", max_frames, "Stop after N frames (0 = until the source ends)")->capture_default_str();
+  app.add_option("--loop", loops, "Play a video file or folder N times back to back, timestamps running on (demos, soak runs)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   app.add_option("--device", device, "auto | cpu | cuda[:N] (default: live.device)");
   CLI11_PARSE(app, argc, argv);
 
@@ -60,6 +64,7 @@ int main(int argc, char** argv) {
     options.write_video = !no_video;
     options.charts = !no_charts;
     options.max_frames = max_frames;
+    options.loops = loops;
     options.device = device;
     options.stop = &g_stop;
     const bool show = display || (!no_display && display_available());

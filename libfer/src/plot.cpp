@@ -272,7 +272,7 @@ void plot_emotion_bars(const std::vector<std::int64_t>& counts, const std::vecto
 
 void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows, double window_s,
                            const std::vector<std::string>& names, const std::string& title,
-                           const std::string& png_path) {
+                           const std::string& png_path, double start_s) {
   if (!(window_s > 0)) throw std::invalid_argument("plot_emotion_timeline: window_s must be > 0");
   ensure_parent(png_path);
   const std::size_t classes = names.size();
@@ -287,11 +287,12 @@ void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows
     return;
   }
   // Bars centred on each window's middle, stacked by drawing cumulative shares back to front.
-  s << "set boxwidth " << window_s * 0.9 << "\nset xrange [0:" << window_s * windows.size() << "]\n$T << EOD\n";
+  s << "set boxwidth " << window_s * 0.9 << "\nset xrange [" << start_s << ":" << start_s + window_s * windows.size()
+    << "]\n$T << EOD\n";
   for (std::size_t w = 0; w < windows.size(); ++w) {
     std::int64_t total = 0;
     for (auto n : windows[w]) total += n;
-    s << (w + 0.5) * window_s;
+    s << start_s + (w + 0.5) * window_s;
     double cumulative = 0;
     for (std::size_t c = 0; c < classes; ++c) {
       cumulative += total > 0 ? static_cast<double>(windows[w][c]) / total : 0.0;

@@ -56,6 +56,9 @@ std::vector<int> FaceTracker::update(const std::vector<cv::Rect>& detections) {
   }
   for (std::size_t t = 0; t < track_taken.size(); ++t)
     if (!track_taken[t]) ++tracks_[t].missed;
+  ended_.clear();
+  for (const auto& t : tracks_)
+    if (t.missed > max_missed_) ended_.push_back(t.id);
   tracks_.erase(std::remove_if(tracks_.begin(), tracks_.end(), [&](const Track& t) { return t.missed > max_missed_; }),
                 tracks_.end());
   for (std::size_t d = 0; d < detections.size(); ++d) {

@@ -98,22 +98,82 @@ FramesLog read_frames_csv(const std::string& path) {
   return log;
 }
 
-TrendBuilder::TrendBuilder(std::vector<std::string> class_names, double window_s) {
-  if (!(window_s > 0)) throw std::invalid_argument("trend window must be > 0 s");
-  summary_.class_names = std::move(class_names);
-  summary_.window_s = window_s;
-  summary_.overall.counts.assign(summary_.class_names.size(), 0);
+namespace {
+// Adaptive window widths: each a whole multiple of the one before, so windows merge exactly.
+constexpr double kWindowLadder[] = {0.5, 1, 5, 10, 30, 60, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400};
+
+double wider_window(double width, bool adaptive) {
+  if (adaptive)
+    for (double w : kWindowLadder)
+      if (w > width * 1.000001) return w;
+  return 2 * width;
 }
 
-void TrendBuilder::add_to(TrendSeries& t, const FrameRecord& r, std::size_t window) {
-  if (t.observations == 0 || r.time_s < t.first_s) t.first_s = r.time_s;
-  t.last_s = std::max(t.last_s, r.time_s);
-  ++t.counts[r.label];
-  // Windows from 0 s to this series' latest observation; summary() pads every track to the overall span.
+// Re-bins a series' windows into windows `factor` times wider.
+void merge_windows(TrendSeries& t, std::int64_t factor, std::size_t classes) {
+  if (t.windows.empty()) {
+    t.first_window /= factor;
+    return;
+  }
+  const std::int64_t first = t.first_window / factor;
+  const std::int64_t last = (t.first_window + static_cast<std::int64_t>(t.windows.size()) - 1) / factor;
+  std::vector<std::vector<std::int64_t>> merged(static_cast<std::size_t>(last - first + 1),
+                                                std::vector<std::int64_t>(classes, 0));
+  for (std::size_t w = 0; w < t.windows.size(); ++w) {
+    auto& into = merged[static_cast<std::size_t>((t.first_window + static_cast<std::int64_t>(w)) / factor - first)];
+    for (std::size_t c = 0; c < classes; ++c) into[c] += t.windows[w][c];
+  }
+  t.first_window = first;
+  t.windows = std::move(merged);
+}
+
+TrendSeries empty_series(std::size_t classes) {
+  TrendSeries t;
+  t.counts.assign(classes, 0);
+  return t;
+}
+}  // namespace
+
+TrendBuilder::TrendBuilder(std::vector<std::string> class_names, TrendOptions options) : options_(options) {
+  if (!(options.window_s >= 0)) throw std::invalid_argument("trend window must be >= 0 s (0 = adaptive)");
+  if (options.max_windows < 2) throw std::invalid_argument("trends: max_windows must be >= 2");
+  if (options.max_kept_tracks < 0) throw std::invalid_argument("trends: max_kept_tracks must be >= 0");
+  summary_.class_names = std::move(class_names);
+  summary_.window_s = options.window_s > 0 ? options.window_s : kWindowLadder[0];
+  summary_.overall = empty_series(summary_.class_names.size());
+}
+
+void TrendBuilder::add_to(TrendSeries& t, int label, double time_s, std::int64_t window) {
   const std::size_t k = summary_.class_names.size();
-  if (t.windows.size() <= window) t.windows.resize(window + 1, std::vector<std::int64_t>(k, 0));
-  ++t.windows[window][r.label];
+  if (t.observations == 0) {
+    t.first_s = time_s;
+    t.first_window = window;
+  }
+  t.first_s = std::min(t.first_s, time_s);
+  t.last_s = std::max(t.last_s, time_s);
+  ++t.counts[label];
+  if (window < t.first_window) {  // an out-of-order record: grow at the front
+    t.windows.insert(t.windows.begin(), static_cast<std::size_t>(t.first_window - window), std::vector<std::int64_t>(k, 0));
+    t.first_window = window;
+  }
+  const auto index = static_cast<std::size_t>(window - t.first_window);
+  if (t.windows.size() <= index) t.windows.resize(index + 1, std::vector<std::int64_t>(k, 0));
+  ++t.windows[index][label];
   ++t.observations;
+}
+
+void TrendBuilder::widen_windows(std::int64_t needed_window) {
+  const std::size_t k = summary_.class_names.size();
+  const bool adaptive = options_.window_s == 0;
+  while (needed_window >= options_.max_windows) {
+    const double wider = wider_window(summary_.window_s, adaptive);
+    const auto factor = static_cast<std::int64_t>(std::llround(wider / summary_.window_s));
+    merge_windows(summary_.overall, factor, k);
+    for (auto& [id, t] : summary_.tracks) merge_windows(t, factor, k);
+    for (auto& [id, t] : live_) merge_windows(t, factor, k);
+    summary_.window_s = wider;
+    needed_window /= factor;
+  }
 }
 
 void TrendBuilder::add(const FrameRecord& r) {
@@ -121,36 +181,54 @@ void TrendBuilder::add(const FrameRecord& r) {
   if (r.label < 0 || r.label >= static_cast<int>(k))
     throw std::invalid_argument("trends: label " + std::to_string(r.label) + " out of range");
   if (!(r.time_s >= 0)) throw std::invalid_argument("trends: negative or invalid time");
-  const auto w = static_cast<std::size_t>(std::floor(r.time_s / summary_.window_s));
-  add_to(summary_.overall, r, w);
-  auto it = summary_.tracks.find(r.track);
-  if (it == summary_.tracks.end()) {
-    TrendSeries fresh;
-    fresh.counts.assign(k, 0);
-    it = summary_.tracks.emplace(r.track, std::move(fresh)).first;
+  widen_windows(static_cast<std::int64_t>(std::floor(r.time_s / summary_.window_s)));
+  const auto w = static_cast<std::int64_t>(std::floor(r.time_s / summary_.window_s));
+  add_to(summary_.overall, r.label, r.time_s, w);
+  auto it = live_.find(r.track);
+  if (it == live_.end()) {
+    it = live_.emplace(r.track, empty_series(k)).first;
+    ++summary_.tracks_seen;
   }
-  add_to(it->second, r, w);
+  add_to(it->second, r.label, r.time_s, w);
   if (r.frame != last_frame_) ++summary_.frames;
   last_frame_ = r.frame;
   summary_.duration_s = std::max(summary_.duration_s, r.time_s);
 }
 
+TrendSeries TrendBuilder::end_track(int id) {
+  const auto it = live_.find(id);
+  if (it == live_.end()) return empty_series(summary_.class_names.size());
+  TrendSeries ended = std::move(it->second);
+  live_.erase(it);
+  keep_ended(id, ended);
+  return ended;
+}
+
+void TrendBuilder::keep_ended(int id, const TrendSeries& series) {
+  summary_.tracks[id] = series;
+  if (options_.max_kept_tracks == 0 || static_cast<int>(summary_.tracks.size()) <= options_.max_kept_tracks) return;
+  // Drop the smallest (fewest observations; the later id on a tie).
+  auto smallest = summary_.tracks.begin();
+  for (auto t = summary_.tracks.begin(); t != summary_.tracks.end(); ++t)
+    if (t->second.observations <= smallest->second.observations) smallest = t;
+  summary_.tracks.erase(smallest);
+}
+
 TrendSummary TrendBuilder::summary() const {
   TrendSummary s = summary_;
-  const std::size_t n = s.overall.windows.size(), k = s.class_names.size();
-  for (auto& [id, t] : s.tracks) t.windows.resize(n, std::vector<std::int64_t>(k, 0));
+  for (const auto& [id, t] : live_) s.tracks[id] = t;
   return s;
 }
 
 TrendSummary summarise_trends(const std::vector<FrameRecord>& records, const std::vector<std::string>& class_names,
-                              double window_s) {
-  TrendBuilder builder(class_names, window_s);
+                              TrendOptions options) {
+  options.max_kept_tracks = 0;
+  TrendBuilder builder(class_names, options);
   for (const auto& r : records) builder.add(r);
   return builder.summary();
 }
 
-namespace {
-nlohmann::json series_json(const TrendSeries& t, const TrendSummary& s) {
+nlohmann::json to_json(const TrendSeries& t, const TrendSummary& s) {
   nlohmann::json counts = nlohmann::json::object(), shares = nlohmann::json::object();
   for (std::size_t c = 0; c < s.class_names.size(); ++c) {
     counts[s.class_names[c]] = t.counts[c];
@@ -164,7 +242,8 @@ nlohmann::json series_json(const TrendSeries& t, const TrendSummary& s) {
     nlohmann::json ws = nlohmann::json::object();
     for (std::size_t c = 0; c < s.class_names.size(); ++c)
       ws[s.class_names[c]] = static_cast<double>(t.windows[w][c]) / n;
-    windows.push_back({{"start_s", w * s.window_s}, {"end_s", (w + 1) * s.window_s}, {"observations", n}, {"shares", ws}});
+    const double start = static_cast<double>(t.first_window + static_cast<std::int64_t>(w)) * s.window_s;
+    windows.push_back({{"start_s", start}, {"end_s", start + s.window_s}, {"observations", n}, {"shares", ws}});
   }
   const auto top = std::max_element(t.counts.begin(), t.counts.end());
   return {{"observations", t.observations},
@@ -175,14 +254,13 @@ nlohmann::json series_json(const TrendSeries& t, const TrendSummary& s) {
           {"shares", shares},
           {"windows", windows}};
 }
-}  // namespace
 
 nlohmann::json to_json(const TrendSummary& s) {
   nlohmann::json tracks = nlohmann::json::object();
-  for (const auto& [id, t] : s.tracks) tracks[std::to_string(id)] = series_json(t, s);
+  for (const auto& [id, t] : s.tracks) tracks[std::to_string(id)] = to_json(t, s);
   return {{"classes", s.class_names}, {"window_s", s.window_s}, {"frames_with_faces", s.frames},
-          {"duration_s", s.duration_s}, {"tracks_count", s.tracks.size()},
-          {"overall", series_json(s.overall, s)}, {"tracks", tracks}};
+          {"duration_s", s.duration_s}, {"tracks_count", s.tracks_seen}, {"tracks_listed", s.tracks.size()},
+          {"overall", to_json(s.overall, s)}, {"tracks", tracks}};
 }
 
 std::string write_trend_summary(const TrendSummary& s, const std::string& out_dir, const nlohmann::json& extra) {
@@ -225,7 +303,9 @@ std::vector<std::string> plot_trends(const TrendSummary& s, const std::string& o
     std::snprintf(title, sizeof title, "Emotion shares over time, track %d (%lld observations, %.1f-%.1f s)", id,
                   static_cast<long long>(t.observations), t.first_s, t.last_s);
     const std::string path = png("tracks/track_" + std::to_string(id) + "_timeline.png");
-    draw(path, [&] { plot_emotion_timeline(t.windows, s.window_s, s.class_names, title, path); });
+    draw(path, [&] {
+      plot_emotion_timeline(t.windows, s.window_s, s.class_names, title, path, t.first_window * s.window_s);
+    });
   }
   if (!failures.empty()) {
     std::string message = std::to_string(failures.size()) + " of " + std::to_string(failures.size() + files.size()) +

@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 #include <thread>
 
@@ -31,6 +32,7 @@ WellbeingMonitor::WellbeingMonitor(const AlertConfig& config, const std::vector<
 std::optional<WellbeingAlert> WellbeingMonitor::observe(int track, double time_s, int label) {
   if (label < 0 || label >= static_cast<int>(class_names_.size()))
     throw std::invalid_argument("WellbeingMonitor::observe: label " + std::to_string(label) + " out of range");
+  if (time_s >= next_forget_s_) forget_idle_tracks(time_s);
   TrackState& s = tracks_[track];
   if (s.counts.empty()) s.counts.assign(class_names_.size(), 0);
   if (!s.window.empty() && time_s < s.window.back().first)
@@ -63,6 +65,16 @@ std::optional<WellbeingAlert> WellbeingMonitor::observe(int track, double time_s
   alert.negative_share = share;
   for (int c : s.counts) alert.shares.push_back(static_cast<double>(c) / s.window.size());
   return alert;
+}
+
+void WellbeingMonitor::forget_idle_tracks(double now_s) {
+  for (auto it = tracks_.begin(); it != tracks_.end();) {
+    const TrackState& s = it->second;
+    const bool window_passed = s.window.empty() || s.window.back().first <= now_s - config_.window_s;
+    const bool cooled_down = !s.last_alert || now_s - *s.last_alert >= config_.cooldown_s;
+    it = window_passed && cooled_down ? tracks_.erase(it) : std::next(it);
+  }
+  next_forget_s_ = now_s + config_.window_s / 2;
 }
 
 nlohmann::json WellbeingMonitor::to_json(const WellbeingAlert& a) const {

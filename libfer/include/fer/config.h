@@ -105,7 +105,10 @@ struct LiveConfig {
   int smoothing_frames = 5;     // rolling mean of probabilities per track
   double track_iou = 0.3;
   int max_missed_frames = 10;   // a track ends after this many frames without its face
-  double trend_window_s = 10.0;
+  double trend_window_s = 0;     // 0: adaptive (TrendOptions)
+  int trend_max_windows = 120;
+  double frames_rotate_s = 0;    // 0: one frames.csv; else frames.<N>.csv per period of session time
+  int frames_keep = 0;           // rotated frames files kept (0 = all)
   double sequence_fps = 30.0;   // time base of image-folder sources
   std::string video_codec = "mp4v";  // annotated.mp4: mp4v (MPEG-4, fast) or avc1 (H.264)
   std::string device = "auto";

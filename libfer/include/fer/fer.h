@@ -49,5 +49,6 @@
 #include "fer/faces.h"
 #include "fer/yunet.h"
 #include "fer/live.h"
+#include "fer/live_session.h"
 #include "fer/tracking.h"
 #endif

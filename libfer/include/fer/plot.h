@@ -47,10 +47,11 @@ void plot_emotion_pie(const std::vector<std::int64_t>& counts, const std::vector
 void plot_emotion_bars(const std::vector<std::int64_t>& counts, const std::vector<std::string>& names,
                        const std::string& title, const std::string& png_path);
 // Stacked share of each class per time window; windows[w][c] are counts, a
-// window without observations stays empty. Requires window_s > 0.
+// window without observations stays empty; windows[0] starts at start_s.
+// Requires window_s > 0.
 void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows, double window_s,
                            const std::vector<std::string>& names, const std::string& title,
-                           const std::string& png_path);
+                           const std::string& png_path, double start_s = 0);
 
 // Loss and accuracy per epoch, train and validation, best epoch marked.
 void plot_training_curves(const std::vector<EpochRecord>& history, const std::string& title,

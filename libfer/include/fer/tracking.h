@@ -47,6 +47,9 @@ class FaceTracker {
   // Returns the track id of each detection, in order.
   std::vector<int> update(const std::vector<cv::Rect>& detections);
 
+  // Ids of the tracks that ended in the last update(), oldest first.
+  const std::vector<int>& ended() const { return ended_; }
+
   // Adds a frame's class probabilities to track `id` and updates its smoothed
   // label. Throws std::out_of_range for an unknown id.
   const Track& observe(int id, const float* probabilities);
@@ -59,6 +62,7 @@ class FaceTracker {
   int max_missed_, smoothing_frames_, classes_;
   int next_id_ = 1;
   std::vector<Track> tracks_;
+  std::vector<int> ended_;
 };
 
 }  // namespace fer

@@ -1,7 +1,7 @@
 // Emotion trends of a live session: the frames.csv log, its summary and charts.
 //
 //   auto log = fer::read_frames_csv("session/frames.csv");
-//   auto trends = fer::summarise_trends(log.records, log.class_names, /*window_s=*/10);
+//   auto trends = fer::summarise_trends(log.records, log.class_names, {/*window_s=*/10});
 //   fer::write_trend_report(trends, "session/");   // summary.json + pie, bar, timeline PNGs
 #pragma once
 
@@ -36,43 +36,70 @@ FramesLog read_frames_csv(const std::string& path);
 
 struct TrendSeries {
   std::vector<std::int64_t> counts;                // per class
-  std::vector<std::vector<std::int64_t>> windows;  // [window][class] counts
+  std::int64_t first_window = 0;                   // windows[0] is window number first_window
+  std::vector<std::vector<std::int64_t>> windows;  // [window][class] counts, from the series' first observation
   std::int64_t observations = 0;
   double first_s = 0, last_s = 0;
 };
 
 struct TrendSummary {
   std::vector<std::string> class_names;
-  double window_s = 10;
+  double window_s = 10;       // window k is [k*window_s, (k+1)*window_s)
   std::int64_t frames = 0;    // distinct frame indices with at least one face
   double duration_s = 0;      // last observation's time
+  std::int64_t tracks_seen = 0;  // every track observed, including those no longer in `tracks`
   TrendSeries overall;
-  std::map<int, TrendSeries> tracks;
+  std::map<int, TrendSeries> tracks;  // live tracks and the largest ended ones (TrendOptions::max_kept_tracks)
 };
 
-// Counts each record's smoothed label overall, per track and per window
-// [k*window_s, (k+1)*window_s), one record at a time, so a session of any
-// length is summarised in memory proportional to its duration, not its rows.
-// Frames are counted as distinct runs of `frame` (records in frame order, as
-// fer-live writes them).
+struct TrendOptions {
+  // > 0: windows of this width. 0: adaptive, the narrowest of 0.5, 1, 5, 10,
+  // 30, 60, 300, 600, 1800, 3600, 7200, 21600, 43200, 86400 s (then doubling)
+  // that covers the session in at most max_windows windows.
+  double window_s = 0;
+  // When the session outgrows this many windows, neighbouring windows are
+  // merged (the width grows by a whole factor): memory stays bounded.
+  int max_windows = 120;
+  // Ended tracks kept in the summary: the N with the most observations
+  // (0 = all). Live tracks are always kept.
+  int max_kept_tracks = 0;
+};
+
+// Counts each record's smoothed label overall, per track and per window, one
+// record at a time. Memory is bounded by max_windows per series, the live
+// tracks and max_kept_tracks, whatever the session's length. Frames are
+// counted as distinct runs of `frame` (records in frame order, as fer-live
+// writes them).
 class TrendBuilder {
  public:
-  // Requires window_s > 0 (std::invalid_argument).
-  TrendBuilder(std::vector<std::string> class_names, double window_s);
+  // Requires window_s >= 0 and max_windows >= 2 (std::invalid_argument).
+  TrendBuilder(std::vector<std::string> class_names, TrendOptions options);
   // Requires a label in range and time_s >= 0 (std::invalid_argument).
   void add(const FrameRecord& record);
-  // The trends so far; every track's windows span the whole session.
+  // Track `id` has ended: returns its final series (all zero when it was never
+  // observed) and keeps it only if it is among the max_kept_tracks largest.
+  TrendSeries end_track(int id);
+  // The trends so far.
   TrendSummary summary() const;
+  double window_s() const { return summary_.window_s; }
+  std::size_t live_tracks() const { return live_.size(); }
 
  private:
-  void add_to(TrendSeries& series, const FrameRecord& record, std::size_t window);
-  TrendSummary summary_;
+  void add_to(TrendSeries& series, int label, double time_s, std::int64_t window);
+  void widen_windows(std::int64_t needed_window);
+  void keep_ended(int id, const TrendSeries& series);
+  TrendOptions options_;
+  TrendSummary summary_;          // overall and the kept ended tracks
+  std::map<int, TrendSeries> live_;
   std::int64_t last_frame_ = -1;
 };
 
-// TrendBuilder over all `records`.
+// TrendBuilder over all `records`; every track is kept.
 TrendSummary summarise_trends(const std::vector<FrameRecord>& records, const std::vector<std::string>& class_names,
-                              double window_s);
+                              TrendOptions options = {});
+
+// The series as JSON: counts, shares, dominant emotion and non-empty windows.
+nlohmann::json to_json(const TrendSeries& series, const TrendSummary& summary);
 
 nlohmann::json to_json(const TrendSummary& summary);
 

@@ -38,7 +38,13 @@ class WellbeingMonitor {
 
   // Records `label` for `track` at `time_s` (non-decreasing per track; an
   // earlier time is std::invalid_argument). Returns an alert when the rule fires.
+  // Tracks not seen for window_s, and past their cooldown, are forgotten as
+  // time moves on (one that comes back starts afresh: its window has passed),
+  // so memory is bounded by the tracks seen in the last max(window_s, cooldown_s).
   std::optional<WellbeingAlert> observe(int track, double time_s, int label);
+
+  // Tracks the monitor holds state for.
+  std::size_t tracked() const { return tracks_.size(); }
 
   // The alert as one JSON object: time, track, window statistics and the rule.
   nlohmann::json to_json(const WellbeingAlert& alert) const;
@@ -52,7 +58,9 @@ class WellbeingMonitor {
   AlertConfig config_;
   std::vector<std::string> class_names_;
   std::vector<bool> negative_;
+  void forget_idle_tracks(double now_s);
   std::map<int, TrackState> tracks_;
+  double next_forget_s_ = 0;
 };
 
 // Starts `argv` (argv[0] found through PATH, no shell) with `input` written to
