@@ -56,7 +56,21 @@ TEST(Training, ResumeRefusesADifferentConfigAndFreshRunsRefuseToOverwrite) {
   fer::train({config, runs / "r", false});
   EXPECT_THROW(fer::train({config, runs / "r", false}), std::runtime_error);  // would overwrite
   config.train.lr = 0.01;
-  EXPECT_THROW(fer::train({config, runs / "r", true}), fer::ConfigError);
+  try {
+    fer::train({config, runs / "r", true});
+    FAIL() << "expected a ConfigError";
+  } catch (const fer::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("train.lr: 0.001 -> 0.01"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Config, DifferencesNameEachChangedKeyWithBothValues) {
+  fer::Config a, b;
+  b.train.lr = 0.5;
+  b.model.filters = {8, 16, 32};
+  EXPECT_EQ(fer::config_differences(a, b),
+            (std::vector<std::string>{"model.filters: [32, 64, 128] -> [8, 16, 32]", "train.lr: 0.001 -> 0.5"}));
+  EXPECT_TRUE(fer::config_differences(a, a).empty());
 }
 
 // Killed with every stateful hook on (SGD momentum, step schedule after a warm-up

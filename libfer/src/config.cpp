@@ -398,6 +398,21 @@ std::string to_yaml(const Config& config) {
   return std::string(out.c_str()) + "\n";
 }
 
+std::vector<std::string> config_differences(const Config& a, const Config& b) {
+  const auto text = [](const YAML::Node& node) {
+    YAML::Emitter out;
+    out.SetSeqFormat(YAML::Flow);
+    out << node;
+    return std::string(out.c_str());
+  };
+  std::vector<std::string> differences;
+  for (const auto& def : key_table()) {
+    const std::string before = text(def.get(a)), after = text(def.get(b));
+    if (before != after) differences.push_back(def.info.key + ": " + before + " -> " + after);
+  }
+  return differences;
+}
+
 std::string config_keys_markdown() {
   std::string out = "| key | type | default | allowed | meaning |\n|---|---|---|---|---|\n";
   for (const auto& k : config_keys())

@@ -36,22 +36,31 @@ std::shared_ptr<spdlog::logger> make_run_logger(const std::string& log_path) {
   return log;
 }
 
-// A resumed run must continue the experiment it started, not a different one:
-// only train.epochs may change (to extend a run). Writes config.yaml and
-// removes the *.tmp a killed write leaves. Returns whether a run is resumed.
+// Keys a resumed run may change: they extend the run or move it to other
+// hardware, and the faces/live/alert sections play no part in training.
+bool may_change_on_resume(const std::string& key) {
+  for (const char* section : {"faces.", "live.", "alert."})
+    if (key.rfind(section, 0) == 0) return true;
+  return key == "train.epochs" || key == "train.threads" || key == "train.device" || key == "train.background_k";
+}
+
+// A resumed run must continue the experiment it started, not a different one.
+// Writes config.yaml and removes the *.tmp a killed write leaves. Returns
+// whether a run is resumed.
 bool prepare_run_dir(const TrainRequest& request) {
   const auto path = [&](const char* name) { return (fs::path(request.run_dir) / name).string(); };
   fs::create_directories(request.run_dir);
   const bool have_last = fs::exists(path("last.pt"));
   if (request.resume && have_last) {
-    Config previous = request.config;
+    Config previous = request.config;  // keys the saved file lacks (added since) keep today's values
     apply_yaml(previous, read_text(path("config.yaml")), path("config.yaml"));
-    Config same_epochs = request.config;
-    same_epochs.train.epochs = previous.train.epochs;
-    if (to_yaml(previous) != to_yaml(same_epochs))
-      throw ConfigError("--resume: the config differs from " + path("config.yaml") +
-                        " of the run being resumed (only train.epochs may change); resume with the same config or "
-                        "start a new --out directory");
+    std::string changed;
+    for (const auto& difference : config_differences(previous, request.config))
+      if (!may_change_on_resume(difference.substr(0, difference.find(':')))) changed += "\n  " + difference;
+    if (!changed.empty())
+      throw ConfigError("--resume: the config differs from " + path("config.yaml") + " of the run being resumed in:" +
+                        changed + "\n(train.epochs, train.threads, train.device, train.background_k and the faces, live and alert keys may "
+                        "change); resume with the same config or start a new --out directory");
   } else if (have_last) {
     throw std::runtime_error(request.run_dir + " already holds a run (last.pt); pass --resume to continue it or "
                                                "choose another --out directory");

@@ -165,6 +165,10 @@ void apply_override(Config& config, const std::string& assignment);
 // text gives back an equal config.
 std::string to_yaml(const Config& config);
 
+// The keys whose values differ, each as "key: <value in a> -> <value in b>",
+// in key-table order.
+std::vector<std::string> config_differences(const Config& a, const Config& b);
+
 // Markdown table of all keys (for the README).
 std::string config_keys_markdown();
 
