@@ -4,6 +4,9 @@
 
 #include <fstream>
 
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/videoio.hpp>
+
 #include "fer/augment.h"
 #include "fer/checkpoint.h"
 #include "fer/deepshap.h"
@@ -301,7 +304,7 @@ TEST(Explain, BatchWritesPngsManifestAndRecordsBadItems) {
   options.lime_samples = 200;
   options.save_raw = true;
   options.progress = false;
-  const auto summary = fer::explain_batch(dir / "m.pt", items, fer::sample_background(pool, 8, 1), dir / "out", options);
+  const auto summary = fer::explain_batch(dir / "m.pt", items, fer::background_from_images(fer::sample_background(pool, 8, 1)), dir / "out", options);
   EXPECT_EQ(summary.explained, 1);
   EXPECT_EQ(summary.failed, 1);
   EXPECT_LT(summary.worst_additivity_error, 1e-3);
@@ -331,4 +334,32 @@ TEST(DeepShap, FastPathMatchesTheAutogradReferencePath) {
     EXPECT_LT((fast.attributions - reference.attributions).abs().max().item<double>(), 1e-4 * scale + 1e-7)
         << "probabilities=" << probabilities;
   }
+}
+
+// The shipped model explains a user's full photos (frames of the real clip) with
+// no FER-2013 anywhere: SHAP's background comes from the checkpoint.
+TEST(Explain, TheShippedModelExplainsFullPhotosWithNoDatasetPresent) {
+  const auto clip = fer_test::real_clip();
+  if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found: skipping the real clip";
+  fer_test::TempDir dir;
+  cv::VideoCapture video(clip);
+  cv::Mat frame;
+  fer_test::fs::create_directories(dir / "photos");
+  // Every 25th frame: the clip cuts between a speaker and the audience, some frames have no face.
+  for (int i = 0; video.read(frame); ++i)
+    if (i % 25 == 0) cv::imwrite(dir / ("photos/frame" + std::to_string(i) + ".png"), frame);
+  // Run from an empty folder with $FER2013_CSV pointing nowhere: no dataset can be found.
+  const std::string command = "cd " + dir.path().string() + " && FER2013_CSV=" + (dir / "absent.csv") + " " +
+                              std::string(FER_BIN_DIR) + "/fer-explain --input photos --detect-faces --method shap" +
+                              " --classes all --out out --threads 2 > log.txt 2>&1";
+  const int status = std::system(command.c_str());
+  std::ifstream log_file(dir / "log.txt");
+  const std::string log((std::istreambuf_iterator<char>(log_file)), std::istreambuf_iterator<char>());
+  ASSERT_EQ(status, 0) << log;
+  EXPECT_NE(log.find("k-means centroids"), std::string::npos) << log;
+  int explained = 0;
+  for (const auto& entry : fer_test::fs::directory_iterator(dir / "out"))
+    explained += fer_test::fs::exists(entry.path() / "summary.png");
+  EXPECT_GE(explained, 3) << log;  // the speaker's face in most sampled frames
+  EXPECT_TRUE(fer_test::fs::exists(dir / "out/global_mean_abs_shap.png")) << log;
 }

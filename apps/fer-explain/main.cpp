@@ -5,14 +5,63 @@
 #include <memory>
 
 #include "app_common.h"
-#include "fer/dataset.h"
+#include "fer/background.h"
 #include "fer/config.h"
+#include "fer/dataset.h"
 #include "fer/explain.h"
 #include "fer/faces.h"
 
+namespace {
+namespace fs = std::filesystem;
+
+// --background N: drawn (seeded) from the training split of --data, or of a CSV among the inputs.
+fer::BackgroundSummary drawn_background(std::size_t count, std::string source, const std::vector<std::string>& inputs,
+                                        std::uint64_t seed) {
+  for (const auto& in : inputs)
+    if (source.empty() && !fs::is_directory(in) && in.find(".csv") != std::string::npos) source = in;
+  source = fer_app::resolve_data_path(source);
+  const auto splits = fer::load_dataset(source);
+  if (splits.train.size() == 0) throw std::runtime_error(source + " has no training split to draw references from");
+  const auto refs = fer::sample_background(splits.train, count, seed);
+  std::fprintf(stderr, "background: %zu images drawn from the training split of %s (seed %llu)\n", refs.size(),
+               source.c_str(), static_cast<unsigned long long>(seed));
+  return fer::background_from_images(refs);
+}
+
+// --background model (the default): the checkpoint's k-means summary; a
+// checkpoint without one falls back to 100 drawn images.
+fer::BackgroundSummary choose_background(const std::string& choice, const std::string& model, const std::string& data,
+                                         const std::vector<std::string>& inputs, std::uint64_t seed) {
+  if (choice == "model") {
+    if (auto stored = fer::load_background(model)) {
+      std::fprintf(stderr, "background: %lld k-means centroids of %lld training faces, stored in %s\n",
+                   static_cast<long long>(stored->centroids.size(0)), static_cast<long long>(stored->faces), model.c_str());
+      return std::move(*stored);
+    }
+    std::fprintf(stderr, "%s has no stored background (add one with fer-background); drawing 100 images\n", model.c_str());
+    try {
+      return drawn_background(100, data, inputs, seed);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(std::string(e.what()) + "\n(" + model +
+                               " stores no SHAP background: add one with `fer-background --model " + model +
+                               " --data fer2013.csv`, or pass --background N|FILE)");
+    }
+  }
+  const bool is_count = !choice.empty() && choice.find_first_not_of("0123456789") == std::string::npos;
+  if (is_count) return drawn_background(std::stoul(choice), data, inputs, seed);
+  fer::Dataset refs;
+  const auto splits = fer::load_dataset(choice);
+  for (const auto* d : {&splits.train, &splits.val, &splits.test})
+    for (std::size_t i = 0; i < d->size(); ++i) refs.add(d->image(i), d->labels[i], d->sources[i]);
+  std::fprintf(stderr, "background: %zu images from %s\n", refs.size(), choice.c_str());
+  return fer::background_from_images(refs);
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"Explain a model's predictions with DeepSHAP and LIME; writes PNGs and a manifest"};
-  std::string model = fer_app::kDefaultModel, split = "val", out = "explanations", background = "100",
+  std::string model = fer_app::kDefaultModel, split = "val", out = "explanations", background = "model",
               data, method = "both", classes = "pred", device = "auto", precision = "fp32";
   std::vector<std::string> inputs;
   std::size_t limit = 0;
@@ -29,7 +78,8 @@ int main(int argc, char** argv) {
   app.add_option("--limit", limit, "Explain at most N images (0 = all)")->capture_default_str();
   app.add_option("--classes", classes, "all | pred | top:K")->capture_default_str();
   app.add_option("--background", background,
-                 "DeepSHAP references: N images drawn (seeded) from the training split, or a CSV / image folder used in file order")
+                 "DeepSHAP references: model (the checkpoint's k-means summary of its training faces), N images drawn "
+                 "(seeded) from the training split, or a CSV / image folder used in file order")
       ->capture_default_str();
   app.add_option("--data", data, "Where --background N draws from when no CSV is among the inputs (else $FER2013_CSV, data/fer2013.csv)");
   app.add_option("--samples", samples, "LIME perturbations")->capture_default_str();
@@ -50,7 +100,6 @@ int main(int argc, char** argv) {
 
   return fer_app::run_main([&] {
     model = fer_app::resolve_model(model, argv[0]);
-    namespace fs = std::filesystem;
     fer::Config config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
     for (const auto& o : overrides) fer::apply_override(config, o);
     std::unique_ptr<fer::FaceDetector> detector;
@@ -58,26 +107,8 @@ int main(int argc, char** argv) {
     const auto items = fer::collect_explain_inputs(inputs, split, limit, detector.get());
     if (items.empty()) throw std::runtime_error("no images found in the inputs");
 
-    fer::Dataset refs;
-    if (method != "lime") {
-      const bool is_count = !background.empty() && background.find_first_not_of("0123456789") == std::string::npos;
-      if (is_count) {
-        std::string source = data;
-        for (const auto& in : inputs)
-          if (source.empty() && !fs::is_directory(in) && in.find(".csv") != std::string::npos) source = in;
-        source = fer_app::resolve_data_path(source);
-        const auto splits = fer::load_dataset(source);
-        if (splits.train.size() == 0) throw std::runtime_error(source + " has no training split to draw references from");
-        refs = fer::sample_background(splits.train, std::stoul(background), seed);
-        std::fprintf(stderr, "background: %zu images drawn from the training split of %s (seed %llu)\n", refs.size(),
-                     source.c_str(), static_cast<unsigned long long>(seed));
-      } else {
-        const auto splits = fer::load_dataset(background);
-        for (const auto* d : {&splits.train, &splits.val, &splits.test})
-          for (std::size_t i = 0; i < d->size(); ++i) refs.add(d->image(i), d->labels[i], d->sources[i]);
-        std::fprintf(stderr, "background: %zu images from %s\n", refs.size(), background.c_str());
-      }
-    }
+    fer::BackgroundSummary refs;
+    if (method != "lime") refs = choose_background(background, model, data, inputs, seed);
 
     fer::ExplainOptions options;
     options.method = method;

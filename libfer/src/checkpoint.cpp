@@ -1,5 +1,6 @@
 #include "fer/checkpoint.h"
 
+#include <caffe2/serialize/inline_container.h>
 #include <torch/script.h>
 
 #include <filesystem>
@@ -87,6 +88,19 @@ void save_checkpoint(const std::string& path, ClassifierImpl& model, const Check
     throw std::runtime_error("cannot write checkpoint '" + tmp + "': " + e.what_without_backtrace());
   }
   std::filesystem::rename(tmp, target);
+}
+
+std::vector<std::string> checkpoint_blob_names(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
+  std::vector<std::string> names;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    for (const auto& record : reader.getAllRecords())
+      if (record.rfind("extra/", 0) == 0 && record != std::string("extra/") + kMetaFile) names.push_back(record.substr(6));
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
+  }
+  return names;
 }
 
 LoadedCheckpoint load_checkpoint(const std::string& path, const torch::Device& device,

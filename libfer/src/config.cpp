@@ -227,6 +227,8 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(train.threads, int, at_least(0), "CPU threads for LibTorch (0 = all cores)."),
       FER_KEY(train.seed, int, any<int>(), "Seed of initialisation, shuffling, dropout and augmentation."),
       FER_KEY(train.eval_batch_size, int, positive<int>(), "Batch size for validation and evaluation."),
+      FER_KEY(train.background_k, int, at_least(0),
+              "At the end of training, store this many k-means centroids of the training faces (each the mean of at least 20) in best.pt: fer-explain's DeepSHAP background with no dataset at hand (0: none)."),
       FER_KEY(eval.tta, std::string, one_of({"none", "flip", "tencrop", "false", "true"}),
               "Test-time augmentation: none, flip (image and mirror) or tencrop (4 corner and centre crops of the model's input size, each mirrored); false/true mean none/flip."),
       FER_KEY(eval.precision, std::string, one_of({"fp32", "bf16", "fp16"}),

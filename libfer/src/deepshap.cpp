@@ -114,6 +114,13 @@ DeepShapExplainer::DeepShapExplainer(Classifier model, const torch::Tensor& back
 
   torch::NoGradGuard no_grad;
   background_ = background.to(device_, torch::kFloat32);
+  if (options_.background_weights.defined()) {
+    const auto& w = options_.background_weights;
+    if (w.dim() != 1 || w.size(0) != background.size(0) || !(w.min().item<double>() > 0))
+      throw std::invalid_argument("DeepSHAP: background_weights must be " + std::to_string(background.size(0)) +
+                                  " positive numbers, one per reference");
+    weights_ = (w.to(device_, torch::kFloat64) / w.to(torch::kFloat64).sum().item<double>()).to(torch::kFloat32);
+  }
   torch::Tensor x = background_;
   for (const auto& layer : layers_) {
     ref_inputs_.push_back(x);
@@ -168,7 +175,7 @@ DeepShapResult DeepShapExplainer::finish(const torch::Tensor& outputs, const std
   DeepShapResult result;
   result.classes = classes;
   result.outputs = outputs.detach().to(torch::kCPU);
-  result.expected = ref_outputs_.mean(0).to(torch::kCPU);
+  result.expected = reference_mean(ref_outputs_, 0).to(torch::kCPU);
   result.attributions = torch::stack(maps).to(torch::kCPU);
   for (std::size_t i = 0; i < classes.size(); ++i) {
     const double f = result.outputs[classes[i]].item<double>();
@@ -177,6 +184,13 @@ DeepShapResult DeepShapExplainer::finish(const torch::Tensor& outputs, const std
     result.additivity_error = std::max(result.additivity_error, std::abs(total - target) / std::max(1.0, std::abs(f)));
   }
   return result;
+}
+
+torch::Tensor DeepShapExplainer::reference_mean(const torch::Tensor& x, int64_t dim) const {
+  if (!weights_.defined()) return x.mean(dim);
+  std::vector<int64_t> shape(static_cast<std::size_t>(x.dim()), 1);
+  shape[static_cast<std::size_t>(dim)] = weights_.size(0);
+  return (x * weights_.view(shape)).sum(dim);
 }
 
 static void check_classes(const std::vector<int64_t>& classes, int64_t num_outputs) {
@@ -198,7 +212,7 @@ DeepShapResult DeepShapExplainer::explain_reference(const torch::Tensor& image, 
   for (std::size_t i = 0; i < classes.size(); ++i) {
     const auto grad =
         torch::autograd::grad({out.select(1, classes[i]).sum()}, {x}, {}, /*retain_graph=*/i + 1 < classes.size())[0];
-    maps.push_back((grad * delta).mean(0).sum(0));  // mean over references, sum over channels
+    maps.push_back(reference_mean(grad * delta, 0).sum(0));  // mean over references, sum over channels
   }
   return finish(out[0], classes, std::move(maps));
 }
@@ -364,7 +378,7 @@ DeepShapResult DeepShapExplainer::explain(const torch::Tensor& image, const std:
   }
   apply_pending();
   const auto delta = image.to(device_, torch::kFloat32).unsqueeze(0) - background_;  // [K,C,H,W]
-  const auto attributions = (per_pair(g) * delta.unsqueeze(0)).mean(1).sum(1);    // [n_cls,H,W]
+  const auto attributions = reference_mean(per_pair(g) * delta.unsqueeze(0), 1).sum(1);  // [n_cls,H,W]
   return finish(outputs, classes, attributions.unbind(0));
 }
 

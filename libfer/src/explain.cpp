@@ -13,6 +13,7 @@
 #include <opencv2/imgproc.hpp>
 #include <random>
 
+#include "fer/background.h"
 #include "fer/checkpoint.h"
 #include "fer/deepshap.h"
 #include "fer/inference.h"
@@ -209,24 +210,14 @@ ClassSelection parse_class_selection(const std::string& text, int num_classes) {
 }
 
 void write_npy(const std::string& path, const std::vector<float>& data, const std::vector<std::size_t>& shape) {
-  std::string dims;
+  std::vector<int64_t> sizes(shape.begin(), shape.end());
   std::size_t count = 1;
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    dims += (i ? ", " : "") + std::to_string(shape[i]);
-    count *= shape[i];
-  }
-  if (shape.size() == 1) dims += ",";  // numpy spells a 1-d shape "(n,)"
+  for (auto d : shape) count *= d;
   if (count != data.size()) throw std::invalid_argument("write_npy: shape does not match the data size");
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
-  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
+  const auto values = torch::from_blob(const_cast<float*>(data.data()), sizes, torch::kFloat32);
   std::ofstream out(path, std::ios::binary);
-  out.write("\x93NUMPY\x01\x00", 8);
-  const auto len = static_cast<std::uint16_t>(header.size());
-  const char len_bytes[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
-  out.write(len_bytes, 2);
-  out.write(header.data(), static_cast<std::streamsize>(header.size()));
-  out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size() * sizeof(float)));
+  const std::string bytes = npy_bytes(values);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   if (!out) throw std::runtime_error("cannot write '" + path + "'");
 }
 
@@ -273,11 +264,13 @@ Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t 
 }
 
 ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<ExplainItem>& items,
-                             const Dataset& background, const std::string& out_dir, const ExplainOptions& options) {
+                             const BackgroundSummary& background, const std::string& out_dir,
+                             const ExplainOptions& options) {
   const bool do_shap = options.method == "shap" || options.method == "both";
   const bool do_lime = options.method == "lime" || options.method == "both";
   if (!do_shap && !do_lime) throw std::invalid_argument("--method '" + options.method + "' (expected shap, lime or both)");
-  if (do_shap && background.size() == 0) throw std::invalid_argument("DeepSHAP needs a non-empty background set");
+  if (do_shap && !(background.centroids.defined() && background.centroids.size(0) > 0))
+    throw std::invalid_argument("DeepSHAP needs a non-empty background set");
   const auto started = std::chrono::steady_clock::now();
   configure_cpu_runtime(options.threads);
   const auto device = resolve_device(options.device);
@@ -289,10 +282,10 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
 
   std::unique_ptr<DeepShapExplainer> shap;
   if (do_shap) {
-    const auto refs = images_tensor(background).unsqueeze(1).to(torch::kFloat32) / 255.0;
     DeepShapOptions shap_options;
     shap_options.explain_probabilities = options.probabilities;
-    shap = std::make_unique<DeepShapExplainer>(loaded.model, refs, device, shap_options);
+    shap_options.background_weights = background.weights;
+    shap = std::make_unique<DeepShapExplainer>(loaded.model, background.centroids, device, shap_options);
   }
   LimeOptions lime_options;
   lime_options.num_samples = options.lime_samples;

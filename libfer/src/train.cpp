@@ -5,10 +5,12 @@
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
+#include "fer/background.h"
 #include "fer/evaluate.h"
 #include "fer/hooks.h"
 #include "fer/inference.h"
@@ -160,6 +162,24 @@ DatasetSplits load_configured_splits(const Config& c) {
   return splits;
 }
 
+// The DeepSHAP background that travels with the model: k-means centroids of the training faces.
+void store_background(const Config& cfg, const Dataset& train, const std::string& checkpoint, spdlog::logger& log) {
+  if (cfg.train.background_k == 0) return;
+  KmeansOptions options;
+  options.k = cfg.train.background_k;
+  options.seed = static_cast<std::uint64_t>(cfg.train.seed);
+  if (static_cast<int>(train.size()) < options.min_cluster_faces) {
+    log.info("no SHAP background stored: {} training faces are too few", train.size());
+    return;
+  }
+  const auto started = std::chrono::steady_clock::now();
+  const auto summary = kmeans_background(images_tensor(train), options);
+  add_background_to_checkpoint(checkpoint, summary);
+  log.info("SHAP background: {} k-means centroids of {} training faces stored in {} ({:.1f} s)", summary.centroids.size(0),
+           summary.faces, checkpoint,
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+}
+
 TrainSummary train(const TrainRequest& request) {
   const Config& cfg = request.config;
   const std::string& run_dir = request.run_dir;
@@ -218,6 +238,7 @@ TrainSummary train(const TrainRequest& request) {
   summary.best_checkpoint = path("best.pt");
   log->info("training done: {} epochs in {}; evaluating best.pt (epoch {})", summary.epochs_completed,
             format_duration(trainer.progress().train_seconds), summary.best_epoch);
+  store_background(cfg, splits.train, summary.best_checkpoint, *log);
   evaluate_run(cfg, splits, run_dir, *log, summary);
   return summary;
 }

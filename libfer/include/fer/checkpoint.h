@@ -43,4 +43,7 @@ struct LoadedCheckpoint {
 LoadedCheckpoint load_checkpoint(const std::string& path, const torch::Device& device,
                                  const std::vector<std::string>& blob_names = {});
 
+// The names of every blob stored in the checkpoint (for rewriting it whole).
+std::vector<std::string> checkpoint_blob_names(const std::string& path);
+
 }  // namespace fer

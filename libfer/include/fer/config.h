@@ -76,6 +76,7 @@ struct TrainConfig {
   int threads = 0;
   int seed = 42;
   int eval_batch_size = 64;
+  int background_k = 100;  // k-means centroids of the training faces stored in best.pt for DeepSHAP (0 = none)
 };
 
 struct EvalConfig {

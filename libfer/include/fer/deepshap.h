@@ -17,13 +17,16 @@ namespace fer {
 
 struct DeepShapOptions {
   bool explain_probabilities = false;  // default: explain logits
+  // [K] positive weights of the references (a k-means summary's cluster
+  // shares): attributions and E f become weighted means. Empty: uniform.
+  torch::Tensor background_weights;
 };
 
 struct DeepShapResult {
   torch::Tensor attributions;     // [classes.size(), H, W] float, CPU
   std::vector<int64_t> classes;   // which output each row explains
   torch::Tensor outputs;          // f(input) for every output [num_classes]
-  torch::Tensor expected;         // mean f(reference) for every output [num_classes]
+  torch::Tensor expected;         // (weighted) mean f(reference) for every output [num_classes]
   // max over explained classes of |sum(attr) - (f - E f)| / max(1, |f|)
   double additivity_error = 0;
 };
@@ -59,12 +62,15 @@ class DeepShapExplainer {
   torch::Tensor forward_with_rules(const torch::Tensor& x);
   DeepShapResult finish(const torch::Tensor& outputs, const std::vector<int64_t>& classes,
                         std::vector<torch::Tensor> maps) const;
+  // Mean over the references along `dim` (weighted when weights were given).
+  torch::Tensor reference_mean(const torch::Tensor& x, int64_t dim) const;
 
   Classifier model_;
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
   torch::Device device_;
   DeepShapOptions options_;
   torch::Tensor background_;                 // [K,C,H,W] on device
+  torch::Tensor weights_;                    // [K] summing to 1, or undefined (uniform)
   std::vector<torch::Tensor> ref_inputs_;    // the references' input to each layer
   torch::Tensor ref_logits_;                 // [K, classes]
   torch::Tensor ref_outputs_;                // logits or probabilities [K, classes]

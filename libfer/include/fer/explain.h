@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "fer/background.h"
 #include "fer/dataset.h"
 #include "fer/faces.h"
 
@@ -50,12 +51,14 @@ struct ExplainSummary {
   std::string manifest;
 };
 
-// Requires a non-empty background (the DeepSHAP references, used in order).
+// Requires a non-empty background for SHAP: the DeepSHAP references, used in
+// order, weighted when background.weights is set (a checkpoint's k-means summary).
 // Writes into out_dir: per item <index>_<name>/{face,shap_<class>,lime,summary}.png
 // (+ shap.npy), global_mean_abs_shap.png (+ .npy), manifest.csv.
 // Throws std::runtime_error for an unusable checkpoint or bad options.
 ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<ExplainItem>& items,
-                             const Dataset& background, const std::string& out_dir, const ExplainOptions& options);
+                             const BackgroundSummary& background, const std::string& out_dir,
+                             const ExplainOptions& options);
 
 // Picks `count` images from `pool` with `seed` (without replacement, in a
 // seeded random order); all of them when count >= pool.size().

@@ -28,6 +28,7 @@
 #pragma once
 
 #include "fer/augment.h"
+#include "fer/background.h"
 #include "fer/checkpoint.h"
 #include "fer/config.h"
 #include "fer/dataset.h"
