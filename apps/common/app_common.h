@@ -31,7 +31,7 @@ inline std::filesystem::path experiments_dir(const char* argv0) {
 
 // The model the apps use when --model is not given (by name, see resolve_model):
 // the shipped single model with the best PublicTest accuracy.
-inline const char* const kDefaultModel = "paper_cnn_cosine";
+inline const char* const kDefaultModel = "paper_cnn_long";
 
 // A --model value: a checkpoint file, or the name of a shipped model,
 // experiments/<name>/best.pt or experiments/fer2013_<name>/best.pt (e.g.
