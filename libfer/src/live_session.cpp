@@ -98,12 +98,19 @@ std::unique_ptr<FaceAnalyzer> make_model_analyzer(const std::string& checkpoint,
   return std::make_unique<ModelFaceAnalyzer>(checkpoint, config, device);
 }
 
+namespace {
+const FaceAnalyzer& required(const std::unique_ptr<FaceAnalyzer>& analyzer) {
+  if (!analyzer) throw std::invalid_argument("LiveSession: no face analyzer");
+  return *analyzer;
+}
+}  // namespace
+
 LiveSession::LiveSession(std::unique_ptr<FaceAnalyzer> analyzer, const LiveConfig& config, bool annotate)
     : analyzer_(std::move(analyzer)),
       config_(config),
       annotate_(annotate),
       tracker_(config.track_iou, config.max_missed_frames, config.smoothing_frames,
-               static_cast<int>(analyzer_ ? analyzer_->class_names().size() : 0)) {}
+               static_cast<int>(required(analyzer_).class_names().size())) {}
 
 LiveSession::~LiveSession() = default;
 

@@ -81,7 +81,8 @@ class LiveSink {
 
 class LiveSession {
  public:
-  // `annotate`: draw boxes, labels and probability bars on the frames given to process().
+  // Requires an analyzer (std::invalid_argument). `annotate`: draw boxes, labels
+  // and probability bars on the frames given to process().
   LiveSession(std::unique_ptr<FaceAnalyzer> analyzer, const LiveConfig& config, bool annotate = true);
   ~LiveSession();
   LiveSession(const LiveSession&) = delete;
