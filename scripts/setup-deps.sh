@@ -10,6 +10,7 @@ packages=(
   libopencv-dev libopencv-contrib-dev opencv-data
   libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   gnuplot-nox
+  chromium  # only for the tests that render fer-explain's gallery (index.html) in a headless browser
   python3-torch  # only for the test that loads a checkpoint in Python PyTorch
 )
 

@@ -297,6 +297,16 @@ TEST(Precision, UnsupportedChoicesAreClearErrors) {
     EXPECT_THROW(fer::check_precision_supported(fer::Precision::bf16, torch::kCPU), std::runtime_error);
 }
 
+// "auto" never picks a precision that check_precision_supported would refuse.
+TEST(Precision, AutoIsBf16ExactlyWhereTheCpuRunsItNatively) {
+  const auto chosen = fer::resolve_inference_precision("auto", torch::kCPU);
+  EXPECT_EQ(chosen, fer::cpu_has_native_bf16() ? fer::Precision::bf16 : fer::Precision::fp32);
+  EXPECT_NO_THROW(fer::check_precision_supported(chosen, torch::kCPU));
+  EXPECT_EQ(fer::resolve_inference_precision("fp32", torch::kCPU), fer::Precision::fp32);
+  EXPECT_EQ(fer::resolve_inference_precision("bf16", torch::kCPU), fer::Precision::bf16);
+  EXPECT_THROW(fer::resolve_inference_precision("fastest", torch::kCPU), std::invalid_argument);
+}
+
 TEST(Tta, TenCropOfAConstantImageEqualsASinglePass) {
   torch::manual_seed(1);
   fer::Classifier model = fer::make_model(fer::ModelOptions{});

@@ -2,7 +2,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <fstream>
+#include <nlohmann/json.hpp>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
@@ -319,6 +321,33 @@ TEST(Explain, BatchWritesPngsManifestAndRecordsBadItems) {
   std::getline(manifest, row2);
   EXPECT_NE(row1.find(",ok,"), std::string::npos) << row1;
   EXPECT_NE(row2.find(",error,cannot decode image"), std::string::npos) << row2;
+  // Faithfulness: per-image AUCs of each method in the manifest, the summary beside it, the gallery.
+  const auto columns = fer_test::split_csv_line(header), values = fer_test::split_csv_line(row1);
+  ASSERT_EQ(columns.size(), values.size()) << row1;
+  for (const char* method : {"shap", "lime", "random"})
+    for (const char* curve : {"_deletion_auc", "_insertion_auc"}) {
+      const auto at = std::find(columns.begin(), columns.end(), std::string(method) + curve);
+      ASSERT_NE(at, columns.end()) << method << curve;
+      const double auc = std::stod(values[at - columns.begin()]);
+      EXPECT_TRUE(auc >= 0 && auc <= 1) << method << curve << " = " << auc;
+    }
+  std::ifstream json_file(dir / "out/faithfulness.json");
+  const auto json = nlohmann::json::parse(json_file);
+  EXPECT_EQ(json["methods"]["lime"]["insertion_auc"]["n"], 1);
+  EXPECT_EQ(json["baseline"], "mean of the 8 background references");
+  std::ifstream page_file(dir / "out/index.html");
+  const std::string page((std::istreambuf_iterator<char>(page_file)), std::istreambuf_iterator<char>());
+  EXPECT_NE(page.find(R"("image":"00000_good/summary.png")"), std::string::npos);
+  EXPECT_NE(page.find(R"("true":"happy")"), std::string::npos);  // item 0's label 3
+  EXPECT_NE(page.find(R"("error":"cannot decode image")"), std::string::npos);
+  EXPECT_NE(page.find(R"(<img src="global_mean_abs_shap.png")"), std::string::npos);
+  if (fer::gnuplot_available()) EXPECT_TRUE(fer_test::fs::exists(dir / "out/faithfulness.png"));
+
+  options.faithfulness = false;
+  options.method = "lime";
+  fer::explain_batch(dir / "m.pt", {items[0]}, {}, dir / "fast", options);
+  EXPECT_FALSE(fer_test::fs::exists(dir / "fast/faithfulness.json"));
+  EXPECT_TRUE(fer_test::fs::exists(dir / "fast/index.html"));
 }
 
 TEST(DeepShap, FastPathMatchesTheAutogradReferencePath) {
@@ -334,6 +363,28 @@ TEST(DeepShap, FastPathMatchesTheAutogradReferencePath) {
     EXPECT_LT((fast.attributions - reference.attributions).abs().max().item<double>(), 1e-4 * scale + 1e-7)
         << "probabilities=" << probabilities;
   }
+}
+
+// Overlapping windows (stride < kernel) pick some input positions more than
+// once: the max-pool rule must add their shares. Keeping one of them (as
+// max_unpool2d does) loses part of the output difference, which additivity catches.
+TEST(DeepShap, OverlappingMaxPoolWindowsKeepAdditivityAndMatchTheReferencePath) {
+  torch::manual_seed(5);
+  auto model = std::make_shared<SequentialImpl>(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{
+      {"pool", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(1).padding(1)).ptr()},
+      {"pool2", torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(3).stride(2).padding(1)).ptr()},
+      {"flatten", torch::nn::Flatten().ptr()},
+      {"fc1", torch::nn::Linear(24 * 24, 16).ptr()},
+      {"relu", torch::nn::ReLU().ptr()},
+      {"fc2", torch::nn::Linear(16, 7).ptr()}});
+  fer::DeepShapExplainer shap(model, rand_images(6, 50), torch::kCPU);
+  const auto x = rand_images(1, 51)[0];
+  const auto fast = shap.explain(x, kAll);
+  expect_additive(fast, 1e-4);
+  const auto reference = shap.explain_reference(x, kAll);
+  expect_additive(reference, 1e-4);
+  const double scale = reference.attributions.abs().max().item<double>();
+  EXPECT_LT((fast.attributions - reference.attributions).abs().max().item<double>(), 1e-4 * scale + 1e-7);
 }
 
 // The shipped model explains a user's full photos (frames of the real clip) with

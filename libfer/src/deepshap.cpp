@@ -1,6 +1,8 @@
 #include "fer/deepshap.h"
 
 #include <stdexcept>
+#include <tuple>
+#include <utility>
 #include <variant>
 
 namespace fer {
@@ -9,103 +11,366 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// Adds values [N,C,h,w] into zeros [N,C,H,W] at the flat spatial indices `idx`
+// (max-pool argmaxes). Overlapping pooling windows can pick the same input
+// position more than once: their shares accumulate (max_unpool2d would keep one).
+torch::Tensor scatter_to_input(const torch::Tensor& values, const torch::Tensor& idx, int64_t height, int64_t width) {
+  const int64_t n = values.size(0), c = values.size(1);
+  auto out = torch::zeros({n, c, height * width}, values.options());
+  const auto index = idx.size(0) == n ? idx : idx.expand({n, -1, -1, -1});  // one input's argmaxes for every row
+  out.scatter_add_(2, index.reshape({n, c, -1}), values.reshape({n, c, -1}));
+  return out.view({n, c, height, width});
+}
+
+// 1 / x, and 0 where |x| < eps (a position whose input did not change gets no share).
+torch::Tensor safe_reciprocal(const torch::Tensor& x, double eps) {
+  const auto small = x.abs() < eps;
+  return torch::where(small, torch::zeros_like(x), 1.0 / torch::where(small, torch::ones_like(x), x));
+}
+
 // DeepLIFT rescale rule for an elementwise nonlinearity y = f(x): the
 // multiplier is dy/dx = (f(x) - f(r)) / (x - r), or the ordinary derivative
-// where |x - r| < 1e-6. `x` rows are paired with `x_ref` rows.
-struct RescaleRule : public torch::autograd::Function<RescaleRule> {
+// where |x - r| < 1e-6. Rows of x may be 1 (broadcast) or paired with ref rows.
+torch::Tensor rescale_multiplier(const torch::Tensor& x, const torch::Tensor& y, const torch::Tensor& x_ref,
+                                 const torch::Tensor& y_ref, const torch::Tensor& derivative) {
+  const auto dx = x - x_ref;
+  const auto small = dx.abs() < 1e-6;
+  return torch::where(small, derivative.expand_as(dx), (y - y_ref) / torch::where(small, torch::ones_like(dx), dx));
+}
+
+// The rescale rule as an autograd function (the reference path).
+struct RescaleFunction : public torch::autograd::Function<RescaleFunction> {
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor y, torch::Tensor x_ref,
                                torch::Tensor y_ref, torch::Tensor derivative) {
-    const auto dx = x - x_ref;
-    const auto dy = y - y_ref;
-    const auto small = dx.abs() < 1e-6;
-    const auto multiplier = torch::where(small, derivative, dy / torch::where(small, torch::ones_like(dx), dx));
-    ctx->save_for_backward({multiplier});
+    ctx->save_for_backward({rescale_multiplier(x, y, x_ref, y_ref, derivative)});
     return y.clone();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
-    const auto multiplier = ctx->get_saved_variables()[0];
-    return {grad[0] * multiplier, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {grad[0] * ctx->get_saved_variables()[0], torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
+
+struct PoolShape {
+  int64_t kernel = 0, stride = 0, padding = 0;
+};
+
+std::tuple<torch::Tensor, torch::Tensor> max_pool(const torch::Tensor& x, const PoolShape& p) {
+  return torch::max_pool2d_with_indices(x, {p.kernel, p.kernel}, {p.stride, p.stride}, {p.padding, p.padding});
+}
 
 // DeepLIFT max-pool rule as in shap/Captum: the output difference is split into
 // the part from the input's own max (cross_max - y_ref) and the part from the
 // reference's max (y - cross_max), each routed back to its argmax position,
-// then divided by the input difference there.
-struct MaxPoolRule : public torch::autograd::Function<MaxPoolRule> {
+// then divided by the input difference there. g: [N,C,h,w], paired with refs.
+torch::Tensor max_pool_backward(const torch::Tensor& g, const torch::Tensor& delta_in, const torch::Tensor& y,
+                                const torch::Tensor& y_ref, const torch::Tensor& idx, const torch::Tensor& idx_ref) {
+  const auto cross = torch::max(y, y_ref);
+  const int64_t height = delta_in.size(2), width = delta_in.size(3);
+  const auto routed = scatter_to_input(g * (cross - y_ref), idx, height, width) +
+                      scatter_to_input(g * (y - cross), idx_ref, height, width);
+  return routed * safe_reciprocal(delta_in, 1e-7);
+}
+
+// The max-pool rule as an autograd function (the reference path).
+struct MaxPoolFunction : public torch::autograd::Function<MaxPoolFunction> {
   static torch::Tensor forward(AutogradContext* ctx, torch::Tensor x, torch::Tensor x_ref, int64_t kernel,
                                int64_t stride, int64_t padding) {
-    auto [y, idx] = torch::max_pool2d_with_indices(x, {kernel, kernel}, {stride, stride}, {padding, padding});
-    auto [y_ref, idx_ref] =
-        torch::max_pool2d_with_indices(x_ref, {kernel, kernel}, {stride, stride}, {padding, padding});
+    const PoolShape shape{kernel, stride, padding};
+    auto [y, idx] = max_pool(x, shape);
+    auto [y_ref, idx_ref] = max_pool(x_ref, shape);
     ctx->save_for_backward({x - x_ref, y, y_ref, idx, idx_ref});
-    ctx->saved_data["height"] = x.size(2);
-    ctx->saved_data["width"] = x.size(3);
     return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grad) {
-    const auto saved = ctx->get_saved_variables();
-    const auto& delta_in = saved[0];
-    const auto& y = saved[1];
-    const auto& y_ref = saved[2];
-    const std::vector<int64_t> size{ctx->saved_data["height"].toInt(), ctx->saved_data["width"].toInt()};
-    const auto cross_max = torch::max(y, y_ref);
-    const auto from_input = torch::max_unpool2d(grad[0] * (cross_max - y_ref), saved[3], size);
-    const auto from_ref = torch::max_unpool2d(grad[0] * (y - cross_max), saved[4], size);
-    const auto small = delta_in.abs() < 1e-7;
-    const auto g = torch::where(small, torch::zeros_like(delta_in),
-                                (from_input + from_ref) / torch::where(small, torch::ones_like(delta_in), delta_in));
-    return {g, torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const auto s = ctx->get_saved_variables();
+    return {max_pool_backward(grad[0], s[0], s[1], s[2], s[3], s[4]), torch::Tensor(), torch::Tensor(),
+            torch::Tensor(), torch::Tensor()};
   }
 };
 
-enum class LayerKind { linear, relu, maxpool };
+}  // namespace
 
-LayerKind classify(const std::shared_ptr<torch::nn::Module>& m) {
-  if (std::dynamic_pointer_cast<torch::nn::ReLUImpl>(m)) return LayerKind::relu;
-  if (std::dynamic_pointer_cast<torch::nn::MaxPool2dImpl>(m)) return LayerKind::maxpool;
-  if (std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(m) || std::dynamic_pointer_cast<torch::nn::LinearImpl>(m) ||
-      std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m) ||
-      std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(m) || std::dynamic_pointer_cast<torch::nn::DropoutImpl>(m) ||
-      std::dynamic_pointer_cast<torch::nn::FlattenImpl>(m))
-    return LayerKind::linear;
+// The multipliers flowing back through the fast path: rows are (class,
+// reference) pairs; BatchNorm's per-channel scale waits in `pending` to be
+// folded into the next weight matrix or multiplier instead of a pass over g.
+struct DeepShapExplainer::Backward {
+  torch::Tensor g;        // [n_cls*K, ...]
+  torch::Tensor pending;  // per-channel scale not yet applied to g
+  int64_t n_cls = 0, k = 0;
+
+  static torch::Tensor channel_view(const torch::Tensor& scale, int64_t dims) {
+    std::vector<int64_t> shape(static_cast<std::size_t>(dims), 1);
+    shape[1] = -1;
+    return scale.view(shape);
+  }
+  // The pending scale, cleared; undefined when none.
+  torch::Tensor take_pending() { return std::exchange(pending, torch::Tensor()); }
+  void apply_pending() {
+    if (const auto scale = take_pending(); scale.defined()) g = g * channel_view(scale, g.dim());
+  }
+  torch::Tensor per_pair(const torch::Tensor& t) const {  // [n_cls*K, ...] -> [n_cls, K, ...]
+    auto shape = t.sizes().vec();
+    shape[0] = k;
+    shape.insert(shape.begin(), n_cls);
+    return t.view(shape);
+  }
+  torch::Tensor rows(const torch::Tensor& t) const {  // [n_cls, K, ...] -> [n_cls*K, ...]
+    auto shape = t.sizes().vec();
+    shape.erase(shape.begin());
+    shape[0] = n_cls * k;
+    return t.reshape(shape);
+  }
+};
+
+// What DeepSHAP does at one layer type: its plain forward pass (the
+// references), the rule as autograd functions (the reference path), and the
+// fast path's forward (saving what its backward needs) and backward.
+class DeepShapExplainer::LayerRule {
+ public:
+  struct Saved {
+    std::vector<int64_t> in_shape;     // the layer's input shape (one row)
+    std::vector<torch::Tensor> tensors;  // rule-specific, from forward_fast
+  };
+  virtual ~LayerRule() = default;
+  virtual torch::Tensor forward(const torch::Tensor& x) const = 0;
+  // x [K,...] paired row by row with ref; linear layers need no rule.
+  virtual torch::Tensor forward_autograd(const torch::Tensor& x, const torch::Tensor& ref) const;
+  // x: the single input [1,...]; ref: the references' input to this layer [K,...].
+  virtual torch::Tensor forward_fast(const torch::Tensor& x, const torch::Tensor& ref, Saved& saved) const;
+  // Turns the multipliers of the layer's output into those of its input.
+  virtual void backward(Backward& b, const Saved& saved) const = 0;
+};
+
+namespace {
+
+using Saved = DeepShapExplainer::LayerRule::Saved;
+using Backward = DeepShapExplainer::Backward;
+
+// Conv2d: a linear map; multipliers go back as its input gradient.
+class ConvRule : public DeepShapExplainer::LayerRule {
+ public:
+  explicit ConvRule(std::shared_ptr<torch::nn::Conv2dImpl> conv) : conv_(std::move(conv)) {
+    // LibTorch 1.13 holds the padding in a c10::variant, 2.x in a std::variant:
+    // an unqualified get_if finds the right one by argument-dependent lookup.
+    using std::get_if;
+    const auto* pad = get_if<torch::ExpandingArray<2>>(&conv_->options.padding());
+    if (!pad) throw std::invalid_argument("DeepSHAP: Conv2d with 'same'/'valid' string padding is not supported");
+    padding_ = {(**pad)[0], (**pad)[1]};
+  }
+  torch::Tensor forward(const torch::Tensor& x) const override { return conv_->forward(x); }
+  void backward(Backward& b, const Saved& saved) const override {
+    const auto& o = conv_->options;
+    auto w = conv_->weight;
+    if (const auto scale = b.take_pending(); scale.defined()) w = w * scale.view({-1, 1, 1, 1});
+    const auto& stride = *o.stride();
+    const auto& dilation = *o.dilation();
+    const auto& kernel = *o.kernel_size();
+    if (stride[0] == 1 && stride[1] == 1 && dilation[0] == 1 && dilation[1] == 1 && o.groups() == 1 &&
+        padding_[0] < kernel[0] && padding_[1] < kernel[1]) {
+      // Input gradient of a stride-1 conv = a conv with the flipped, transposed kernel
+      // (the regular conv path is much faster than the transposed one on CPU).
+      b.g = torch::conv2d(b.g, w.transpose(0, 1).flip({2, 3}), {}, 1,
+                          {kernel[0] - 1 - padding_[0], kernel[1] - 1 - padding_[1]});
+      return;
+    }
+    std::vector<int64_t> output_padding(2);
+    for (int d = 0; d < 2; ++d) {
+      const int64_t produced = (b.g.size(2 + d) - 1) * stride[d] - 2 * padding_[d] + dilation[d] * (kernel[d] - 1) + 1;
+      output_padding[d] = saved.in_shape[2 + d] - produced;
+    }
+    b.g = torch::conv_transpose2d(b.g, w, {}, stride, padding_, output_padding, o.groups(), dilation);
+  }
+
+ private:
+  std::shared_ptr<torch::nn::Conv2dImpl> conv_;
+  std::vector<int64_t> padding_;
+};
+
+class LinearRule : public DeepShapExplainer::LayerRule {
+ public:
+  explicit LinearRule(std::shared_ptr<torch::nn::LinearImpl> linear) : linear_(std::move(linear)) {}
+  torch::Tensor forward(const torch::Tensor& x) const override { return linear_->forward(x); }
+  void backward(Backward& b, const Saved&) const override {
+    auto w = linear_->weight;
+    if (const auto scale = b.take_pending(); scale.defined()) w = w * scale.view({-1, 1});
+    b.g = b.g.matmul(w);
+  }
+
+ private:
+  std::shared_ptr<torch::nn::LinearImpl> linear_;
+};
+
+// BatchNorm1d/2d in eval mode: a per-channel affine map; its scale is folded later.
+template <typename BatchNormImpl>
+class BatchNormRule : public DeepShapExplainer::LayerRule {
+ public:
+  explicit BatchNormRule(std::shared_ptr<BatchNormImpl> norm) : norm_(std::move(norm)) {}
+  torch::Tensor forward(const torch::Tensor& x) const override { return norm_->forward(x); }
+  void backward(Backward& b, const Saved&) const override {
+    const auto scale = norm_->weight / torch::sqrt(norm_->running_var + norm_->options.eps());
+    b.pending = b.pending.defined() ? b.pending * scale : scale;
+  }
+
+ private:
+  std::shared_ptr<BatchNormImpl> norm_;
+};
+
+// Dropout in eval mode: the identity.
+class DropoutRule : public DeepShapExplainer::LayerRule {
+ public:
+  explicit DropoutRule(std::shared_ptr<torch::nn::DropoutImpl> dropout) : dropout_(std::move(dropout)) {}
+  torch::Tensor forward(const torch::Tensor& x) const override { return dropout_->forward(x); }
+  void backward(Backward&, const Saved&) const override {}
+
+ private:
+  std::shared_ptr<torch::nn::DropoutImpl> dropout_;
+};
+
+class FlattenRule : public DeepShapExplainer::LayerRule {
+ public:
+  explicit FlattenRule(std::shared_ptr<torch::nn::FlattenImpl> flatten) : flatten_(std::move(flatten)) {}
+  torch::Tensor forward(const torch::Tensor& x) const override { return flatten_->forward(x); }
+  void backward(Backward& b, const Saved& saved) const override {
+    b.apply_pending();
+    auto shape = saved.in_shape;
+    shape[0] = b.g.size(0);
+    b.g = b.g.reshape(shape);
+  }
+
+ private:
+  std::shared_ptr<torch::nn::FlattenImpl> flatten_;
+};
+
+class ReluRule : public DeepShapExplainer::LayerRule {
+ public:
+  torch::Tensor forward(const torch::Tensor& x) const override { return torch::relu(x); }
+  torch::Tensor forward_autograd(const torch::Tensor& x, const torch::Tensor& ref) const override {
+    torch::Tensor y, derivative;
+    {
+      torch::NoGradGuard no_grad;
+      y = torch::relu(x);
+      derivative = (x > 0).to(x.dtype());
+    }
+    return RescaleFunction::apply(x, y, ref, torch::relu(ref), derivative);
+  }
+  torch::Tensor forward_fast(const torch::Tensor& x, const torch::Tensor& ref, Saved& saved) const override {
+    const auto y = torch::relu(x);
+    saved.tensors = {rescale_multiplier(x, y, ref, torch::relu(ref), (x > 0).to(x.dtype()))};  // [K,...]
+    return y;
+  }
+  void backward(Backward& b, const Saved& saved) const override {
+    auto m = saved.tensors[0];
+    if (const auto scale = b.take_pending(); scale.defined()) m = m * Backward::channel_view(scale, m.dim());
+    b.g = b.rows(b.per_pair(b.g) * m.unsqueeze(0));
+  }
+};
+
+class MaxPoolRule : public DeepShapExplainer::LayerRule {
+ public:
+  explicit MaxPoolRule(const std::shared_ptr<torch::nn::MaxPool2dImpl>& pool) {
+    const auto& o = pool->options;
+    const auto& dilation = *o.dilation();
+    if (dilation[0] != 1 || dilation[1] != 1 || o.ceil_mode())
+      throw std::invalid_argument("DeepSHAP: max-pool with dilation or ceil_mode is not supported");
+    shape_ = {square(o.kernel_size(), "kernel"), square(o.stride(), "stride"), square(o.padding(), "padding")};
+  }
+  torch::Tensor forward(const torch::Tensor& x) const override { return std::get<0>(max_pool(x, shape_)); }
+  torch::Tensor forward_autograd(const torch::Tensor& x, const torch::Tensor& ref) const override {
+    return MaxPoolFunction::apply(x, ref, shape_.kernel, shape_.stride, shape_.padding);
+  }
+  torch::Tensor forward_fast(const torch::Tensor& x, const torch::Tensor& ref, Saved& saved) const override {
+    auto [y, idx] = max_pool(x, shape_);
+    auto [y_ref, idx_ref] = max_pool(ref, shape_);
+    if (!tiled()) {
+      saved.tensors = {x - ref, y, y_ref, idx, idx_ref};
+      return y;
+    }
+    // Windows that tile the input: each output's multiplier reaches at most two
+    // input positions, so the whole rule is one multiplier per input position
+    // against each reference, applied to the multipliers spread over their windows.
+    const int64_t height = x.size(2), width = x.size(3);
+    const auto cross = torch::max(y, y_ref);
+    const auto routed = scatter_to_input(cross - y_ref, idx, height, width) + scatter_to_input(y - cross, idx_ref, height, width);
+    saved.tensors = {routed * safe_reciprocal(x - ref, 1e-7)};  // [K,C,H,W]
+    return y;
+  }
+  void backward(Backward& b, const Saved& saved) const override {
+    b.apply_pending();
+    if (tiled()) {
+      const auto& multiplier = saved.tensors[0];
+      const int64_t height = multiplier.size(2), width = multiplier.size(3);
+      const int64_t k = shape_.kernel;
+      auto spread = torch::upsample_nearest2d(b.g, {b.g.size(2) * k, b.g.size(3) * k});
+      if (spread.size(2) != height || spread.size(3) != width)  // rows/columns no window covers get nothing
+        spread = torch::constant_pad_nd(spread, {0, width - spread.size(3), 0, height - spread.size(2)});
+      b.g = b.rows(b.per_pair(spread) * multiplier.unsqueeze(0));
+      return;
+    }
+    const auto& t = saved.tensors;  // delta_in [K,C,H,W], y [1,C,h,w], y_ref [K,..], idx [1,..], idx_ref [K,..]
+    const int64_t height = t[0].size(2), width = t[0].size(3);
+    const auto g = b.per_pair(b.g);
+    const auto cross = torch::max(t[1], t[2]);
+    const auto routed =
+        scatter_to_input(b.rows(g * (cross - t[2]).unsqueeze(0)), t[3], height, width) +
+        scatter_to_input(b.rows(g * (t[1] - cross).unsqueeze(0)), t[4].repeat({b.n_cls, 1, 1, 1}), height, width);
+    b.g = b.rows(b.per_pair(routed) * safe_reciprocal(t[0], 1e-7).unsqueeze(0));
+  }
+
+ private:
+  // Non-overlapping windows without padding (the paper CNN's 2x2 pools).
+  bool tiled() const { return shape_.kernel == shape_.stride && shape_.padding == 0; }
+  static int64_t square(const torch::ExpandingArray<2>& a, const char* what) {
+    if ((*a)[0] != (*a)[1]) throw std::invalid_argument(std::string("DeepSHAP: non-square max-pool ") + what);
+    return (*a)[0];
+  }
+  PoolShape shape_;
+};
+
+// One entry per supported layer type: adding a layer to DeepSHAP is a rule class and a line here.
+template <typename Impl, typename Rule>
+std::unique_ptr<DeepShapExplainer::LayerRule> rule_if(const std::shared_ptr<torch::nn::Module>& m) {
+  if (auto typed = std::dynamic_pointer_cast<Impl>(m)) return std::make_unique<Rule>(typed);
+  return nullptr;
+}
+
+std::unique_ptr<DeepShapExplainer::LayerRule> make_rule(const std::shared_ptr<torch::nn::Module>& m) {
+  using Maker = std::unique_ptr<DeepShapExplainer::LayerRule> (*)(const std::shared_ptr<torch::nn::Module>&);
+  static const Maker makers[] = {
+      rule_if<torch::nn::Conv2dImpl, ConvRule>,
+      rule_if<torch::nn::LinearImpl, LinearRule>,
+      rule_if<torch::nn::BatchNorm2dImpl, BatchNormRule<torch::nn::BatchNorm2dImpl>>,
+      rule_if<torch::nn::BatchNorm1dImpl, BatchNormRule<torch::nn::BatchNorm1dImpl>>,
+      rule_if<torch::nn::DropoutImpl, DropoutRule>,
+      rule_if<torch::nn::FlattenImpl, FlattenRule>,
+      [](const std::shared_ptr<torch::nn::Module>& x) -> std::unique_ptr<DeepShapExplainer::LayerRule> {
+        if (std::dynamic_pointer_cast<torch::nn::ReLUImpl>(x)) return std::make_unique<ReluRule>();
+        return nullptr;
+      },
+      rule_if<torch::nn::MaxPool2dImpl, MaxPoolRule>,
+  };
+  for (const auto make : makers)
+    if (auto rule = make(m)) return rule;
   throw std::invalid_argument("DeepSHAP: unsupported layer '" + m->name() +
                               "' (supported: Conv2d, Linear, BatchNorm1d/2d, Dropout, Flatten, ReLU, MaxPool2d)");
 }
 
-// Plain forward of one layer (the linear kinds, and the others for references).
-torch::Tensor apply_layer(const std::shared_ptr<torch::nn::Module>& m, const torch::Tensor& x) {
-  if (auto l = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(m)) return l->forward(x);
-  if (auto l = std::dynamic_pointer_cast<torch::nn::LinearImpl>(m)) return l->forward(x);
-  if (auto l = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(m)) return l->forward(x);
-  if (auto l = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(m)) return l->forward(x);
-  if (auto l = std::dynamic_pointer_cast<torch::nn::DropoutImpl>(m)) return l->forward(x);
-  if (auto l = std::dynamic_pointer_cast<torch::nn::FlattenImpl>(m)) return l->forward(x);
-  if (auto l = std::dynamic_pointer_cast<torch::nn::ReLUImpl>(m)) return l->forward(x);
-  if (auto l = std::dynamic_pointer_cast<torch::nn::MaxPool2dImpl>(m)) return l->forward(x);
-  throw std::invalid_argument("DeepSHAP: unsupported layer '" + m->name() + "'");
-}
-
-int64_t single(const torch::ExpandingArray<2>& a, const char* what) {
-  if ((*a)[0] != (*a)[1]) throw std::invalid_argument(std::string("DeepSHAP: non-square max-pool ") + what);
-  return (*a)[0];
-}
-
 }  // namespace
+
+torch::Tensor DeepShapExplainer::LayerRule::forward_autograd(const torch::Tensor& x, const torch::Tensor&) const {
+  return forward(x);
+}
+
+torch::Tensor DeepShapExplainer::LayerRule::forward_fast(const torch::Tensor& x, const torch::Tensor&, Saved&) const {
+  return forward(x);
+}
 
 DeepShapExplainer::DeepShapExplainer(Classifier model, const torch::Tensor& background, const torch::Device& device,
                                      DeepShapOptions options)
-    : model_(std::move(model)), layers_(model_->sequential_layers()), device_(device), options_(options) {
-  if (layers_.empty())
+    : model_(std::move(model)), device_(device), options_(options) {
+  const auto layers = model_->sequential_layers();
+  if (layers.empty())
     throw std::invalid_argument("DeepSHAP: the model '" + model_->name() + "' exposes no sequential layer list");
-  for (const auto& layer : layers_) {
-    classify(layer);
-    if (auto pool = std::dynamic_pointer_cast<torch::nn::MaxPool2dImpl>(layer)) {
-      const auto& dilation = *pool->options.dilation();
-      if (dilation[0] != 1 || dilation[1] != 1 || pool->options.ceil_mode())
-        throw std::invalid_argument("DeepSHAP: max-pool with dilation or ceil_mode is not supported");
-    }
-  }
+  for (const auto& layer : layers) rules_.push_back(make_rule(layer));
   TORCH_CHECK(background.dim() == 4 && background.size(0) >= 1, "DeepSHAP background must be [K,C,H,W], got ",
               background.sizes());
   model_->to(device_);
@@ -122,41 +387,21 @@ DeepShapExplainer::DeepShapExplainer(Classifier model, const torch::Tensor& back
     weights_ = (w.to(device_, torch::kFloat64) / w.to(torch::kFloat64).sum().item<double>()).to(torch::kFloat32);
   }
   torch::Tensor x = background_;
-  for (const auto& layer : layers_) {
+  for (const auto& rule : rules_) {
     ref_inputs_.push_back(x);
-    x = apply_layer(layer, x);
+    x = rule->forward(x);
   }
   ref_logits_ = x;
   ref_outputs_ = options_.explain_probabilities ? torch::softmax(x, 1) : x;
 }
 
+DeepShapExplainer::~DeepShapExplainer() = default;
+DeepShapExplainer::DeepShapExplainer(DeepShapExplainer&&) noexcept = default;
+DeepShapExplainer& DeepShapExplainer::operator=(DeepShapExplainer&&) noexcept = default;
+
 torch::Tensor DeepShapExplainer::forward_with_rules(const torch::Tensor& input) {
   torch::Tensor x = input;
-  for (std::size_t i = 0; i < layers_.size(); ++i) {
-    const auto& layer = layers_[i];
-    const auto& ref = ref_inputs_[i];
-    switch (classify(layer)) {
-      case LayerKind::relu: {
-        torch::Tensor y, derivative;
-        {
-          torch::NoGradGuard no_grad;
-          y = torch::relu(x);
-          derivative = (x > 0).to(x.dtype());
-        }
-        x = RescaleRule::apply(x, y, ref, torch::relu(ref), derivative);
-        break;
-      }
-      case LayerKind::maxpool: {
-        auto pool = std::dynamic_pointer_cast<torch::nn::MaxPool2dImpl>(layer);
-        x = MaxPoolRule::apply(x, ref, single(pool->options.kernel_size(), "kernel"),
-                               single(pool->options.stride(), "stride"), single(pool->options.padding(), "padding"));
-        break;
-      }
-      case LayerKind::linear:
-        x = apply_layer(layer, x);
-        break;
-    }
-  }
+  for (std::size_t i = 0; i < rules_.size(); ++i) x = rules_[i]->forward_autograd(x, ref_inputs_[i]);
   if (options_.explain_probabilities) {
     // shap applies the rescale rule to softmax elementwise (each output against its own logit).
     torch::Tensor p, derivative;
@@ -165,7 +410,7 @@ torch::Tensor DeepShapExplainer::forward_with_rules(const torch::Tensor& input) 
       p = torch::softmax(x, 1);
       derivative = p * (1 - p);
     }
-    x = RescaleRule::apply(x, p, ref_logits_, ref_outputs_, derivative);
+    x = RescaleFunction::apply(x, p, ref_logits_, ref_outputs_, derivative);
   }
   return x;
 }
@@ -220,165 +465,35 @@ DeepShapResult DeepShapExplainer::explain_reference(const torch::Tensor& image, 
 DeepShapResult DeepShapExplainer::explain(const torch::Tensor& image, const std::vector<int64_t>& classes) {
   TORCH_CHECK(image.dim() == 3, "DeepSHAP expects one image [C,H,W], got ", image.sizes());
   torch::NoGradGuard no_grad;
-  const int64_t k = background_.size(0);
-
-  // Forward: the input's activations are computed once (row 0); everything a
-  // rule needs per reference is kept for the backward pass.
-  struct Saved {
-    std::vector<int64_t> in_shape;  // per-row input shape of the layer
-    torch::Tensor multiplier;       // ReLU: [K,...]
-    torch::Tensor delta_in, y, y_ref, idx, idx_ref, cross;  // MaxPool
-  };
-  std::vector<Saved> saved(layers_.size());
+  // Forward: the input's activations are computed once (one row); each rule
+  // keeps what its backward needs against the K references.
+  std::vector<LayerRule::Saved> saved(rules_.size());
   torch::Tensor x = image.to(device_, torch::kFloat32).unsqueeze(0);
-  for (std::size_t i = 0; i < layers_.size(); ++i) {
-    const auto& layer = layers_[i];
-    const auto& ref = ref_inputs_[i];
-    Saved& s = saved[i];
-    s.in_shape = x.sizes().vec();
-    switch (classify(layer)) {
-      case LayerKind::relu: {
-        const auto y = torch::relu(x);
-        const auto dx = x - ref;
-        const auto small = dx.abs() < 1e-6;
-        s.multiplier = torch::where(small, (x > 0).to(x.dtype()).expand_as(dx),
-                                    (y - torch::relu(ref)) / torch::where(small, torch::ones_like(dx), dx));
-        x = y;
-        break;
-      }
-      case LayerKind::maxpool: {
-        auto pool = std::dynamic_pointer_cast<torch::nn::MaxPool2dImpl>(layer);
-        const int64_t kernel = single(pool->options.kernel_size(), "kernel");
-        const int64_t stride = single(pool->options.stride(), "stride");
-        const int64_t padding = single(pool->options.padding(), "padding");
-        auto [y, idx] = torch::max_pool2d_with_indices(x, {kernel, kernel}, {stride, stride}, {padding, padding});
-        auto [y_ref, idx_ref] = torch::max_pool2d_with_indices(ref, {kernel, kernel}, {stride, stride}, {padding, padding});
-        s.delta_in = x - ref;
-        s.cross = torch::max(y, y_ref);
-        s.y = y;
-        s.y_ref = y_ref;
-        s.idx = idx;
-        s.idx_ref = idx_ref;
-        x = y;
-        break;
-      }
-      case LayerKind::linear:
-        x = apply_layer(layer, x);
-        break;
-    }
+  for (std::size_t i = 0; i < rules_.size(); ++i) {
+    saved[i].in_shape = x.sizes().vec();
+    x = rules_[i]->forward_fast(x, ref_inputs_[i], saved[i]);
   }
   const auto logits = x[0];
   const int64_t num_outputs = logits.size(0);
   check_classes(classes, num_outputs);
-  const auto n_cls = static_cast<int64_t>(classes.size());
 
   // Backward: rows are (class, reference) pairs, seeded with one-hot output gradients.
-  auto g = torch::zeros({n_cls, k, num_outputs}, x.options());
-  for (int64_t c = 0; c < n_cls; ++c) g[c].select(1, classes[c]).fill_(1.0);
+  Backward b;
+  b.n_cls = static_cast<int64_t>(classes.size());
+  b.k = background_.size(0);
+  auto g = torch::zeros({b.n_cls, b.k, num_outputs}, x.options());
+  for (int64_t c = 0; c < b.n_cls; ++c) g[c].select(1, classes[c]).fill_(1.0);
   torch::Tensor outputs = logits;
   if (options_.explain_probabilities) {
     const auto p = torch::softmax(logits, 0);
-    const auto dz = logits.unsqueeze(0) - ref_logits_;
-    const auto small = dz.abs() < 1e-6;
-    const auto m = torch::where(small, (p * (1 - p)).expand_as(dz),
-                                (p.unsqueeze(0) - ref_outputs_) / torch::where(small, torch::ones_like(dz), dz));
-    g = g * m.unsqueeze(0);
+    g = g * rescale_multiplier(logits.unsqueeze(0), p.unsqueeze(0), ref_logits_, ref_outputs_, p * (1 - p)).unsqueeze(0);
     outputs = p;
   }
-  g = g.reshape({n_cls * k, num_outputs});
-  auto per_pair = [&](const torch::Tensor& t) {  // [n_cls*K, ...] -> [n_cls, K, ...]
-    auto shape = t.sizes().vec();
-    shape[0] = k;
-    shape.insert(shape.begin(), n_cls);
-    return t.view(shape);
-  };
-  auto rows = [&](const torch::Tensor& t) {  // [n_cls, K, ...] -> [n_cls*K, ...]
-    auto shape = t.sizes().vec();
-    shape.erase(shape.begin());
-    shape[0] = n_cls * k;
-    return t.reshape(shape);
-  };
-  // BatchNorm (eval) scales channels; the scale is carried back and folded into
-  // the next ReLU multiplier or weight matrix instead of a pass over g.
-  torch::Tensor pending;  // per-channel scale not yet applied to g
-  auto channel_view = [](const torch::Tensor& scale, int64_t dims) {
-    std::vector<int64_t> shape(dims, 1);
-    shape[1] = -1;
-    return scale.view(shape);
-  };
-  auto apply_pending = [&] {
-    if (pending.defined()) g = g * channel_view(pending, g.dim());
-    pending = torch::Tensor();
-  };
-  for (std::size_t i = layers_.size(); i-- > 0;) {
-    const auto& layer = layers_[i];
-    const Saved& s = saved[i];
-    if (auto l = std::dynamic_pointer_cast<torch::nn::LinearImpl>(layer)) {
-      auto w = l->weight;
-      if (pending.defined()) w = w * pending.view({-1, 1});
-      pending = torch::Tensor();
-      g = g.matmul(w);
-    } else if (auto l = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(layer)) {
-      const auto& o = l->options;
-      auto w = l->weight;
-      if (pending.defined()) w = w * pending.view({-1, 1, 1, 1});
-      pending = torch::Tensor();
-      // LibTorch 1.13 holds the padding in a c10::variant, 2.x in a std::variant:
-      // an unqualified get_if finds the right one by argument-dependent lookup.
-      using std::get_if;
-      const auto* pad = get_if<torch::ExpandingArray<2>>(&o.padding());
-      if (!pad) throw std::invalid_argument("DeepSHAP: Conv2d with 'same'/'valid' string padding is not supported");
-      const std::vector<int64_t> padding{(**pad)[0], (**pad)[1]};
-      const auto& stride = *o.stride();
-      const auto& dilation = *o.dilation();
-      const auto& kernel = *o.kernel_size();
-      if (stride[0] == 1 && stride[1] == 1 && dilation[0] == 1 && dilation[1] == 1 && o.groups() == 1 &&
-          padding[0] < kernel[0] && padding[1] < kernel[1]) {
-        // Input gradient of a stride-1 conv = a conv with the flipped, transposed kernel
-        // (the regular conv path is much faster than the transposed one on CPU).
-        g = torch::conv2d(g, w.transpose(0, 1).flip({2, 3}), {}, 1, {kernel[0] - 1 - padding[0], kernel[1] - 1 - padding[1]});
-      } else {
-        std::vector<int64_t> output_padding(2);
-        for (int d = 0; d < 2; ++d) {
-          const int64_t produced = (g.size(2 + d) - 1) * stride[d] - 2 * padding[d] + dilation[d] * (kernel[d] - 1) + 1;
-          output_padding[d] = s.in_shape[2 + d] - produced;
-        }
-        g = torch::conv_transpose2d(g, w, {}, stride, padding, output_padding, o.groups(), dilation);
-      }
-    } else if (auto l = std::dynamic_pointer_cast<torch::nn::BatchNorm2dImpl>(layer)) {
-      const auto scale = l->weight / torch::sqrt(l->running_var + l->options.eps());
-      pending = pending.defined() ? pending * scale : scale;
-    } else if (auto l = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(layer)) {
-      const auto scale = l->weight / torch::sqrt(l->running_var + l->options.eps());
-      pending = pending.defined() ? pending * scale : scale;
-    } else if (std::dynamic_pointer_cast<torch::nn::FlattenImpl>(layer)) {
-      apply_pending();
-      auto shape = s.in_shape;
-      shape[0] = g.size(0);
-      g = g.reshape(shape);
-    } else if (std::dynamic_pointer_cast<torch::nn::ReLUImpl>(layer)) {
-      auto m = s.multiplier;
-      if (pending.defined()) m = m * channel_view(pending, m.dim());
-      pending = torch::Tensor();
-      g = rows(per_pair(g) * m.unsqueeze(0));
-    } else if (std::dynamic_pointer_cast<torch::nn::MaxPool2dImpl>(layer)) {
-      apply_pending();
-      const auto gp = per_pair(g);
-      const std::vector<int64_t> size{s.in_shape[2], s.in_shape[3]};
-      const auto idx = s.idx.expand({n_cls * k, -1, -1, -1}).contiguous();
-      const auto idx_ref = s.idx_ref.repeat({n_cls, 1, 1, 1});
-      const auto from_input = torch::max_unpool2d(rows(gp * (s.cross - s.y_ref).unsqueeze(0)), idx, size);
-      const auto from_ref = torch::max_unpool2d(rows(gp * (s.y - s.cross).unsqueeze(0)), idx_ref, size);
-      const auto small = s.delta_in.abs() < 1e-7;
-      const auto inv = torch::where(small, torch::zeros_like(s.delta_in),
-                                    1.0 / torch::where(small, torch::ones_like(s.delta_in), s.delta_in));
-      g = rows(per_pair(from_input + from_ref) * inv.unsqueeze(0));
-    }
-    // Dropout (eval) passes the gradient through unchanged.
-  }
-  apply_pending();
+  b.g = g.reshape({b.n_cls * b.k, num_outputs});
+  for (std::size_t i = rules_.size(); i-- > 0;) rules_[i]->backward(b, saved[i]);
+  b.apply_pending();
   const auto delta = image.to(device_, torch::kFloat32).unsqueeze(0) - background_;  // [K,C,H,W]
-  const auto attributions = reference_mean(per_pair(g) * delta.unsqueeze(0), 1).sum(1);  // [n_cls,H,W]
+  const auto attributions = reference_mean(b.per_pair(b.g) * delta.unsqueeze(0), 1).sum(1);  // [n_cls,H,W]
   return finish(outputs, classes, attributions.unbind(0));
 }
 

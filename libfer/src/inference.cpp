@@ -148,7 +148,12 @@ torch::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>
 
 BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device, Precision precision,
                                      int64_t input_size) {
-  return [&model, device, precision, input_size](const std::vector<float>& images, int n) {
+  // Inputs follow the conv weights' layout (channels-last after use_channels_last).
+  auto format = torch::MemoryFormat::Contiguous;
+  for (const auto& p : model.parameters())  // (a one-channel kernel is contiguous both ways: look at them all)
+    if (p.dim() == 4 && !p.is_contiguous() && p.is_contiguous(torch::MemoryFormat::ChannelsLast))
+      format = torch::MemoryFormat::ChannelsLast;
+  return [&model, device, precision, input_size, format](const std::vector<float>& images, int n) {
     torch::NoGradGuard no_grad;
     model.eval();
     const auto x = center_crop(
@@ -157,7 +162,7 @@ BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device&
     torch::Tensor logits;
     {
       AutocastScope autocast(device, precision);
-      logits = model.forward(x.contiguous()).to(torch::kFloat32);
+      logits = model.forward(x.contiguous(format)).to(torch::kFloat32);
     }
     const auto p = torch::softmax(logits, 1).to(torch::kCPU).contiguous();
     return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());

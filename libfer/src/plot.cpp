@@ -140,6 +140,46 @@ void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std:
   run_gnuplot(s.str(), png_path);
 }
 
+namespace {
+
+// One panel of plot_faithfulness_curves: the mean curve of each method.
+void faithfulness_panel(std::ostringstream& s, const FaithfulnessReport& report, bool deletion) {
+  s << "set title " << gnuplot_quote(deletion ? "Deletion (lower area is better)" : "Insertion (higher area is better)")
+    << "\nset xlabel " << gnuplot_quote(deletion ? "share of pixels deleted" : "share of pixels inserted")
+    << "\nset ylabel 'p(predicted class)'\nset xrange [0:1]\nset yrange [0:1]\n"
+    << "set key " << (deletion ? "right top" : "right bottom") << " box opaque\nplot ";
+  const auto methods = report.methods();
+  for (std::size_t m = 0; m < methods.size(); ++m) {
+    const auto summary = report.summary(methods[m]);
+    const auto& auc = deletion ? summary.deletion : summary.insertion;
+    char label[128];
+    std::snprintf(label, sizeof label, "%s (AUC %.3f, n=%lld)", methods[m].c_str(), auc.mean,
+                  static_cast<long long>(auc.n));
+    s << "'-' using 1:2 with linespoints lw 2 pt 7 ps 0.5 lc rgb '" << kPalette[(m + 4) % 7] << "' title "
+      << gnuplot_quote(label) << (m + 1 < methods.size() ? ", " : "\n");
+  }
+  for (const auto& method : methods) {
+    const auto summary = report.summary(method);
+    const auto& curve = deletion ? summary.mean_deletion : summary.mean_insertion;
+    for (std::size_t i = 0; i < curve.size(); ++i) s << report.fractions()[i] << " " << curve[i] << "\n";
+    s << "e\n";
+  }
+}
+
+}  // namespace
+
+void plot_faithfulness_curves(const FaithfulnessReport& report, const std::string& title,
+                              const std::string& png_path) {
+  if (report.empty()) throw std::invalid_argument("plot_faithfulness_curves: the report has no curves");
+  ensure_parent(png_path);
+  std::ostringstream s;
+  s << terminal(1200, 520, png_path) << "set multiplot layout 1,2 title " << gnuplot_quote(title) << "\n";
+  faithfulness_panel(s, report, true);
+  faithfulness_panel(s, report, false);
+  s << "unset multiplot\n";
+  run_gnuplot(s.str(), png_path);
+}
+
 std::vector<EpochRecord> read_history_csv(const std::string& path) {
   std::ifstream in(path);
   if (!in) throw std::runtime_error("cannot read '" + path + "'");

@@ -41,6 +41,11 @@ Precision parse_precision(const std::string& name) {
   throw std::invalid_argument("unknown precision '" + name + "' (expected fp32, bf16 or fp16)");
 }
 
+Precision resolve_inference_precision(const std::string& name, const torch::Device& device) {
+  if (name != "auto") return parse_precision(name);
+  return device.is_cpu() && cpu_has_native_bf16() ? Precision::bf16 : Precision::fp32;
+}
+
 std::string precision_name(Precision p) {
   switch (p) {
     case Precision::bf16: return "bf16";

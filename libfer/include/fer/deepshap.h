@@ -34,13 +34,17 @@ struct DeepShapResult {
 class DeepShapExplainer {
  public:
   // Requires a model whose sequential_layers() are all of: Conv2d, Linear,
-  // BatchNorm1d/2d, Dropout, Flatten (linear in eval mode), ReLU, MaxPool2d.
+  // BatchNorm1d/2d, Dropout, Flatten (linear in eval mode), ReLU, MaxPool2d
+  // (overlapping windows too: a position picked by several windows sums their shares).
   // Throws std::invalid_argument naming the first unsupported layer, or when
   // the model exposes no layer sequence. The model is put in eval mode and its
   // parameters stop requiring gradients (explanation needs input gradients only).
   // background: [K,C,H,W] float, K >= 1.
   DeepShapExplainer(Classifier model, const torch::Tensor& background, const torch::Device& device,
                     DeepShapOptions options = {});
+  ~DeepShapExplainer();
+  DeepShapExplainer(DeepShapExplainer&&) noexcept;
+  DeepShapExplainer& operator=(DeepShapExplainer&&) noexcept;
 
   // image: [C,H,W] float (same preprocessing as training). Returns one map per
   // requested class (summed over channels).
@@ -58,6 +62,11 @@ class DeepShapExplainer {
 
   int64_t background_size() const { return background_.size(0); }
 
+  // One per supported layer type, chosen once in the constructor (deepshap.cpp).
+  class LayerRule;
+  // The multipliers flowing back through the fast path.
+  struct Backward;
+
  private:
   torch::Tensor forward_with_rules(const torch::Tensor& x);
   DeepShapResult finish(const torch::Tensor& outputs, const std::vector<int64_t>& classes,
@@ -66,7 +75,7 @@ class DeepShapExplainer {
   torch::Tensor reference_mean(const torch::Tensor& x, int64_t dim) const;
 
   Classifier model_;
-  std::vector<std::shared_ptr<torch::nn::Module>> layers_;
+  std::vector<std::unique_ptr<LayerRule>> rules_;  // one per layer of model_->sequential_layers()
   torch::Device device_;
   DeepShapOptions options_;
   torch::Tensor background_;                 // [K,C,H,W] on device

@@ -39,9 +39,16 @@ struct ExplainOptions {
   std::uint64_t seed = 0;
   bool save_raw = false;          // also .npy float32 [classes,48,48]
   std::string device = "auto";
-  std::string precision = "fp32"; // LIME's forward passes; DeepSHAP always runs in fp32 (additivity)
+  // The model calls of LIME and the faithfulness curves (the prediction itself is fp32): auto
+  // (bf16 on a CPU with native bf16, else fp32) | fp32 | bf16 | fp16 (CUDA).
+  // DeepSHAP always runs in fp32 (additivity).
+  std::string precision = "auto";
   int threads = 0;
   bool progress = true;
+  // Deletion/insertion curves for SHAP, LIME and a random ranking of each image's
+  // predicted class (2*(steps+1) forward passes per method and image).
+  bool faithfulness = true;
+  int faithfulness_steps = 20;
 };
 
 struct ExplainSummary {
@@ -49,12 +56,17 @@ struct ExplainSummary {
   double worst_additivity_error = 0;
   double seconds = 0;
   std::string manifest;
+  std::string precision;  // what "auto" resolved to
 };
 
 // Requires a non-empty background for SHAP: the DeepSHAP references, used in
 // order, weighted when background.weights is set (a checkpoint's k-means summary).
 // Writes into out_dir: per item <index>_<name>/{face,shap_<class>,lime,summary}.png
-// (+ shap.npy), global_mean_abs_shap.png (+ .npy), manifest.csv.
+// (+ shap.npy), global_mean_abs_shap.png (+ .npy), manifest.csv (a row per item,
+// written as it goes, with the per-image deletion/insertion AUCs),
+// faithfulness.json and faithfulness.png (fer/faithfulness.h; the baseline is
+// the background's mean image, mid-grey without one) and index.html (fer/gallery.h).
+// Memory does not grow with the image count beyond a small gallery record each.
 // Throws std::runtime_error for an unusable checkpoint or bad options.
 ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<ExplainItem>& items,
                              const BackgroundSummary& background, const std::string& out_dir,

@@ -34,6 +34,8 @@
 #include "fer/dataset.h"
 #include "fer/engine.h"
 #include "fer/evaluate.h"
+#include "fer/faithfulness.h"
+#include "fer/gallery.h"
 #include "fer/hooks.h"
 #include "fer/inference.h"
 #include "fer/metrics.h"

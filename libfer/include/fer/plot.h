@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "fer/faithfulness.h"
 #include "fer/metrics.h"
 
 namespace fer {
@@ -29,6 +30,11 @@ void plot_confusion_matrix(const std::vector<std::vector<std::int64_t>>& confusi
 // One curve per class plus the chance diagonal; the legend gives each AUC.
 void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std::string>& names,
                      const std::vector<double>& aucs, const std::string& title, const std::string& png_path);
+
+// Deletion (left) and insertion (right) mean curves of each method, AUCs in the legend.
+// Requires a non-empty report.
+void plot_faithfulness_curves(const FaithfulnessReport& report, const std::string& title,
+                              const std::string& png_path);
 
 struct EpochRecord {
   int epoch = 0;
