@@ -11,71 +11,22 @@ Needs Python PyTorch (Debian: python3-torch), scikit-image, scikit-learn, tqdm
 (python3-skimage python3-sklearn python3-tqdm) and the lime package
 (`pip install lime`, or --lime-path DIR with a copy of its source).
 """
-import argparse
-from collections import OrderedDict
-import csv
-import gzip
-import json
 import sys
 import time
 
 import numpy as np
 import torch
-from torch import nn
 
-
-def paper_cnn(meta):
-    """The paper CNN as libfer builds it (libfer/src/model.cpp), named like its state_dict."""
-    m = meta["model"]
-    layers, channels, side = [], m["in_channels"], m["input_size"]
-    for b, filters in enumerate(m["filters"], start=1):
-        for i in (1, 2):
-            layers += [(f"block{b}_conv_{i}", nn.Conv2d(channels, filters, 3, padding=1)),
-                       (f"block{b}_relu_{i}", nn.ReLU()),
-                       (f"block{b}_bn_{i}", nn.BatchNorm2d(filters))]
-            channels = filters
-        layers += [(f"block{b}_pool", nn.MaxPool2d(2)), (f"block{b}_dropout", nn.Dropout())]
-        side //= 2
-    layers += [("flatten", nn.Flatten()), ("fc1", nn.Linear(channels * side * side, m["dense_units"])),
-               ("fc1_relu", nn.ReLU()), ("fc1_bn", nn.BatchNorm1d(m["dense_units"])), ("fc1_dropout", nn.Dropout()),
-               ("fc2", nn.Linear(m["dense_units"], m["num_classes"]))]
-    return nn.Sequential(OrderedDict(layers))
-
-
-def load_model(path):
-    scripted = torch.jit.load(path, map_location="cpu")
-    meta = json.loads(scripted.libfer_meta)
-    if meta["model"]["architecture"] != "paper_cnn":
-        sys.exit(f"error: {path}: only paper_cnn is rebuilt here, not {meta['model']['architecture']}")
-    model = paper_cnn(meta)
-    model.load_state_dict(scripted.state_dict())
-    return model.eval()
-
-
-def public_test_faces(path, count):
-    faces = []
-    with gzip.open(path, "rt") if path.endswith(".gz") else open(path) as f:
-        for row in csv.DictReader(f):
-            if row["Usage"] == "PublicTest":
-                faces.append(np.array(row["pixels"].split(), dtype=np.float64).reshape(48, 48) / 255.0)
-                if len(faces) == count:
-                    break
-    return faces
+from libfer_model import benchmark_arguments, face, fer2013_rows, import_path, load_model
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--images", type=int, default=8)
+    p = benchmark_arguments(__doc__, "lime")
     p.add_argument("--samples", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=128, help="lime's default is 10; libfer uses 128")
-    p.add_argument("--threads", type=int, default=2)
     p.add_argument("--segmentation", choices=["slic", "quickshift"], default="slic")
-    p.add_argument("--lime-path", help="directory holding the lime package (a source checkout)")
     args = p.parse_args()
-    if args.lime_path:
-        sys.path.insert(0, args.lime_path)
+    import_path(args.lime_path)
     from lime import lime_image
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
@@ -92,11 +43,11 @@ def main():
     else:  # lime's default
         segment = SegmentationAlgorithm("quickshift", kernel_size=4, max_dist=200, ratio=0.2)
     explainer = lime_image.LimeImageExplainer()
-    faces = public_test_faces(args.data, args.images)
+    faces = [face(r) for r in fer2013_rows(args.data, "PublicTest", args.images)]
     classify(np.stack([np.dstack([faces[0]] * 3)] * 4))  # warm-up
     segments, started = [], time.perf_counter()
-    for i, face in enumerate(faces):
-        e = explainer.explain_instance(face, classify, top_labels=1, hide_color=None, num_samples=args.samples,
+    for i, image in enumerate(faces):
+        e = explainer.explain_instance(image, classify, top_labels=1, hide_color=None, num_samples=args.samples,
                                        batch_size=args.batch_size, segmentation_fn=segment, random_seed=i,
                                        progress_bar=False)
         segments.append(len(np.unique(e.segments)))

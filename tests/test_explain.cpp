@@ -413,4 +413,14 @@ TEST(Explain, TheShippedModelExplainsFullPhotosWithNoDatasetPresent) {
     explained += fer_test::fs::exists(entry.path() / "summary.png");
   EXPECT_GE(explained, 3) << log;  // the speaker's face in most sampled frames
   EXPECT_TRUE(fer_test::fs::exists(dir / "out/global_mean_abs_shap.png")) << log;
+  // The gallery renders in a real browser with a card per photo, faces found or not.
+  const auto chromium = fer_test::find_chromium();
+  if (chromium.empty()) GTEST_SKIP() << "no chromium on PATH (set FER_CHROMIUM): the gallery is not rendered";
+  std::size_t photos = 0;
+  for (const auto& entry : fer_test::fs::directory_iterator(dir / "photos")) photos += entry.is_regular_file();
+  const auto dom = fer_test::rendered_dom(chromium, "file://" + (dir / "out/index.html"), dir.path());
+  std::size_t cards = 0;
+  for (auto at = dom.find("<div class=\"card"); at != std::string::npos; at = dom.find("<div class=\"card", at + 1)) ++cards;
+  EXPECT_EQ(cards, photos);
+  EXPECT_NE(dom.find(std::to_string(photos) + " of " + std::to_string(photos) + " shown"), std::string::npos);
 }

@@ -4,7 +4,6 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <fstream>
 #include <regex>
 
@@ -12,14 +11,6 @@
 #include "test_util.h"
 
 namespace {
-
-// $FER_CHROMIUM, else the first of chromium / chromium-browser / google-chrome on PATH.
-std::string find_chromium() {
-  if (const char* env = std::getenv("FER_CHROMIUM")) return env;
-  for (const char* name : {"chromium", "chromium-browser", "google-chrome"})
-    if (std::system(("command -v " + std::string(name) + " >/dev/null 2>&1").c_str()) == 0) return name;
-  return "";
-}
 
 struct CardState {
   int index;
@@ -29,7 +20,7 @@ struct CardState {
 class GalleryInBrowser : public ::testing::Test {
  protected:
   void SetUp() override {
-    chromium_ = find_chromium();
+    chromium_ = fer_test::find_chromium();
     if (chromium_.empty()) GTEST_SKIP() << "no chromium on PATH (set FER_CHROMIUM): the gallery is not rendered";
     fer::GalleryPage page;
     page.title = "test </title><b>gallery";
@@ -57,13 +48,7 @@ class GalleryInBrowser : public ::testing::Test {
 
   // The cards of the rendered page, in DOM order.
   std::vector<CardState> render(const std::string& fragment) {
-    const std::string dom = dir_ / "dom.html";
-    const std::string command = "timeout 120 " + chromium_ + " --headless --no-sandbox --disable-gpu --user-data-dir=" +
-                                (dir_ / "profile") + " --dump-dom 'file://" + (dir_ / "index.html") + fragment +
-                                "' > " + dom + " 2>/dev/null";
-    EXPECT_EQ(std::system(command.c_str()), 0) << command;
-    std::ifstream in(dom);
-    dom_ = std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    dom_ = fer_test::rendered_dom(chromium_, "file://" + (dir_ / "index.html") + fragment, dir_.path());
     std::vector<CardState> cards;
     const std::regex tag(R"re(<div class="card[^"]*" data-index="(\d+)"[^>]*>)re");
     for (std::sregex_iterator it(dom_.begin(), dom_.end(), tag), end; it != end; ++it)

@@ -48,6 +48,26 @@ inline fer::FrameRecord frame_record(double time_s, std::int64_t frame, int trac
   return r;
 }
 
+// $FER_CHROMIUM, else the first of chromium / chromium-browser / google-chrome on PATH; "" when none.
+inline std::string find_chromium() {
+  if (const char* env = std::getenv("FER_CHROMIUM")) return env;
+  for (const char* name : {"chromium", "chromium-browser", "google-chrome"})
+    if (std::system(("command -v " + std::string(name) + " >/dev/null 2>&1").c_str()) == 0) return name;
+  return "";
+}
+
+// The DOM of the page at `url` after its scripts ran, as headless Chromium dumps
+// it; the browser profile and the dump go under `scratch`. Fails the test when
+// the browser does not run.
+inline std::string rendered_dom(const std::string& chromium, const std::string& url, const fs::path& scratch) {
+  const std::string dom = (scratch / "dom.html").string();
+  const std::string command = "timeout 120 " + chromium + " --headless --no-sandbox --disable-gpu --user-data-dir=" +
+                              (scratch / "profile").string() + " --dump-dom '" + url + "' > " + dom + " 2>/dev/null";
+  EXPECT_EQ(std::system(command.c_str()), 0) << command;
+  std::ifstream in(dom);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 // The fields of one CSV line ("..." quoting with doubled quotes inside).
 inline std::vector<std::string> split_csv_line(const std::string& line) {
   std::vector<std::string> fields(1);

@@ -89,7 +89,8 @@ int main(int argc, char** argv) {
   app.add_flag("--save-raw", save_raw, "Also write SHAP attributions as .npy (float32 [classes,48,48])");
   app.add_flag("--probabilities", probabilities, "DeepSHAP on softmax probabilities instead of logits");
   app.add_flag("--no-faithfulness", no_faithfulness,
-               "Skip the deletion/insertion curves (faithfulness.json, per-image AUCs): ~3x(2x21) fewer forward passes per image");
+               "Skip the deletion/insertion curves (faithfulness.json and .png, the manifest's AUCs): 2 x (steps + 1) "
+               "model calls fewer per method and image");
   app.add_option("--faithfulness-steps", faithfulness_steps, "Points of each deletion/insertion curve, minus one")
       ->check(CLI::Range(1, 2304))
       ->capture_default_str();

@@ -243,6 +243,7 @@ class FlattenRule : public DeepShapExplainer::LayerRule {
 
 class ReluRule : public DeepShapExplainer::LayerRule {
  public:
+  explicit ReluRule(const std::shared_ptr<torch::nn::ReLUImpl>&) {}  // stateless: ReLU has no options that matter
   torch::Tensor forward(const torch::Tensor& x) const override { return torch::relu(x); }
   torch::Tensor forward_autograd(const torch::Tensor& x, const torch::Tensor& ref) const override {
     torch::Tensor y, derivative;
@@ -288,10 +289,7 @@ class MaxPoolRule : public DeepShapExplainer::LayerRule {
     // Windows that tile the input: each output's multiplier reaches at most two
     // input positions, so the whole rule is one multiplier per input position
     // against each reference, applied to the multipliers spread over their windows.
-    const int64_t height = x.size(2), width = x.size(3);
-    const auto cross = torch::max(y, y_ref);
-    const auto routed = scatter_to_input(cross - y_ref, idx, height, width) + scatter_to_input(y - cross, idx_ref, height, width);
-    saved.tensors = {routed * safe_reciprocal(x - ref, 1e-7)};  // [K,C,H,W]
+    saved.tensors = {max_pool_backward(torch::ones_like(y_ref), x - ref, y, y_ref, idx, idx_ref)};  // [K,C,H,W]
     return y;
   }
   void backward(Backward& b, const Saved& saved) const override {
@@ -342,10 +340,7 @@ std::unique_ptr<DeepShapExplainer::LayerRule> make_rule(const std::shared_ptr<to
       rule_if<torch::nn::BatchNorm1dImpl, BatchNormRule<torch::nn::BatchNorm1dImpl>>,
       rule_if<torch::nn::DropoutImpl, DropoutRule>,
       rule_if<torch::nn::FlattenImpl, FlattenRule>,
-      [](const std::shared_ptr<torch::nn::Module>& x) -> std::unique_ptr<DeepShapExplainer::LayerRule> {
-        if (std::dynamic_pointer_cast<torch::nn::ReLUImpl>(x)) return std::make_unique<ReluRule>();
-        return nullptr;
-      },
+      rule_if<torch::nn::ReLUImpl, ReluRule>,
       rule_if<torch::nn::MaxPool2dImpl, MaxPoolRule>,
   };
   for (const auto make : makers)
