@@ -114,6 +114,11 @@ TEST(Config, ShippedConfigsLoad) {
     EXPECT_EQ(c.model.architecture, "paper_cnn") << name;
   }
   EXPECT_EQ(fer::load_config(std::string(FER_SOURCE_DIR) + "/configs/paper_cnn.yaml").name, "fer2013_paper_cnn");
+  for (const auto& entry : fer_test::fs::directory_iterator(std::string(FER_SOURCE_DIR) + "/configs"))
+    if (entry.path().extension() == ".yaml") EXPECT_NO_THROW(fer::load_config(entry.path().string())) << entry.path();
+  const auto vgg = fer::load_config(std::string(FER_SOURCE_DIR) + "/configs/vgg_fer.yaml");
+  EXPECT_EQ(vgg.model.architecture, "vgg_fer");
+  EXPECT_EQ(vgg.augment.crop_size, 40);  // the model's input: 40x40 crops
 }
 
 TEST(Config, EveryKeyIsDocumented) {

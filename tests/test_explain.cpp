@@ -365,6 +365,31 @@ TEST(DeepShap, FastPathMatchesTheAutogradReferencePath) {
   }
 }
 
+// DeepSHAP explains the registry's other architecture (Conv -> BatchNorm -> ReLU order) as well.
+TEST(DeepShap, VggFerKeepsAdditivityAndMatchesTheReferencePath) {
+  torch::manual_seed(9);
+  fer::ModelOptions o;
+  o.architecture = "vgg_fer";
+  o.input_size = 48;
+  o.filters = {8, 16};
+  o.dense_units = 32;
+  o.conv_dropout = 0;
+  auto model = fer::make_model(o);
+  model->train();
+  {
+    torch::NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) model->forward(rand_images(16, 90 + i));  // BatchNorm statistics
+  }
+  model->eval();
+  fer::DeepShapExplainer shap(model, rand_images(10, 95), torch::kCPU);
+  const auto x = rand_images(1, 96)[0];
+  const auto fast = shap.explain(x, kAll);
+  expect_additive(fast, 1e-4);
+  const auto reference = shap.explain_reference(x, kAll);
+  const double scale = reference.attributions.abs().max().item<double>();
+  EXPECT_LT((fast.attributions - reference.attributions).abs().max().item<double>(), 1e-4 * scale + 1e-7);
+}
+
 // Overlapping windows (stride < kernel) pick some input positions more than
 // once: the max-pool rule must add their shares. Keeping one of them (as
 // max_unpool2d does) loses part of the output difference, which additivity catches.

@@ -96,6 +96,40 @@ TEST(Model, PaperCnnHasTheExactParameterCountAndOutputShape) {
   EXPECT_EQ(out.sizes(), (std::vector<int64_t>{5, 7}));
 }
 
+// Khaireddin & Chen's configuration: 40x40 input, four stages, two 4096-unit layers.
+fer::ModelOptions vgg_fer_options() {
+  fer::ModelOptions o;
+  o.architecture = "vgg_fer";
+  o.input_size = 40;
+  o.filters = {64, 128, 256, 512};
+  o.dense_units = 4096;
+  o.conv_dropout = 0;
+  o.dense_dropout = 0.2;
+  return o;
+}
+
+TEST(Model, VggFerHasTheHandCountedParametersAndLayerOrder) {
+  auto model = fer::make_model(vgg_fer_options());
+  // convs + BatchNorm2d (sum over (in, out) of 9*in*out + out + 2*out) 4,688,064;
+  // fc1 2,048*4,096 + 4,096; fc2 4,096*4,096 + 4,096; fc3 4,096*7 + 7
+  EXPECT_EQ(fer::count_parameters(*model), 29890759);
+  model->eval();
+  const auto out = model->forward(torch::rand({3, 1, 40, 40}));
+  EXPECT_EQ(out.sizes(), (std::vector<int64_t>{3, 7}));
+  // Conv -> BatchNorm -> ReLU (the paper CNN has ReLU before BatchNorm); no conv dropout at 0.
+  const auto layers = model->sequential_layers();
+  ASSERT_GE(layers.size(), 3u);
+  EXPECT_EQ(layers[0]->name(), "torch::nn::Conv2dImpl");
+  EXPECT_EQ(layers[1]->name(), "torch::nn::BatchNorm2dImpl");
+  EXPECT_EQ(layers[2]->name(), "torch::nn::ReLUImpl");
+  int dropout = 0;
+  for (const auto& m : layers) dropout += m->name() == "torch::nn::DropoutImpl";
+  EXPECT_EQ(dropout, 2);
+  auto too_small = vgg_fer_options();
+  too_small.input_size = 8;  // four 2x2 pools: 8 -> 0
+  EXPECT_THROW(fer::make_model(too_small), std::invalid_argument);
+}
+
 TEST(Model, EveryLayerIsARegisteredModule) {
   auto model = fer::make_model(fer::ModelOptions{});
   int relu = 0, pool = 0, bn = 0, conv = 0, dropout = 0;

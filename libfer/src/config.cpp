@@ -171,7 +171,7 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(data.max_train, int, at_least(0), "Keep only the first N training images (0 = all); for smoke runs."),
       FER_KEY(data.max_val, int, at_least(0), "Keep only the first N validation images (0 = all)."),
       FER_KEY(model.architecture, std::string, any<std::string>(),
-              "Architecture name from the model registry (paper_cnn)."),
+              "Architecture name from the model registry (paper_cnn, vgg_fer)."),
       FER_KEY(model.filters, std::vector<int>, filters_rule(),
               "Filters of each conv block (two 3x3 convs, pool, dropout per block)."),
       FER_KEY(model.dense_units, int, positive<int>(), "Units of the hidden dense layer."),

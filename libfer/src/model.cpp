@@ -29,22 +29,30 @@ ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
   return o;
 }
 
-PaperCnnImpl::PaperCnnImpl(const ModelOptions& o) {
-  namespace nn = torch::nn;
-  if (o.filters.empty()) throw std::invalid_argument("paper_cnn: filters must not be empty");
-  // Each block's 2x2 pool halves the side, rounding down (e.g. 44 -> 22 -> 11 -> 5).
+namespace {
+
+// The side of the feature map after one 2x2 pool per block (rounding down:
+// 44 -> 22 -> 11 -> 5). Throws std::invalid_argument when nothing is left.
+int64_t pooled_side(const ModelOptions& o, const char* architecture) {
+  if (o.filters.empty()) throw std::invalid_argument(std::string(architecture) + ": filters must not be empty");
   int64_t side = o.input_size;
   for (std::size_t b = 0; b < o.filters.size(); ++b) side /= 2;
   if (side < 1)
-    throw std::invalid_argument("paper_cnn: input_size " + std::to_string(o.input_size) + " is too small for " +
-                                std::to_string(o.filters.size()) + " blocks (one 2x2 pool each)");
+    throw std::invalid_argument(std::string(architecture) + ": input_size " + std::to_string(o.input_size) +
+                                " is too small for " + std::to_string(o.filters.size()) + " blocks (one 2x2 pool each)");
+  return side;
+}
 
-  auto add = [this](const std::string& name, auto module) {
-    register_module(name, module);
-    layers_.push_back(module.ptr());
-    steps_.push_back([m = module.ptr()](torch::Tensor x) { return m->forward(x); });
-  };
+}  // namespace
 
+torch::Tensor SequentialClassifierImpl::forward(torch::Tensor x) {
+  for (const auto& step : steps_) x = step(x);
+  return x;
+}
+
+PaperCnnImpl::PaperCnnImpl(const ModelOptions& o) {
+  namespace nn = torch::nn;
+  const int64_t side = pooled_side(o, "paper_cnn");
   int64_t channels = o.in_channels;
   for (size_t b = 0; b < o.filters.size(); ++b) {
     const std::string block = "block" + std::to_string(b + 1);
@@ -66,15 +74,39 @@ PaperCnnImpl::PaperCnnImpl(const ModelOptions& o) {
   add("fc2", nn::Linear(o.dense_units, o.num_classes));
 }
 
-torch::Tensor PaperCnnImpl::forward(torch::Tensor x) {
-  for (const auto& step : steps_) x = step(x);
-  return x;
+VggFerImpl::VggFerImpl(const ModelOptions& o) {
+  namespace nn = torch::nn;
+  const int64_t side = pooled_side(o, "vgg_fer");
+  int64_t channels = o.in_channels;
+  for (size_t b = 0; b < o.filters.size(); ++b) {
+    const std::string stage = "stage" + std::to_string(b + 1);
+    for (int i = 1; i <= 2; ++i) {
+      const std::string s = "_" + std::to_string(i);
+      add(stage + "_conv" + s, nn::Conv2d(nn::Conv2dOptions(channels, o.filters[b], 3).padding(1)));
+      add(stage + "_bn" + s, nn::BatchNorm2d(o.filters[b]));
+      add(stage + "_relu" + s, nn::ReLU());
+      channels = o.filters[b];
+    }
+    add(stage + "_pool", nn::MaxPool2d(nn::MaxPool2dOptions(2)));
+    if (o.conv_dropout > 0) add(stage + "_dropout", nn::Dropout(o.conv_dropout));
+  }
+  add("flatten", nn::Flatten());
+  int64_t features = channels * side * side;
+  for (int i = 1; i <= 2; ++i) {
+    const std::string fc = "fc" + std::to_string(i);
+    add(fc, nn::Linear(features, o.dense_units));
+    add(fc + "_relu", nn::ReLU());
+    add(fc + "_dropout", nn::Dropout(o.dense_dropout));
+    features = o.dense_units;
+  }
+  add("fc3", nn::Linear(features, o.num_classes));
 }
 
 namespace {
 std::map<std::string, ModelFactory>& registry() {
   static std::map<std::string, ModelFactory> r = {
       {"paper_cnn", [](const ModelOptions& o) -> Classifier { return PaperCnn(o).ptr(); }},
+      {"vgg_fer", [](const ModelOptions& o) -> Classifier { return VggFer(o).ptr(); }},
   };
   return r;
 }

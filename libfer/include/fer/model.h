@@ -39,22 +39,48 @@ class ClassifierImpl : public torch::nn::Module {
 };
 using Classifier = std::shared_ptr<ClassifierImpl>;
 
-// The paper's CNN. Per block b with f filters:
-//   [Conv3x3(same) -> ReLU -> BatchNorm] x2 -> MaxPool2x2 -> Dropout(conv_dropout)
-// then Flatten -> Linear(dense_units) -> ReLU -> BatchNorm1d -> Dropout -> Linear(num_classes).
-// Each activation/pooling layer is its own registered module (explainers hook them).
-class PaperCnnImpl : public ClassifierImpl {
+// A classifier that is a plain chain of registered modules: forward() is their
+// composition, and sequential_layers() lists them (DeepSHAP walks it).
+class SequentialClassifierImpl : public ClassifierImpl {
  public:
-  explicit PaperCnnImpl(const ModelOptions& options);
   torch::Tensor forward(torch::Tensor x) override;
-
   std::vector<std::shared_ptr<torch::nn::Module>> sequential_layers() const override { return layers_; }
+
+ protected:
+  // Registers `module` under `name` and appends it to the chain.
+  template <typename ModuleHolder>
+  void add(const std::string& name, ModuleHolder module) {
+    register_module(name, module);
+    layers_.push_back(module.ptr());
+    steps_.push_back([m = module.ptr()](torch::Tensor x) { return m->forward(x); });
+  }
 
  private:
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
   std::vector<std::function<torch::Tensor(torch::Tensor)>> steps_;
 };
+
+// The paper's CNN ("paper_cnn"). Per block b with f filters:
+//   [Conv3x3(same) -> ReLU -> BatchNorm] x2 -> MaxPool2x2 -> Dropout(conv_dropout)
+// then Flatten -> Linear(dense_units) -> ReLU -> BatchNorm1d -> Dropout -> Linear(num_classes).
+// Each activation/pooling layer is its own registered module (explainers hook them).
+class PaperCnnImpl : public SequentialClassifierImpl {
+ public:
+  explicit PaperCnnImpl(const ModelOptions& options);
+};
 TORCH_MODULE(PaperCnn);
+
+// A VGG-style network after Khaireddin & Chen (2021), 73.28% on FER-2013 from
+// scratch ("vgg_fer"). Per stage s with f filters:
+//   [Conv3x3(same) -> BatchNorm -> ReLU] x2 -> MaxPool2x2 (-> Dropout(conv_dropout) when > 0)
+// then Flatten -> [Linear(dense_units) -> ReLU -> Dropout(dense_dropout)] x2 -> Linear(num_classes).
+// Their configuration: filters {64, 128, 256, 512}, dense_units 4096,
+// dense_dropout 0.2, 40x40 crops (input_size 40): 2x2x512 features.
+class VggFerImpl : public SequentialClassifierImpl {
+ public:
+  explicit VggFerImpl(const ModelOptions& options);
+};
+TORCH_MODULE(VggFer);
 
 using ModelFactory = std::function<Classifier(const ModelOptions&)>;
 
