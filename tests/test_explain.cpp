@@ -13,6 +13,7 @@
 #include "fer/checkpoint.h"
 #include "fer/deepshap.h"
 #include "fer/explain.h"
+#include "fer/io.h"
 #include "fer/lime.h"
 #include "fer/model.h"
 #include "test_util.h"
@@ -322,7 +323,7 @@ TEST(Explain, BatchWritesPngsManifestAndRecordsBadItems) {
   EXPECT_NE(row1.find(",ok,"), std::string::npos) << row1;
   EXPECT_NE(row2.find(",error,cannot decode image"), std::string::npos) << row2;
   // Faithfulness: per-image AUCs of each method in the manifest, the summary beside it, the gallery.
-  const auto columns = fer_test::split_csv_line(header), values = fer_test::split_csv_line(row1);
+  const auto columns = fer::parse_csv_row(header), values = fer::parse_csv_row(row1);
   ASSERT_EQ(columns.size(), values.size()) << row1;
   for (const char* method : {"shap", "lime", "random"})
     for (const char* curve : {"_deletion_auc", "_insertion_auc"}) {

@@ -605,7 +605,7 @@ TEST(DetectFaces, PhotosWithoutAFaceAreCountedInTheAllImagesAccuracy) {
   const fer::FacesConfig faces;
   const fer::FaceDetector detector(faces);
   const auto folder = fer::load_image_folder_with_faces((dir.path() / "photos").string(), detector);
-  EXPECT_EQ(folder.test.faces.size(), 4u);
+  EXPECT_EQ(folder.test.size(), 4u);
   ASSERT_EQ(folder.test.no_face.size(), 1u);
   EXPECT_EQ(folder.test.no_face[0], blank.string());
   fer::EvaluationOptions options;

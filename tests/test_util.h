@@ -68,20 +68,6 @@ inline std::string rendered_dom(const std::string& chromium, const std::string& 
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-// The fields of one CSV line ("..." quoting with doubled quotes inside).
-inline std::vector<std::string> split_csv_line(const std::string& line) {
-  std::vector<std::string> fields(1);
-  bool quoted = false;
-  for (std::size_t i = 0; i < line.size(); ++i) {
-    const char c = line[i];
-    if (quoted && c == '"' && i + 1 < line.size() && line[i + 1] == '"') fields.back() += line[++i];
-    else if (c == '"') quoted = !quoted;
-    else if (c == ',' && !quoted) fields.emplace_back();
-    else fields.back() += c;
-  }
-  return fields;
-}
-
 inline std::string pixels_text(int count, int value) {
   std::string s;
   for (int i = 0; i < count; ++i) s += (i ? " " : "") + std::to_string(value);

@@ -9,20 +9,20 @@
 //       runs the configured detector on every photo: recall (largest face with
 //       IoU >= 0.5 to the true box), false faces, milliseconds per photo.
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <random>
-#include <sstream>
 
 #include "app_common.h"
 #include "fer/config.h"
 #include "fer/dataset.h"
 #include "fer/faces.h"
+#include "fer/io.h"
 
 namespace fs = std::filesystem;
 
@@ -87,8 +87,7 @@ int make_photos(const std::string& out, const std::string& data, const std::stri
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
   std::shuffle(order.begin(), order.end(), rng);
   const std::size_t n = std::min<std::size_t>(static_cast<std::size_t>(count), order.size());
-  std::ostringstream csv;
-  csv << "path,x,y,width,height,tilt_degrees,source\n";
+  std::string csv = fer::csv_row({"path", "x", "y", "width", "height", "tilt_degrees", "source"}) + "\n";
   for (std::size_t k = 0; k < n; ++k) {
     const std::size_t i = order[k];
     cv::Mat canvas = cluttered_background(rng);
@@ -100,10 +99,11 @@ int make_photos(const std::string& out, const std::string& data, const std::stri
     photo.path = (dir / name).string();
     if (!cv::imwrite(photo.path, canvas, {cv::IMWRITE_JPEG_QUALITY, 92}))
       throw std::runtime_error("cannot write '" + photo.path + "'");
-    csv << photo.path << ',' << photo.box.x << ',' << photo.box.y << ',' << photo.box.width << ',' << photo.box.height
-        << ',' << photo.tilt << ",\"" << faces.sources[i] << "\"\n";
+    csv += fer::csv_row({photo.path, std::to_string(photo.box.x), std::to_string(photo.box.y),
+                         std::to_string(photo.box.width), std::to_string(photo.box.height), fmt::format("{:g}", photo.tilt),
+                         faces.sources[i]}) + "\n";
   }
-  std::ofstream(fs::path(out) / "boxes.csv") << csv.str();
+  fer::write_text_atomic((fs::path(out) / "boxes.csv").string(), csv);
   std::printf("%zu photos from %s %s (seed %u) in %s; true boxes in %s\n", n, data.c_str(), split.c_str(), seed, out.c_str(),
               (fs::path(out) / "boxes.csv").c_str());
   return 0;
@@ -111,22 +111,21 @@ int make_photos(const std::string& out, const std::string& data, const std::stri
 
 std::vector<Photo> read_boxes(const std::string& dir) {
   const fs::path path = fs::path(dir) / "boxes.csv";
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("'" + path.string() + "' does not exist (build the set with --make-photos)");
+  if (!fs::exists(path))
+    throw std::runtime_error("'" + path.string() + "' does not exist (build the set with --make-photos)");
+  fer::CsvReader csv(path.string());
   std::vector<Photo> photos;
-  std::string line;
-  std::getline(in, line);  // header
-  for (int number = 2; std::getline(in, line); ++number) {
-    std::istringstream row(line);
+  std::vector<std::string> field;
+  csv.next(field);  // header
+  while (csv.next(field)) {
     Photo p;
-    std::string field[6];
-    for (auto& f : field) std::getline(row, f, ',');
     try {
+      if (field.size() < 6) throw std::invalid_argument("short row");
       p.path = field[0];
       p.box = cv::Rect(std::stoi(field[1]), std::stoi(field[2]), std::stoi(field[3]), std::stoi(field[4]));
       p.tilt = std::stod(field[5]);
     } catch (const std::exception&) {
-      throw std::runtime_error(path.string() + ":" + std::to_string(number) + ": not a path,x,y,width,height,tilt row");
+      throw std::runtime_error(csv.where() + ": not a path,x,y,width,height,tilt row");
     }
     photos.push_back(p);
   }

@@ -32,8 +32,8 @@ int evaluate_photos(const std::string& model, const std::string& data_path, cons
   const fer::FaceDetector detector(config.faces);
   std::fprintf(stderr, "detecting faces with %s (%s)\n", detector.kind().c_str(), detector.model_path().c_str());
   const auto folder = fer::load_image_folder_with_faces(data_path, detector);
-  const auto& photos = split == "train" ? folder.train : split == "val" ? folder.val : folder.test;
-  if (photos.faces.size() + photos.no_face.size() == 0)
+  const fer::Dataset& photos = fer::split_of(folder, fer::parse_split_name(split));
+  if (photos.size() + photos.no_face.size() == 0)
     throw std::runtime_error("split '" + split + "' of " + data_path + " has no images (choose it with --split)");
   const auto r = fer::evaluate_checkpoint_on_photos(model, photos, out_dir, options);
   std::printf("images %lld: face found in %lld, no face in %lld (listed in %s/no_face.txt)\n",

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "fer/checkpoint.h"
+#include "fer/io.h"
 
 namespace fer {
 
@@ -113,47 +114,12 @@ BackgroundSummary background_from_images(const Dataset& images) {
 
 std::string npy_bytes(const torch::Tensor& values) {
   const auto v = values.to(torch::kCPU, torch::kFloat32).contiguous();
-  std::string dims;
-  for (int64_t i = 0; i < v.dim(); ++i) dims += (i ? ", " : "") + std::to_string(v.size(i));
-  if (v.dim() == 1) dims += ",";  // numpy spells a 1-d shape "(n,)"
-  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "), }";
-  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
-  std::string out("\x93NUMPY\x01\x00", 8);
-  out += static_cast<char>(header.size() & 0xff);
-  out += static_cast<char>(header.size() >> 8);
-  out += header;
-  out.append(reinterpret_cast<const char*>(v.data_ptr<float>()), static_cast<std::size_t>(v.numel()) * sizeof(float));
-  return out;
+  return npy_float32_bytes(v.data_ptr<float>(), v.sizes().vec());
 }
 
 torch::Tensor tensor_from_npy(const std::string& bytes, const std::string& what) {
-  const auto bad = [&](const std::string& why) { return std::runtime_error(what + ": not a float32 .npy (" + why + ")"); };
-  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) throw bad("no .npy magic");
-  const std::size_t header_len = static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
-  if (bytes.size() < 10 + header_len) throw bad("truncated header");
-  const std::string header = bytes.substr(10, header_len);
-  if (header.find("'<f4'") == std::string::npos) throw bad("dtype is not <f4");
-  if (header.find("'fortran_order': False") == std::string::npos) throw bad("not C order");
-  const auto open = header.find("'shape': ("), close = header.find(')', open);
-  if (open == std::string::npos || close == std::string::npos) throw bad("no shape");
-  std::vector<int64_t> shape;
-  int64_t count = 1;
-  const std::string dims = header.substr(open + 10, close - open - 10);
-  for (std::size_t pos = 0; pos < dims.size();) {
-    const auto end = dims.find(',', pos);
-    const std::string field = dims.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
-    if (field.find_first_not_of(' ') != std::string::npos) {
-      shape.push_back(std::stoll(field));
-      count *= shape.back();
-    }
-    if (end == std::string::npos) break;
-    pos = end + 1;
-  }
-  if (bytes.size() != 10 + header_len + static_cast<std::size_t>(count) * sizeof(float)) throw bad("size does not match the shape");
-  auto t = torch::empty(shape, torch::kFloat32);
-  std::memcpy(t.data_ptr<float>(), bytes.data() + 10 + header_len, static_cast<std::size_t>(count) * sizeof(float));
-  return t;
+  auto array = parse_npy_float32(bytes, what);
+  return torch::from_blob(array.values.data(), array.shape, torch::kFloat32).clone();
 }
 
 void add_background_to_checkpoint(const std::string& checkpoint, const BackgroundSummary& summary) {

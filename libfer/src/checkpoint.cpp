@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <set>
 
+#include "fer/io.h"
+
 namespace fer {
 namespace {
 
@@ -81,13 +83,13 @@ void save_checkpoint(const std::string& path, ClassifierImpl& model, const Check
 
   const std::filesystem::path target(path);
   if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  const std::string tmp = path + ".tmp";
-  try {
-    modules.at("").save(tmp, extra);
-  } catch (const c10::Error& e) {
-    throw std::runtime_error("cannot write checkpoint '" + tmp + "': " + e.what_without_backtrace());
-  }
-  std::filesystem::rename(tmp, target);
+  replace_file_atomically(path, [&](const std::string& tmp) {
+    try {
+      modules.at("").save(tmp, extra);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("cannot write checkpoint '" + tmp + "': " + e.what_without_backtrace());
+    }
+  });
 }
 
 std::vector<std::string> checkpoint_blob_names(const std::string& path) {

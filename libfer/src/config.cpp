@@ -8,6 +8,8 @@
 #include <functional>
 #include <sstream>
 
+#include "fer/emotions.h"
+
 namespace fer {
 namespace {
 
@@ -84,11 +86,9 @@ Rule<double> unit_upper(double lo_exclusive) {
   return {s.str(), [lo_exclusive](const double& v) { return v > lo_exclusive && v <= 1.0; }};
 }
 Rule<std::vector<std::string>> emotions_rule() {
-  return {"emotion names (angry, disgust, fear, happy, sad, surprise, neutral)", [](const std::vector<std::string>& v) {
-            static const std::vector<std::string> names = {"angry", "disgust", "fear", "happy", "sad", "surprise",
-                                                           "neutral"};
+  return {"emotion names (" + emotion_name_list() + ")", [](const std::vector<std::string>& v) {
             for (const auto& e : v)
-              if (std::find(names.begin(), names.end(), e) == names.end()) return false;
+              if (emotion_index(e) < 0 || e != emotion_names()[emotion_index(e)]) return false;
             return true;
           }};
 }

@@ -1,7 +1,5 @@
 #include "fer/dataset.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -17,11 +15,6 @@
 
 namespace fer {
 namespace fs = std::filesystem;
-
-const std::vector<std::string>& emotion_names() {
-  static const std::vector<std::string> names = {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"};
-  return names;
-}
 
 void Dataset::add(const std::uint8_t* image, std::int64_t label, std::string source) {
   pixels.insert(pixels.end(), image, image + kImagePixels);
@@ -52,69 +45,6 @@ const Dataset& split_of(const DatasetSplits& splits, SplitName name) {
 }
 
 namespace {
-
-// Reads a .csv or .csv.gz line by line (gzread passes plain files through).
-class LineReader {
- public:
-  explicit LineReader(const std::string& path) : path_(path), file_(gzopen(path.c_str(), "rb")) {
-    if (!file_) throw DataError("cannot open '" + path + "'");
-    gzbuffer(file_, 1 << 20);
-  }
-  ~LineReader() { gzclose(file_); }
-  LineReader(const LineReader&) = delete;
-  LineReader& operator=(const LineReader&) = delete;
-
-  bool next(std::string& line) {
-    line.clear();
-    for (;;) {
-      if (pos_ == end_) {
-        const int n = gzread(file_, buffer_.data(), static_cast<unsigned>(buffer_.size()));
-        if (n < 0) {
-          int err = 0;
-          throw DataError(path_ + ": read error: " + gzerror(file_, &err));
-        }
-        if (n == 0) return !line.empty();
-        pos_ = 0;
-        end_ = static_cast<std::size_t>(n);
-      }
-      const char* begin = buffer_.data() + pos_;
-      const void* nl = std::memchr(begin, '\n', end_ - pos_);
-      if (nl) {
-        const std::size_t len = static_cast<const char*>(nl) - begin;
-        line.append(begin, len);
-        pos_ += len + 1;
-        if (!line.empty() && line.back() == '\r') line.pop_back();
-        return true;
-      }
-      line.append(begin, end_ - pos_);
-      pos_ = end_;
-    }
-  }
-
- private:
-  std::string path_;
-  gzFile file_;
-  std::vector<char> buffer_ = std::vector<char>(1 << 20);
-  std::size_t pos_ = 0, end_ = 0;
-};
-
-std::vector<std::string> split_csv(const std::string& line) {
-  std::vector<std::string> fields;
-  std::string field;
-  bool quoted = false;
-  for (char ch : line) {
-    if (ch == '"') {
-      quoted = !quoted;
-    } else if (ch == ',' && !quoted) {
-      fields.push_back(std::move(field));
-      field.clear();
-    } else {
-      field.push_back(ch);
-    }
-  }
-  fields.push_back(std::move(field));
-  return fields;
-}
 
 std::string trim(const std::string& s) {
   const auto b = s.find_first_not_of(" \t");
@@ -148,17 +78,11 @@ std::vector<std::uint8_t> read_face_image(const std::string& path) {
 #endif
 }
 
-int emotion_index(const std::string& name) {
-  const auto& names = emotion_names();
-  const auto it = std::find(names.begin(), names.end(), lower(name));
-  return it == names.end() ? -1 : static_cast<int>(it - names.begin());
-}
 
 DatasetSplits load_fer2013_csv(const std::string& path) {
-  LineReader reader(path);
-  std::string line;
-  if (!reader.next(line)) throw DataError(path + ": empty file");
-  const auto header = split_csv(line);
+  CsvReader reader(path);
+  std::vector<std::string> header, fields;
+  if (!reader.next(header)) throw DataError(path + ": empty file");
   int col_emotion = -1, col_pixels = -1, col_usage = -1;
   for (int i = 0; i < static_cast<int>(header.size()); ++i) {
     const auto name = lower(trim(header[i]));
@@ -167,16 +91,12 @@ DatasetSplits load_fer2013_csv(const std::string& path) {
     else if (name == "usage") col_usage = i;
   }
   if (col_emotion < 0 || col_pixels < 0)
-    throw DataError(path + ":1: header must name the columns emotion and pixels (and Usage), got '" + line + "'");
+    throw DataError(path + ":1: header must name the columns emotion and pixels (and Usage), got '" + csv_row(header) + "'");
 
   DatasetSplits splits;
   std::vector<std::uint8_t> image(kImagePixels);
-  std::size_t line_no = 1;
-  while (reader.next(line)) {
-    ++line_no;
-    if (line.empty()) continue;  // a trailing blank line is not a row
-    const std::string where = path + ":" + std::to_string(line_no);
-    const auto fields = split_csv(line);
+  while (reader.next(fields)) {
+    const std::string where = reader.where();
     if (fields.size() != header.size())
       throw DataError(where + ": expected " + std::to_string(header.size()) + " fields, found " +
                       std::to_string(fields.size()));
@@ -249,8 +169,7 @@ std::vector<LabelledImageFile> list_image_folder(const std::string& root) {
     for (const auto& class_dir : class_dirs) {
       const int label = emotion_index(class_dir.filename().string());
       if (label < 0)
-        throw DataError(class_dir.string() + ": unknown class folder (expected one of angry, disgust, fear, happy, "
-                                             "sad, surprise, neutral)");
+        throw DataError(class_dir.string() + ": unknown class folder (expected one of " + emotion_name_list() + ")");
       std::vector<fs::path> files;
       for (const auto& e : fs::directory_iterator(class_dir))
         if (e.is_regular_file() && is_image_file(e.path().string())) files.push_back(e.path());

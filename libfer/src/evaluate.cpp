@@ -3,19 +3,40 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
-#include <fstream>
 
 #include "fer/checkpoint.h"
 #include "fer/inference.h"
+#include "fer/io.h"
 #include "fer/plot.h"
 #include "fer/run_record.h"
 
 namespace fer {
 namespace fs = std::filesystem;
 
+namespace {
+std::string predictions_csv(const std::vector<std::int64_t>& labels, const std::vector<std::int64_t>& predicted,
+                            const std::vector<float>& probabilities, const std::vector<std::string>& names) {
+  const std::size_t k = names.size();
+  std::vector<std::string> header = {"index", "true", "predicted"};
+  for (const auto& n : names) header.push_back("p_" + n);
+  std::string text = csv_row(header) + "\n";
+  char buf[32];
+  for (std::size_t i = 0; i < labels.size(); ++i) {
+    text += std::to_string(i) + "," + std::to_string(labels[i]) + "," + std::to_string(predicted[i]);
+    for (std::size_t c = 0; c < k; ++c) {
+      std::snprintf(buf, sizeof buf, ",%.6f", probabilities[i * k + c]);
+      text += buf;
+    }
+    text += "\n";
+  }
+  return text;
+}
+}  // namespace
+
 EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const std::vector<float>& probabilities,
                                   const std::vector<std::string>& names, const std::string& out_dir,
-                                  const EvaluationOptions& options, const std::vector<std::string>& checkpoint_paths) {
+                                  const EvaluationOptions& options, const std::vector<std::string>& checkpoint_paths,
+                                  const nlohmann::json& extra) {
   const int k = static_cast<int>(names.size());
   EvaluationResult result;
   result.metrics = compute_metrics(labels, probabilities, k);
@@ -33,31 +54,13 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
   else
     json["ensemble"] = checkpoint_paths;
   json["data"] = options.data_source;
+  if (extra.is_object()) json.update(extra);
   const auto metrics_path = (fs::path(out_dir) / "metrics.json").string();
-  {
-    std::ofstream out(metrics_path);
-    out << json.dump(2) << "\n";
-    if (!out) throw std::runtime_error("cannot write '" + metrics_path + "'");
-  }
+  write_text_atomic(metrics_path, json.dump(2) + "\n");
   result.files.push_back(metrics_path);
 
   const auto predictions_path = (fs::path(out_dir) / "predictions.csv").string();
-  {
-    std::ofstream out(predictions_path);
-    out << "index,true,predicted";
-    for (const auto& n : names) out << ",p_" << n;
-    out << "\n";
-    char buf[32];
-    for (std::size_t i = 0; i < labels.size(); ++i) {
-      out << i << "," << labels[i] << "," << result.predicted[i];
-      for (int c = 0; c < k; ++c) {
-        std::snprintf(buf, sizeof buf, ",%.6f", probabilities[i * k + c]);
-        out << buf;
-      }
-      out << "\n";
-    }
-    if (!out) throw std::runtime_error("cannot write '" + predictions_path + "'");
-  }
+  write_text_atomic(predictions_path, predictions_csv(labels, result.predicted, probabilities, names));
   result.files.push_back(predictions_path);
 
   if (!options.charts) return result;
@@ -103,8 +106,8 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
   return result;
 }
 
-EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
-                                      const std::string& out_dir, const EvaluationOptions& options) {
+EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
+                                       const EvaluationOptions& options) {
   if (data.size() == 0) throw std::runtime_error("cannot evaluate on an empty split '" + options.split + "'");
   if (checkpoint_paths.empty()) throw std::runtime_error("no checkpoint to evaluate");
   configure_cpu_runtime(options.threads);
@@ -124,8 +127,15 @@ EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint
                                checkpoint_paths.front() + "'");
   }
   const auto probs = predict_ensemble_probabilities(members, images_tensor(data), device, predict).contiguous();
-  std::vector<float> flat(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel());
-  return write_evaluation(data.labels, flat, members.front().meta.class_names, out_dir, options, checkpoint_paths);
+  return {std::vector<float>(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel()),
+          members.front().meta.class_names};
+}
+
+EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
+                                      const std::string& out_dir, const EvaluationOptions& options) {
+  const auto prediction = predict_checkpoints(checkpoint_paths, data, options);
+  return write_evaluation(data.labels, prediction.probabilities, prediction.class_names, out_dir, options,
+                          checkpoint_paths);
 }
 
 EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,
@@ -133,36 +143,38 @@ EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const D
   return evaluate_checkpoints({checkpoint_path}, data, out_dir, options);
 }
 
-PhotoEvaluation evaluate_checkpoint_on_photos(const std::string& checkpoint_path, const FaceFolderSplit& photos,
+PhotoEvaluation evaluate_checkpoint_on_photos(const std::string& checkpoint_path, const Dataset& photos,
                                               const std::string& out_dir, const EvaluationOptions& options) {
   PhotoEvaluation r;
-  r.with_face = static_cast<std::int64_t>(photos.faces.size());
+  r.with_face = static_cast<std::int64_t>(photos.size());
   r.without_face = static_cast<std::int64_t>(photos.no_face.size());
   r.images = r.with_face + r.without_face;
   if (r.images == 0) throw std::runtime_error("evaluate_checkpoint_on_photos: no images");
   fs::create_directories(out_dir);
   nlohmann::json detection = {{"images", r.images}, {"with_face", r.with_face}, {"without_face", r.without_face},
                               {"no_face_list", "no_face.txt"}};
-  nlohmann::json json;
   const auto metrics_path = (fs::path(out_dir) / "metrics.json").string();
   if (r.with_face > 0) {
-    r.on_faces = evaluate_checkpoint(checkpoint_path, photos.faces, out_dir, options);
-    r.accuracy_with_face = r.on_faces.metrics.accuracy;
+    const auto prediction = predict_checkpoints({checkpoint_path}, photos, options);
+    const auto k = static_cast<int>(prediction.class_names.size());
+    r.accuracy_with_face = compute_metrics(photos.labels, prediction.probabilities, k).accuracy;
     r.accuracy_all_images = r.accuracy_with_face * r.with_face / r.images;
-    std::ifstream in(metrics_path);
-    json = nlohmann::json::parse(in);
+    detection["accuracy_with_face"] = r.accuracy_with_face;
+    detection["accuracy_all_images"] = r.accuracy_all_images;
+    r.on_faces = write_evaluation(photos.labels, prediction.probabilities, prediction.class_names, out_dir,
+                                  options, {checkpoint_path}, {{"face_detection", detection}});
   } else {
-    json = {{"split", options.split}, {"checkpoint", checkpoint_path}, {"data", options.data_source}};
+    detection["accuracy_with_face"] = 0.0;
+    detection["accuracy_all_images"] = 0.0;
+    const nlohmann::json json = {{"split", options.split}, {"checkpoint", checkpoint_path},
+                                 {"data", options.data_source}, {"face_detection", detection}};
+    write_text_atomic(metrics_path, json.dump(2) + "\n");
     r.on_faces.files.push_back(metrics_path);
   }
-  detection["accuracy_with_face"] = r.accuracy_with_face;
-  detection["accuracy_all_images"] = r.accuracy_all_images;
-  json["face_detection"] = detection;
-  write_text_atomic(metrics_path, json.dump(2) + "\n");
   const auto no_face_path = (fs::path(out_dir) / "no_face.txt").string();
-  std::ofstream list(no_face_path);
-  for (std::size_t i = 0; i < photos.no_face.size(); ++i) list << photos.no_face[i] << "\n";
-  if (!list) throw std::runtime_error("cannot write '" + no_face_path + "'");
+  std::string list;
+  for (const auto& path : photos.no_face) list += path + "\n";
+  write_text_atomic(no_face_path, list);
   r.on_faces.files.push_back(no_face_path);
   return r;
 }

@@ -20,6 +20,7 @@
 #include "fer/faithfulness.h"
 #include "fer/gallery.h"
 #include "fer/inference.h"
+#include "fer/io.h"
 #include "fer/lime.h"
 #include "fer/plot.h"
 #include "fer/progress.h"
@@ -186,13 +187,6 @@ std::string safe_stem(const std::string& source) {
   return stem.substr(0, 40);
 }
 
-std::string csv_field(const std::string& s) {
-  if (s.find_first_of(",\"\n") == std::string::npos) return s;
-  std::string out = "\"";
-  for (char c : s) out += c == '"' ? std::string("\"\"") : std::string(1, c);
-  return out + "\"";
-}
-
 }  // namespace
 
 ClassSelection parse_class_selection(const std::string& text, int num_classes) {
@@ -214,17 +208,6 @@ ClassSelection parse_class_selection(const std::string& text, int num_classes) {
   return s;
 }
 
-void write_npy(const std::string& path, const std::vector<float>& data, const std::vector<std::size_t>& shape) {
-  std::vector<int64_t> sizes(shape.begin(), shape.end());
-  std::size_t count = 1;
-  for (auto d : shape) count *= d;
-  if (count != data.size()) throw std::invalid_argument("write_npy: shape does not match the data size");
-  const auto values = torch::from_blob(const_cast<float*>(data.data()), sizes, torch::kFloat32);
-  std::ofstream out(path, std::ios::binary);
-  const std::string bytes = npy_bytes(values);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  if (!out) throw std::runtime_error("cannot write '" + path + "'");
-}
 
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
                                                 std::size_t limit, const FaceDetector* detector) {
@@ -285,11 +268,15 @@ struct ItemRecord {
 };
 
 std::string manifest_header(const std::vector<std::string>& names) {
-  std::string h = "index,source,status,error,true,predicted";
-  for (const auto& n : names) h += ",p_" + n;
-  h += ",shap_classes,shap_additivity_error,lime_label,lime_score,lime_segments";
-  for (const auto& m : kFaithfulnessMethods) h += "," + m + "_deletion_auc," + m + "_insertion_auc";
-  return h + ",files\n";
+  std::vector<std::string> h = {"index", "source", "status", "error", "true", "predicted"};
+  for (const auto& n : names) h.push_back("p_" + n);
+  for (const char* c : {"shap_classes", "shap_additivity_error", "lime_label", "lime_score", "lime_segments"}) h.push_back(c);
+  for (const auto& m : kFaithfulnessMethods) {
+    h.push_back(m + "_deletion_auc");
+    h.push_back(m + "_insertion_auc");
+  }
+  h.push_back("files");
+  return csv_row(h) + "\n";
 }
 
 std::string optional_number(double v, const char* format) {
@@ -298,22 +285,22 @@ std::string optional_number(double v, const char* format) {
 
 std::string manifest_row(std::size_t index, const ExplainItem& item, const ItemRecord& r,
                          const std::vector<std::string>& names) {
-  std::string row = fmt::format("{},{},{},{},{},{}", index, csv_field(item.source), r.error.empty() ? "ok" : "error",
-                                csv_field(r.error), item.label >= 0 ? names[item.label] : "",
-                                r.predicted >= 0 ? names[r.predicted] : "");
-  for (std::size_t c = 0; c < names.size(); ++c) row += "," + (r.probs.empty() ? "" : fmt::format("{:.6f}", r.probs[c]));
+  const auto name_of = [&](int c) { return c >= 0 ? names[c] : std::string(); };
+  std::vector<std::string> row = {std::to_string(index), item.source, r.error.empty() ? "ok" : "error", r.error,
+                                  name_of(static_cast<int>(item.label)), name_of(r.predicted)};
+  for (std::size_t c = 0; c < names.size(); ++c) row.push_back(r.probs.empty() ? "" : fmt::format("{:.6f}", r.probs[c]));
   std::string class_list;
   for (auto c : r.classes) class_list += (class_list.empty() ? "" : ";") + names[c];
-  row += "," + class_list + "," + optional_number(r.additivity, "{:.3g}") + "," +
-         (r.lime_label >= 0 ? names[r.lime_label] : "") + "," + optional_number(r.lime_score, "{:.4f}") + "," +
-         (r.lime_segments ? std::to_string(r.lime_segments) : "");
+  row.insert(row.end(), {class_list, optional_number(r.additivity, "{:.3g}"), name_of(r.lime_label),
+                         optional_number(r.lime_score, "{:.4f}"), r.lime_segments ? std::to_string(r.lime_segments) : ""});
   for (const auto& m : kFaithfulnessMethods) {
     const auto it = r.faithfulness.find(m);
-    row += it == r.faithfulness.end()
-               ? std::string(",,")
-               : fmt::format(",{:.4f},{:.4f}", it->second.deletion_auc, it->second.insertion_auc);
+    const bool has = it != r.faithfulness.end();
+    row.push_back(has ? fmt::format("{:.4f}", it->second.deletion_auc) : "");
+    row.push_back(has ? fmt::format("{:.4f}", it->second.insertion_auc) : "");
   }
-  return row + "," + csv_field(r.files) + "\n";
+  row.push_back(r.files);
+  return csv_row(row) + "\n";
 }
 
 // The faithfulness baseline: the (weighted) mean reference image, else mid-grey.

@@ -259,13 +259,13 @@ DetectedFace detect_largest_face(const FaceDetector& detector, const std::string
   return found;
 }
 
-FaceFolder load_image_folder_with_faces(const std::string& root, const FaceDetector& detector) {
-  FaceFolder folder;
+DatasetSplits load_image_folder_with_faces(const std::string& root, const FaceDetector& detector) {
+  DatasetSplits folder;
   for (const auto& f : list_image_folder(root)) {
-    FaceFolderSplit& split = f.split == SplitName::train ? folder.train : f.split == SplitName::val ? folder.val : folder.test;
+    Dataset& split = split_of(folder, f.split);
     const auto face = detect_largest_face(detector, f.path);
     if (face.found) {
-      split.faces.add(face.pixels.data(), f.label, f.path);
+      split.add(face.pixels.data(), f.label, f.path);
     } else {
       split.no_face.push_back(f.path);
     }

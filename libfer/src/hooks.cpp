@@ -234,17 +234,9 @@ void HistoryHook::after_epoch(TrainerBase& trainer) {
   write_history_csv(history_, path_);
 }
 
-HookState HistoryHook::state_dict() const {
-  nlohmann::json h = nlohmann::json::array();
-  for (const auto& r : history_)
-    h.push_back({r.epoch, r.lr, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds});
-  return {h, {}};
-}
+HookState HistoryHook::state_dict() const { return {history_to_json(history_), {}}; }
 
-void HistoryHook::load_state_dict(const HookState& s) {
-  history_.clear();
-  for (const auto& r : s.json) history_.push_back({r[0].get<int>(), r[1], r[2], r[3], r[4], r[5], r[6]});
-}
+void HistoryHook::load_state_dict(const HookState& s) { history_ = history_from_json(s.json); }
 
 // --- checkpoints ---
 

@@ -12,10 +12,11 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "fer/emotions.h"
+
 namespace fer {
 namespace {
 
-constexpr const char* kPalette[] = {"#d62728", "#8c564b", "#9467bd", "#2ca02c", "#1f77b4", "#ff7f0e", "#7f7f7f"};
 
 std::string terminal(int width, int height, const std::string& png_path) {
   std::ostringstream s;
@@ -133,7 +134,7 @@ void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std:
     char label[128];
     std::snprintf(label, sizeof label, "%s (AUC %.3f)", i < names.size() ? names[i].c_str() : "?",
                   i < aucs.size() ? aucs[i] : 0.0);
-    s << "$C" << i << " using 1:2 with lines lw 2 lc rgb '" << kPalette[i % 7] << "' title " << gnuplot_quote(label)
+    s << "$C" << i << " using 1:2 with lines lw 2 lc rgb '" << class_colour_hex(i) << "' title " << gnuplot_quote(label)
       << ", ";
   }
   s << "x with lines dt 2 lc rgb '#999999' title 'chance'\n";
@@ -155,7 +156,7 @@ void faithfulness_panel(std::ostringstream& s, const FaithfulnessReport& report,
     char label[128];
     std::snprintf(label, sizeof label, "%s (AUC %.3f, n=%lld)", methods[m].c_str(), auc.mean,
                   static_cast<long long>(auc.n));
-    s << "'-' using 1:2 with linespoints lw 2 pt 7 ps 0.5 lc rgb '" << kPalette[(m + 4) % 7] << "' title "
+    s << "'-' using 1:2 with linespoints lw 2 pt 7 ps 0.5 lc rgb '" << class_colour_hex(m + 4) << "' title "
       << gnuplot_quote(label) << (m + 1 < methods.size() ? ", " : "\n");
   }
   for (const auto& method : methods) {
@@ -178,44 +179,6 @@ void plot_faithfulness_curves(const FaithfulnessReport& report, const std::strin
   faithfulness_panel(s, report, false);
   s << "unset multiplot\n";
   run_gnuplot(s.str(), png_path);
-}
-
-std::vector<EpochRecord> read_history_csv(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw std::runtime_error("cannot read '" + path + "'");
-  std::string line;
-  std::getline(in, line);
-  if (line.rfind("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds", 0) != 0)
-    throw std::runtime_error(path + ":1: unexpected header '" + line + "'");
-  std::vector<EpochRecord> out;
-  int line_no = 1;
-  while (std::getline(in, line)) {
-    ++line_no;
-    if (line.empty()) continue;
-    EpochRecord r;
-    if (std::sscanf(line.c_str(), "%d,%lf,%lf,%lf,%lf,%lf,%lf", &r.epoch, &r.lr, &r.train_loss, &r.train_accuracy,
-                    &r.val_loss, &r.val_accuracy, &r.seconds) != 7)
-      throw std::runtime_error(path + ":" + std::to_string(line_no) + ": malformed row '" + line + "'");
-    out.push_back(r);
-  }
-  return out;
-}
-
-void write_history_csv(const std::vector<EpochRecord>& history, const std::string& path) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
-    out << "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n";
-    char buf[256];
-    for (const auto& r : history) {
-      std::snprintf(buf, sizeof buf, "%d,%.6g,%.6f,%.6f,%.6f,%.6f,%.1f\n", r.epoch, r.lr, r.train_loss,
-                    r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds);
-      out << buf;
-    }
-    if (!out) throw std::runtime_error("error writing '" + tmp + "'");
-  }
-  std::filesystem::rename(tmp, path);
 }
 
 void plot_training_curves(const std::vector<EpochRecord>& history, const std::string& title,
@@ -247,7 +210,6 @@ void plot_training_curves(const std::vector<EpochRecord>& history, const std::st
 }
 
 namespace {
-std::string class_colour(std::size_t c) { return kPalette[c % 7]; }
 // A string field inside a gnuplot data block: double quotes (single quotes are not quoting there).
 std::string data_quote(const std::string& text) {
   std::string out = "\"";
@@ -281,7 +243,7 @@ void plot_emotion_pie(const std::vector<std::int64_t>& counts, const std::vector
     if (counts[c] == 0) continue;
     const double share = static_cast<double>(counts[c]) / total;
     const double end = angle - share * 360.0;
-    s << "0 0 1 " << end << " " << angle << " 0x" << class_colour(c).substr(1) << "\n";
+    s << "0 0 1 " << end << " " << angle << " 0x" << class_colour_hex(c).substr(1) << "\n";
     const double mid = (angle + end) / 2 * M_PI / 180;
     char text[96];
     std::snprintf(text, sizeof text, "%s %.1f%%", class_name(names, c).c_str(), 100 * share);
@@ -304,7 +266,7 @@ void plot_emotion_bars(const std::vector<std::int64_t>& counts, const std::vecto
     << "set xrange [-0.6:" << counts.size() - 0.4 << "]\nset yrange [0:" << std::max<std::int64_t>(1, max_count) * 1.15
     << "]\nset tics out nomirror\nset grid noxtics ytics\n$B << EOD\n";
   for (std::size_t c = 0; c < counts.size(); ++c)
-    s << c << " " << counts[c] << " 0x" << class_colour(c).substr(1) << " " << data_quote(class_name(names, c)) << "\n";
+    s << c << " " << counts[c] << " 0x" << class_colour_hex(c).substr(1) << " " << data_quote(class_name(names, c)) << "\n";
   s << "EOD\nplot $B using 1:2:3:xtic(4) with boxes lc rgb variable, "
     << "$B using 1:2:(sprintf('%d', $2)) with labels offset 0,0.8\n";
   run_gnuplot(s.str(), png_path);
@@ -342,7 +304,7 @@ void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows
   }
   s << "EOD\nplot ";
   for (std::size_t k = classes; k-- > 0;)
-    s << "$T using 1:" << k + 2 << " with boxes lc rgb '" << class_colour(k) << "' title "
+    s << "$T using 1:" << k + 2 << " with boxes lc rgb '" << class_colour_hex(k) << "' title "
       << gnuplot_quote(class_name(names, k)) << (k ? ", " : "\n");
   run_gnuplot(s.str(), png_path);
 }

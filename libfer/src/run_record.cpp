@@ -56,14 +56,4 @@ nlohmann::json environment_json(const torch::Device& device, int threads, const 
   return env;
 }
 
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp);
-    out << text;
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
-  }
-  std::filesystem::rename(tmp, path);
-}
-
 }  // namespace fer

@@ -15,6 +15,7 @@
 #include "fer/hooks.h"
 #include "fer/inference.h"
 #include "fer/progress.h"
+#include "fer/io.h"
 #include "fer/run_record.h"
 
 namespace fer {

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "fer/dataset.h"
+#include "fer/io.h"
 #include "fer/plot.h"
 #include "fer/run_record.h"
 
@@ -17,9 +18,10 @@ namespace fer {
 namespace fs = std::filesystem;
 
 std::string frames_csv_header(const std::vector<std::string>& class_names) {
-  std::string h = "time_s,frame,track,x,y,w,h";
-  for (const auto& c : class_names) h += ",p_" + c;
-  return h + ",label";
+  std::vector<std::string> h = {"time_s", "frame", "track", "x", "y", "w", "h"};
+  for (const auto& c : class_names) h.push_back("p_" + c);
+  h.push_back("label");
+  return csv_row(h);
 }
 
 std::string frames_csv_row(const FrameRecord& r, const std::vector<std::string>& class_names) {
@@ -32,43 +34,27 @@ std::string frames_csv_row(const FrameRecord& r, const std::vector<std::string>&
     row += buf;
   }
   row += ",";
-  row += r.label >= 0 && r.label < static_cast<int>(class_names.size()) ? class_names[r.label] : "";
+  row += r.label >= 0 && r.label < static_cast<int>(class_names.size()) ? csv_field(class_names[r.label]) : "";
   return row;
 }
 
-namespace {
-std::vector<std::string> split_commas(const std::string& line) {
-  std::vector<std::string> out;
-  std::stringstream s(line);
-  std::string field;
-  while (std::getline(s, field, ',')) out.push_back(field);
-  if (!line.empty() && line.back() == ',') out.emplace_back();
-  return out;
-}
-}  // namespace
-
 FramesLog read_frames_csv(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw DataError("cannot open '" + path + "'");
+  CsvReader csv(path);
   FramesLog log;
-  std::string line;
-  if (!std::getline(in, line)) throw DataError(path + ": empty file");
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-  const auto header = split_commas(line);
+  std::vector<std::string> header, f;
+  if (!csv.next(header)) throw DataError(path + ": empty file");
   const std::vector<std::string> fixed = {"time_s", "frame", "track", "x", "y", "w", "h"};
   if (header.size() < fixed.size() + 2 || !std::equal(fixed.begin(), fixed.end(), header.begin()) ||
       header.back() != "label")
-    throw DataError(path + ":1: expected the header " + frames_csv_header({"<class>"}) + ", got '" + line + "'");
+    throw DataError(path + ":1: expected the header " + frames_csv_header({"<class>"}) + ", got '" + csv_row(header) +
+                    "'");
   for (std::size_t i = fixed.size(); i + 1 < header.size(); ++i) {
     if (header[i].rfind("p_", 0) != 0) throw DataError(path + ":1: column '" + header[i] + "' should be p_<class>");
     log.class_names.push_back(header[i].substr(2));
   }
   const std::size_t k = log.class_names.size();
-  for (std::int64_t line_no = 2; std::getline(in, line); ++line_no) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    const auto f = split_commas(line);
-    const std::string where = path + ":" + std::to_string(line_no);
+  while (csv.next(f)) {
+    const std::string where = csv.where();
     if (f.size() != header.size())
       throw DataError(where + ": " + std::to_string(f.size()) + " fields, expected " + std::to_string(header.size()));
     FrameRecord r;
@@ -88,7 +74,7 @@ FramesLog read_frames_csv(const std::string& path) {
       r.height = static_cast<int>(number(f[6]));
       for (std::size_t c = 0; c < k; ++c) r.probabilities.push_back(static_cast<float>(number(f[7 + c])));
     } catch (const std::exception&) {
-      throw DataError(where + ": not a number in '" + line + "'");
+      throw DataError(where + ": not a number in '" + csv_row(f) + "'");
     }
     const auto it = std::find(log.class_names.begin(), log.class_names.end(), f.back());
     if (it == log.class_names.end()) throw DataError(where + ": unknown label '" + f.back() + "'");

@@ -8,25 +8,21 @@
 #include <string>
 #include <vector>
 
+#include "fer/emotions.h"
+#include "fer/io.h"  // DataError
+
 namespace fer {
 
 constexpr int kImageSize = 48;
 constexpr int kImagePixels = kImageSize * kImageSize;
-constexpr int kNumClasses = 7;
-
-// Label order of FER-2013: 0 angry ... 6 neutral.
-const std::vector<std::string>& emotion_names();
-
-// Thrown for malformed input; the message names the file and, for CSV, the line.
-class DataError : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
 
 struct Dataset {
   std::vector<std::uint8_t> pixels;  // size() * kImagePixels, row-major per image
   std::vector<std::int64_t> labels;  // 0..6
   std::vector<std::string> sources;  // "file:line" for CSV rows, the path for image files
+  // Full photos (load_image_folder_with_faces, fer/faces.h) in which no face
+  // was found: listed, never dropped silently. Empty for other sources.
+  std::vector<std::string> no_face;
 
   std::size_t size() const { return labels.size(); }
   const std::uint8_t* image(std::size_t i) const { return pixels.data() + i * kImagePixels; }
@@ -71,9 +67,6 @@ bool is_image_file(const std::string& path);
 // cannot be decoded or has another size.
 std::vector<std::uint8_t> read_face_image(const std::string& path);
 
-// Index of an emotion name (case-insensitive) in emotion_names(), or -1.
-int emotion_index(const std::string& name);
-
 // Either form, chosen by what `path` is (directory -> image folder).
 DatasetSplits load_dataset(const std::string& path);
 
@@ -90,12 +83,5 @@ std::string class_summary(const Dataset& data);
 // Inverse-frequency weights n / (k * n_c) (scikit-learn's "balanced");
 // a class with no images gets weight 0.
 std::vector<float> inverse_frequency_weights(const Dataset& data);
-
-// One split of a folder of full photos reduced to faces (fer/faces.h makes it):
-// a row per image with a face, and the images where none was found.
-struct FaceFolderSplit {
-  Dataset faces;
-  std::vector<std::string> no_face;
-};
 
 }  // namespace fer

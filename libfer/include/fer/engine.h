@@ -18,7 +18,7 @@
 #include "fer/augment.h"
 #include "fer/checkpoint.h"
 #include "fer/model.h"
-#include "fer/plot.h"
+#include "fer/history.h"
 #include "fer/precision.h"
 
 namespace fer {

@@ -45,10 +45,21 @@ EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const D
 EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
                                       const std::string& out_dir, const EvaluationOptions& options);
 
-// The report part alone (no model): metrics, predictions and charts from probabilities.
+// The model part alone: the (ensemble-mean) probabilities [n, classes] row-major.
+// Throws as evaluate_checkpoints.
+struct EnsemblePrediction {
+  std::vector<float> probabilities;
+  std::vector<std::string> class_names;
+};
+EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
+                                       const EvaluationOptions& options);
+
+// The report part alone (no model): metrics, predictions and charts from
+// probabilities; `extra` (an object) is merged into metrics.json, written once.
 EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const std::vector<float>& probabilities,
                                   const std::vector<std::string>& class_names, const std::string& out_dir,
-                                  const EvaluationOptions& options, const std::vector<std::string>& checkpoint_paths);
+                                  const EvaluationOptions& options, const std::vector<std::string>& checkpoint_paths,
+                                  const nlohmann::json& extra = nlohmann::json::object());
 
 // Full photos (fer-eval --detect-faces): each image was reduced to its largest
 // face by load_image_folder_with_faces. The model is evaluated on the images
@@ -61,7 +72,7 @@ struct PhotoEvaluation {
   std::int64_t images = 0, with_face = 0, without_face = 0;
   double accuracy_with_face = 0, accuracy_all_images = 0;
 };
-PhotoEvaluation evaluate_checkpoint_on_photos(const std::string& checkpoint_path, const FaceFolderSplit& photos,
+PhotoEvaluation evaluate_checkpoint_on_photos(const std::string& checkpoint_path, const Dataset& photos,
                                               const std::string& out_dir, const EvaluationOptions& options);
 
 }  // namespace fer

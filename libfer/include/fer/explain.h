@@ -76,9 +76,6 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
 // seeded random order); all of them when count >= pool.size().
 Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t seed);
 
-// Writes a float32 array in numpy's .npy format (C order).
-void write_npy(const std::string& path, const std::vector<float>& data, const std::vector<std::size_t>& shape);
-
 // Parses "all", "pred", "top:K" (K in 1..classes). Throws std::invalid_argument.
 struct ClassSelection {
   enum Kind { all, pred, top } kind = pred;

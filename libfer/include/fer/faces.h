@@ -118,13 +118,10 @@ struct DetectedFace {
 DetectedFace detect_largest_face(const FaceDetector& detector, const std::string& image_path);
 
 // An image folder of full photos (the layout of load_image_folder, any image
-// size): each image becomes its largest face (FaceFolderSplit, fer/dataset.h);
-// images without one are listed.
-struct FaceFolder {
-  FaceFolderSplit train, val, test;
-};
+// size): each image becomes its largest face; images without one are listed
+// in their split's Dataset::no_face.
 // Throws DataError for unknown split/class folders and undecodable images.
 // Crops follow detector.config() (margin, align).
-FaceFolder load_image_folder_with_faces(const std::string& root, const FaceDetector& detector);
+DatasetSplits load_image_folder_with_faces(const std::string& root, const FaceDetector& detector);
 
 }  // namespace fer

@@ -5,7 +5,7 @@
 
 #include "fer/checkpoint.h"
 #include "fer/dataset.h"
-#include "fer/lime.h"
+#include "fer/predictor.h"
 #include "fer/model.h"
 #include "fer/precision.h"
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "fer/predictor.h"
+
 namespace cv {
 class Mat;
 }
@@ -29,9 +31,6 @@ struct LimeOptions {
   double ridge_alpha = 1.0;
   uint64_t seed = 0;
 };
-
-// Images are float [n, h*w] row-major (one channel); returns [n, classes] scores.
-using BatchPredictor = std::function<std::vector<float>(const std::vector<float>& images, int n)>;
 
 struct LimeExplanation {
   std::vector<int32_t> segments;  // h*w superpixel id per pixel, ids 0..num_segments-1

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "fer/faithfulness.h"
+#include "fer/history.h"
 #include "fer/metrics.h"
 
 namespace fer {
@@ -35,15 +36,6 @@ void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std:
 // Requires a non-empty report.
 void plot_faithfulness_curves(const FaithfulnessReport& report, const std::string& title,
                               const std::string& png_path);
-
-struct EpochRecord {
-  int epoch = 0;
-  double lr = 0, train_loss = 0, train_accuracy = 0, val_loss = 0, val_accuracy = 0, seconds = 0;
-};
-
-// history.csv as written by training (header: epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds).
-std::vector<EpochRecord> read_history_csv(const std::string& path);
-void write_history_csv(const std::vector<EpochRecord>& history, const std::string& path);
 
 // Emotion trend charts (fer-live, fer-trends); one colour per class throughout.
 // Pie of each class's share of `counts` (classes with 0 left out).

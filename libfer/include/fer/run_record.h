@@ -1,8 +1,7 @@
-// What every run writes next to its results: the environment it ran in, and
-// files replaced atomically so a killed run never leaves half a file.
+// What every run writes next to its results: the environment it ran in.
 #pragma once
 
-#include <torch/torch.h>
+#include <c10/core/Device.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
@@ -11,9 +10,6 @@ namespace fer {
 
 // Versions (LibTorch, OpenCV, compiler), device, threads, git revision, host,
 // start time and LibTorch's build configuration, plus `extra` merged in.
-nlohmann::json environment_json(const torch::Device& device, int threads, const nlohmann::json& extra = {});
-
-// Writes `text` to path.tmp, then renames it over `path`. Throws std::runtime_error.
-void write_text_atomic(const std::string& path, const std::string& text);
+nlohmann::json environment_json(const c10::Device& device, int threads, const nlohmann::json& extra = {});
 
 }  // namespace fer

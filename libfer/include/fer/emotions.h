@@ -1,0 +1,30 @@
+// The seven FER-2013 emotions: their names, in label order, and one colour
+// each, used by every chart and overlay so a class looks the same everywhere.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fer {
+
+constexpr int kNumClasses = 7;
+
+// Label order of FER-2013: 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral.
+const std::vector<std::string>& emotion_names();
+
+// "angry, disgust, ..., neutral", for messages.
+std::string emotion_name_list();
+
+// Index of an emotion name (case-insensitive) in emotion_names(), or -1.
+int emotion_index(const std::string& name);
+
+struct Rgb {
+  std::uint8_t r, g, b;
+};
+// The colour of class c (cycling after seven): matplotlib's tab10 hues.
+Rgb class_colour(std::size_t c);
+// The same as "#rrggbb".
+std::string class_colour_hex(std::size_t c);
+
+}  // namespace fer

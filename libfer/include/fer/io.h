@@ -1,0 +1,81 @@
+// Files, written once: atomic replacement, CSV with quoting, numpy's .npy.
+//
+//   fer::write_text_atomic("run/metrics.json", json.dump(2));
+//   fer::CsvReader csv("fer2013.csv.gz");           // .gz read transparently
+//   std::vector<std::string> row;
+//   while (csv.next(row)) use(row, csv.where());   // where(): "fer2013.csv.gz:17"
+//
+// Every function throws std::runtime_error (DataError for malformed input)
+// naming the file, and the line for CSV.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace fer {
+
+// Thrown for malformed input; the message names the file and, for CSV, the line.
+class DataError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// --- whole files, replaced atomically: a killed run never leaves half a file ---
+
+// Writes `text` to path.tmp, then renames it over `path`.
+void write_text_atomic(const std::string& path, const std::string& text);
+
+// Calls write(path.tmp) (for writers that want a path: LibTorch's archives),
+// then renames the file over `path`. A throwing writer leaves `path` as it was.
+void replace_file_atomically(const std::string& path, const std::function<void(const std::string& tmp)>& write);
+
+// --- CSV (RFC 4180: a field with a comma, quote or line break is quoted, quotes doubled) ---
+
+std::string csv_field(const std::string& text);
+// The fields, quoted where needed and joined by commas (no line break).
+std::string csv_row(const std::vector<std::string>& fields);
+// Splits one record; quoted fields may hold commas and doubled quotes.
+std::vector<std::string> parse_csv_row(const std::string& record);
+
+// Reads a .csv or .csv.gz record by record (gzip is detected, plain files pass
+// through); a quoted field may span lines. CR-LF line ends are accepted.
+class CsvReader {
+ public:
+  explicit CsvReader(const std::string& path);  // throws DataError when it cannot open
+  ~CsvReader();
+  CsvReader(const CsvReader&) = delete;
+  CsvReader& operator=(const CsvReader&) = delete;
+
+  // The next record's fields; false at the end. Blank lines are skipped.
+  bool next(std::vector<std::string>& fields);
+  // The next record as raw text (no splitting: for wide rows parsed in place).
+  bool next_line(std::string& record);
+  // "path:line" of the record last read (its first line).
+  std::string where() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  bool read_physical_line(std::string& line);
+  std::string path_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::int64_t line_ = 0, record_line_ = 0;
+};
+
+// --- numpy .npy (float32, C order) ---
+
+std::string npy_float32_bytes(const float* data, const std::vector<std::int64_t>& shape);
+// Parses such bytes; `what` names the source in errors (DataError).
+struct NpyArray {
+  std::vector<std::int64_t> shape;
+  std::vector<float> values;
+};
+NpyArray parse_npy_float32(const std::string& bytes, const std::string& what);
+// Writes a float32 array atomically. Requires the shape's product to equal data.size().
+void write_npy(const std::string& path, const std::vector<float>& data, const std::vector<std::size_t>& shape);
+
+}  // namespace fer
