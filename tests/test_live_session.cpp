@@ -17,6 +17,7 @@
 
 #include "fer/dataset.h"
 #include "fer/live_session.h"
+#include "fer/live_sinks.h"
 #include "fer/trends.h"
 #include "fer/wellbeing.h"
 #include "test_util.h"

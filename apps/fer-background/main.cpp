@@ -8,6 +8,7 @@
 #include "fer/background.h"
 #include "fer/dataset.h"
 #include "fer/inference.h"
+#include "fer/runtime.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Add a DeepSHAP background summary (k-means centroids of the training faces) to a checkpoint, atomically"};

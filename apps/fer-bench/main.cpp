@@ -12,6 +12,7 @@
 #include "fer/lime.h"
 #include "fer/inference.h"
 #include "fer/model.h"
+#include "fer/runtime.h"
 
 namespace {
 

@@ -7,6 +7,7 @@
 #include "fer/dataset.h"
 #include "fer/config.h"
 #include "fer/evaluate.h"
+#include "fer/runtime.h"
 #if FER_WITH_OPENCV
 #include "fer/faces.h"
 #endif
@@ -85,6 +86,7 @@ int main(int argc, char** argv) {
   else if (tta.empty()) tta = "flip";
 
   return fer_app::run_main([&] {
+    fer::configure_cpu_runtime(threads);
     if (models.size() > 1 && detect_faces) throw std::runtime_error("--detect-faces evaluates one --model, not an ensemble");
     for (auto& m : models) m = fer_app::resolve_model(m, argv[0]);
     const std::string& model = models.front();
@@ -102,7 +104,6 @@ int main(int argc, char** argv) {
     options.precision = precision;
     options.batch_size = batch_size;
     options.device = device;
-    options.threads = threads;
     options.charts = !no_charts;
     options.split = split;
     options.data_source = data_path;

@@ -10,6 +10,7 @@
 #include "fer/dataset.h"
 #include "fer/explain.h"
 #include "fer/faces.h"
+#include "fer/runtime.h"
 
 namespace {
 namespace fs = std::filesystem;
@@ -108,6 +109,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
+    fer::configure_cpu_runtime(threads);
     model = fer_app::resolve_model(model, argv[0]);
     fer::Config config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
     for (const auto& o : overrides) fer::apply_override(config, o);
@@ -129,7 +131,6 @@ int main(int argc, char** argv) {
     options.seed = seed;
     options.save_raw = save_raw;
     options.device = device;
-    options.threads = threads;
     options.precision = precision;
     options.faithfulness = !no_faithfulness;
     options.faithfulness_steps = faithfulness_steps;

@@ -5,6 +5,7 @@
 
 #include "app_common.h"
 #include "fer/config.h"
+#include "fer/runtime.h"
 #include "fer/train.h"
 
 int main(int argc, char** argv) {
@@ -35,6 +36,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     const std::string run_dir = out.empty() ? (std::filesystem::path("experiments") / config.name).string() : out;
+    fer::configure_cpu_runtime(config.train.threads);
     const auto summary = fer::train({config, run_dir, resume});
     std::printf("run directory: %s\nbest epoch %d (val loss %.4f), validation accuracy %.4f, balanced accuracy %.4f\n",
                 summary.run_dir.c_str(), summary.best_epoch, summary.best_val_loss, summary.final_val_accuracy,

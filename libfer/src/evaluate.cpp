@@ -8,6 +8,7 @@
 #include "fer/inference.h"
 #include "fer/io.h"
 #include "fer/plot.h"
+#include "fer/progress.h"
 #include "fer/run_record.h"
 
 namespace fer {
@@ -110,14 +111,13 @@ EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoin
                                        const EvaluationOptions& options) {
   if (data.size() == 0) throw std::runtime_error("cannot evaluate on an empty split '" + options.split + "'");
   if (checkpoint_paths.empty()) throw std::runtime_error("no checkpoint to evaluate");
-  configure_cpu_runtime(options.threads);
   const auto device = resolve_device(options.device);
   PredictOptions predict;
   predict.batch_size = options.batch_size;
   predict.tta = parse_tta(options.tta);
   predict.precision = parse_precision(options.precision);
   check_precision_supported(predict.precision, device);
-  predict.progress = options.progress;
+  if (options.progress) predict.progress = progress_bars();
   predict.progress_label = "eval " + options.split;
   std::vector<LoadedCheckpoint> members;
   for (const auto& path : checkpoint_paths) {

@@ -561,7 +561,6 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
                              const BackgroundSummary& background, const std::string& out_dir,
                              const ExplainOptions& options) {
   const auto started = std::chrono::steady_clock::now();
-  configure_cpu_runtime(options.threads);
   fs::create_directories(out_dir);
   BatchExplainer explainer(checkpoint, background, out_dir, options);
   const auto& names = explainer.names();

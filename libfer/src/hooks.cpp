@@ -325,8 +325,8 @@ void LoggingHook::before_epoch(TrainerBase&) {
 
 void LoggingHook::after_step(TrainerBase& trainer) {
   const auto& p = trainer.progress();
-  if (!bar_)
-    bar_ = std::make_unique<ProgressBar>(p.steps_per_epoch, fmt::format("epoch {:3d}/{}", p.epoch, p.max_epochs));
+  if (!progress_) return;
+  if (!bar_) bar_ = progress_(p.steps_per_epoch, fmt::format("epoch {:3d}/{}", p.epoch, p.max_epochs));
   bar_->advance(1, p.images_in_step, p.step % 20 == 0 ? fmt::format("loss {:.4f}", p.loss.item<double>()) : "");
 }
 

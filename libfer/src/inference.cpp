@@ -1,12 +1,7 @@
 #include "fer/inference.h"
 
-#include <thread>
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
 
 #include "fer/augment.h"
-#include "fer/progress.h"
 
 namespace fer {
 
@@ -27,18 +22,6 @@ torch::Device resolve_device(const std::string& spec) {
                                " CUDA device(s) are present");
   }
   return device;
-}
-
-int configure_cpu_runtime(int threads, bool keep_freed_memory) {
-#ifdef __GLIBC__
-  if (keep_freed_memory) {
-    mallopt(M_MMAP_MAX, 0);                    // big blocks come from the heap...
-    mallopt(M_TRIM_THRESHOLD, -1);       // ...and stay there once freed (-1: never trim)
-  }
-#endif
-  const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(n);
-  return torch::get_num_threads();
 }
 
 torch::Tensor images_tensor(const Dataset& data) {
@@ -117,8 +100,8 @@ torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& 
   model.eval();
   const int64_t n = images_u8.size(0);
   std::vector<torch::Tensor> chunks;
-  std::unique_ptr<ProgressBar> bar;
-  if (options.progress) bar = std::make_unique<ProgressBar>(n, options.progress_label);
+  std::unique_ptr<ProgressSink> bar;
+  if (options.progress) bar = options.progress(n, options.progress_label);
   for (int64_t start = 0; start < n; start += options.batch_size) {
     const int64_t end = std::min(n, start + options.batch_size);
     const auto idx = torch::arange(start, end, torch::kInt64).to(images_u8.device());

@@ -1,7 +1,5 @@
 #include "fer/live_session.h"
 
-#include <spdlog/spdlog.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -9,11 +7,14 @@
 
 #include "fer/checkpoint.h"
 #include "fer/dataset.h"
+#include "fer/emotions.h"
 #include "fer/inference.h"
 
 namespace fer {
 
 namespace {
+
+cv::Scalar bgr(const Rgb& rgb) { return cv::Scalar(rgb.b, rgb.g, rgb.r); }  // OpenCV's channel order
 
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
@@ -92,6 +93,36 @@ class ModelFaceAnalyzer : public FaceAnalyzer {
 };
 
 }  // namespace
+
+void draw_face_overlay(cv::Mat& frame, const cv::Rect& box, int track, const std::vector<float>& probabilities,
+                       const std::vector<std::string>& class_names) {
+  const int k = static_cast<int>(probabilities.size());
+  const int label = static_cast<int>(std::max_element(probabilities.begin(), probabilities.end()) - probabilities.begin());
+  const cv::Scalar colour = bgr(class_colour(static_cast<std::size_t>(label)));
+  cv::rectangle(frame, box, colour, 2, cv::LINE_AA);
+  char text[96];
+  std::snprintf(text, sizeof text, "#%d %s %.0f%%", track, label < (int)class_names.size() ? class_names[label].c_str() : "?",
+                100.0 * probabilities[label]);
+  int baseline = 0;
+  const double scale = 0.5;
+  const cv::Size ts = cv::getTextSize(text, cv::FONT_HERSHEY_SIMPLEX, scale, 1, &baseline);
+  const int ty = box.y - 6 >= ts.height ? box.y - 6 : box.y + box.height + ts.height + 6;
+  cv::rectangle(frame, cv::Point(box.x, ty - ts.height - 3), cv::Point(box.x + ts.width + 4, ty + 3), colour, cv::FILLED);
+  cv::putText(frame, text, cv::Point(box.x + 2, ty), cv::FONT_HERSHEY_SIMPLEX, scale, cv::Scalar(255, 255, 255), 1, cv::LINE_AA);
+  // One bar per class beside the box (right side when it fits, else left).
+  const int bar_h = 9, bar_w = 60, label_w = 22, panel_w = label_w + bar_w + 4;
+  int px = box.x + box.width + 4;
+  if (px + panel_w > frame.cols) px = std::max(0, box.x - panel_w - 4);
+  const int py = std::max(0, std::min(box.y, frame.rows - k * (bar_h + 2)));
+  for (int c = 0; c < k; ++c) {
+    const int y = py + c * (bar_h + 2);
+    cv::rectangle(frame, cv::Rect(px, y, panel_w, bar_h + 1), cv::Scalar(0, 0, 0), cv::FILLED);
+    const std::string name = c < (int)class_names.size() ? class_names[c].substr(0, 3) : std::to_string(c);
+    cv::putText(frame, name, cv::Point(px + 1, y + bar_h - 1), cv::FONT_HERSHEY_PLAIN, 0.6, cv::Scalar(255, 255, 255), 1);
+    const int w = static_cast<int>(std::lround(std::clamp(probabilities[c], 0.0f, 1.0f) * bar_w));
+    if (w > 0) cv::rectangle(frame, cv::Rect(px + label_w, y + 1, w, bar_h - 1), bgr(class_colour(c)), cv::FILLED);
+  }
+}
 
 std::unique_ptr<FaceAnalyzer> make_model_analyzer(const std::string& checkpoint, const Config& config,
                                                   const torch::Device& device) {
@@ -220,7 +251,7 @@ LiveSummary LiveSession::finish(LiveSummary summary) {
       if (!remaining.empty()) sink->on_tracks_ended(remaining, current_.time_s);
       sink->on_end(summary);
     } catch (const std::exception& e) {
-      spdlog::error("{} failed while closing: {}", sink->name(), e.what());
+      summary.warnings.push_back(sink->name() + " failed while closing: " + e.what());
     }
   }
   return summary;

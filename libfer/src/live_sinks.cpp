@@ -13,7 +13,7 @@
 #include <opencv2/videoio.hpp>
 #include <thread>
 
-#include "fer/live_session.h"
+#include "fer/live_sinks.h"
 #include "fer/trends.h"
 #include "fer/wellbeing.h"
 

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <memory>
 
 namespace fer {
 
@@ -14,6 +15,12 @@ std::string format_duration(double seconds) {
   else if (s >= 60) std::snprintf(buf, sizeof buf, "%ldm%02lds", s / 60, s % 60);
   else std::snprintf(buf, sizeof buf, "%lds", s);
   return buf;
+}
+
+ProgressFactory progress_bars(const std::string& unit) {
+  return [unit](std::int64_t total, const std::string& label) -> std::unique_ptr<ProgressSink> {
+    return std::make_unique<ProgressBar>(total, label, unit);
+  };
 }
 
 ProgressBar::ProgressBar(std::int64_t total, std::string label, std::string unit, std::FILE* out)

@@ -120,7 +120,7 @@ void register_hooks(SupervisedTrainer& trainer, const Config& cfg, const TrainDa
   trainer.register_hook(std::move(best));
   trainer.register_hook(std::move(history));
   trainer.register_hook(std::make_shared<CheckpointHook>(run_dir, meta));
-  trainer.register_hook(std::make_shared<LoggingHook>(log));
+  trainer.register_hook(std::make_shared<LoggingHook>(log, progress_bars()));
 }
 
 void evaluate_run(const Config& cfg, const DatasetSplits& splits, const std::string& run_dir, spdlog::logger& log,
@@ -130,7 +130,6 @@ void evaluate_run(const Config& cfg, const DatasetSplits& splits, const std::str
   eval.precision = cfg.eval.precision;
   eval.batch_size = cfg.train.eval_batch_size;
   eval.device = cfg.train.device;
-  eval.threads = cfg.train.threads;
   eval.history_csv = (fs::path(run_dir) / "history.csv").string();
   eval.split = "val";
   eval.data_source = cfg.data.path;
@@ -189,7 +188,7 @@ TrainSummary train(const TrainRequest& request) {
   auto log = make_run_logger(path("train.log"));
   const LogFn log_line = [log](const std::string& m) { log->info("{}", m); };
 
-  const int threads = configure_cpu_runtime(cfg.train.threads);
+  const int threads = torch::get_num_threads();  // train.threads: fer-train applies it at start
   const auto device = resolve_device(cfg.train.device);
   configure_determinism(cfg.train.deterministic);
   check_precision_supported(parse_precision(cfg.train.precision), device);

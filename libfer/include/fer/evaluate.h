@@ -16,7 +16,6 @@ struct EvaluationOptions {
   std::string precision = "fp32";   // fp32 | bf16 | fp16
   int batch_size = 64;
   std::string device = "auto";
-  int threads = 0;
   bool charts = true;        // needs gnuplot; without it the charts are skipped with a warning
   bool progress = true;
   std::string history_csv;   // when set, also plot training curves from it

@@ -43,7 +43,6 @@ struct ExplainOptions {
   // (bf16 on a CPU with native bf16, else fp32) | fp32 | bf16 | fp16 (CUDA).
   // DeepSHAP always runs in fp32 (additivity).
   std::string precision = "auto";
-  int threads = 0;
   bool progress = true;
   // Deletion/insertion curves for SHAP, LIME and a random ranking of each image's
   // predicted class (2*(steps+1) forward passes per method and image).

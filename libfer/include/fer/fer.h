@@ -1,9 +1,13 @@
 // libfer: facial emotion recognition on FER-2013 with LibTorch and OpenCV.
+// Two libraries: fer::core computes and reports only through callbacks
+// (fer/callbacks.h); fer::report writes charts and files on top of it. A
+// program sets the process-wide CPU settings once (fer/runtime.h).
 //
 // Train the paper's CNN from a config, then evaluate the best checkpoint:
 //
 //   #include <fer/fer.h>
 //
+//   fer::configure_cpu_runtime(/*threads=*/0);   // once, at start
 //   fer::Config cfg = fer::load_config("configs/paper_cnn.yaml");
 //   cfg.data.path = "fer2013.csv.gz";
 //   fer::TrainSummary run = fer::train({cfg, "experiments/paper_cnn", /*resume=*/true});
@@ -29,6 +33,7 @@
 
 #include "fer/augment.h"
 #include "fer/background.h"
+#include "fer/callbacks.h"
 #include "fer/checkpoint.h"
 #include "fer/config.h"
 #include "fer/dataset.h"
@@ -49,6 +54,7 @@
 #include "fer/predictor.h"
 #include "fer/progress.h"
 #include "fer/run_record.h"
+#include "fer/runtime.h"
 #include "fer/train.h"
 #include "fer/trends.h"
 #include "fer/wellbeing.h"
@@ -57,5 +63,6 @@
 #include "fer/yunet.h"
 #include "fer/live.h"
 #include "fer/live_session.h"
+#include "fer/live_sinks.h"
 #include "fer/tracking.h"
 #endif

@@ -10,12 +10,9 @@
 
 #include "fer/engine.h"
 #include "fer/optim.h"
-#include "fer/progress.h"
+#include "fer/callbacks.h"
 
 namespace fer {
-
-// Receives one log line (fer::train routes it to the console and train.log).
-using LogFn = std::function<void(const std::string& message)>;
 
 // Thrown by DivergenceGuard: the message names the epoch, the batch and the rate.
 class DivergenceError : public std::runtime_error {
@@ -147,17 +144,21 @@ void restore_training_state(SupervisedTrainer& trainer, const Blobs& blobs);
 // The blob names restore_training_state reads (for load_checkpoint).
 std::vector<std::string> training_state_blob_names();
 
-// A progress bar per epoch and one log line per epoch.
+// One log line per epoch and, given a progress factory, a progress sink per
+// epoch (fer::train routes the lines to the console and train.log, the progress
+// to a bar).
 class LoggingHook : public HookBase {
  public:
-  explicit LoggingHook(LogFn log) : log_(std::move(log)) {}
+  explicit LoggingHook(LogFn log, ProgressFactory progress = nullptr)
+      : log_(std::move(log)), progress_(std::move(progress)) {}
   void before_epoch(TrainerBase& trainer) override;
   void after_step(TrainerBase& trainer) override;
   void after_epoch(TrainerBase& trainer) override;
 
  private:
   LogFn log_;
-  std::unique_ptr<ProgressBar> bar_;
+  ProgressFactory progress_;
+  std::unique_ptr<ProgressSink> bar_;
 };
 
 // Stops training at the first non-finite loss or gradient, or a loss above

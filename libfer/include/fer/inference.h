@@ -3,6 +3,7 @@
 
 #include <torch/torch.h>
 
+#include "fer/callbacks.h"
 #include "fer/checkpoint.h"
 #include "fer/dataset.h"
 #include "fer/predictor.h"
@@ -14,15 +15,6 @@ namespace fer {
 // "auto" -> CUDA when available, else CPU; "cpu"; "cuda" / "cuda:N".
 // Throws std::runtime_error when CUDA is asked for and not available.
 torch::Device resolve_device(const std::string& spec);
-
-// Process-wide CPU settings for LibTorch work; returns the threads in use.
-// - intra-op threads (0 = all cores);
-// - glibc malloc keeps freed memory instead of returning it to the kernel.
-//   Without this, every activation above glibc's mmap threshold (e.g. the
-//   75 MB first conv output of a 256-image batch) is mmap'd, page-faulted and
-//   unmapped on every pass: a 256-image forward pass ran at ~120 img/s instead
-//   of ~1000, and a training step at ~210 instead of ~330 img/s (fer-bench).
-int configure_cpu_runtime(int threads, bool keep_freed_memory = true);
 
 // The images of `data` as a uint8 tensor [N,48,48] (a copy, CPU).
 torch::Tensor images_tensor(const Dataset& data);
@@ -47,7 +39,7 @@ struct PredictOptions {
   Tta tta = Tta::none;
   int64_t input_size = 48;       // the model's input: centre crop (or ten crops) of this size
   Precision precision = Precision::fp32;
-  bool progress = false;
+  ProgressFactory progress;  // null: silent
   std::string progress_label = "predict";
 };
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "fer/config.h"
+#include "fer/live_session.h"  // LiveSummary
 
 namespace fer {
 
@@ -44,34 +45,11 @@ struct LiveOptions {
   std::function<void(const cv::Mat& annotated)> video_sink;
 };
 
-// Seconds spent in each stage, summed over the session.
-struct StageSeconds {
-  double decode = 0, detect = 0, classify = 0, draw = 0, write = 0;
-};
-
-struct LiveSummary {
-  std::int64_t frames = 0;          // frames processed
-  std::int64_t skipped_frames = 0;  // empty, corrupt or wrongly sized frames (not processed)
-  std::int64_t frames_with_faces = 0;
-  std::int64_t faces = 0;           // rows of frames.csv
-  int tracks = 0;
-  int alerts = 0;
-  double seconds = 0;               // wall time of the frame loop
-  double fps = 0;                   // frames / seconds
-  StageSeconds stages;
-  std::string end_reason;           // end of stream | stopped | display closed | max frames | camera disconnected
-  std::vector<std::string> files;   // what was written
-};
-
 // Requires options.source and options.out_dir. Throws std::runtime_error when
 // the source cannot be opened (naming it), the checkpoint or cascade cannot be
 // loaded, or the output cannot be written. Once frames flow, every way of
 // ending (end of stream, stop flag, callback, camera loss) closes the session
 // the same way: logs flushed, video finalised, trends and summary written.
 LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options);
-
-// Draws one face: box, "#id label confidence" and a bar per class probability.
-void draw_face_overlay(cv::Mat& frame, const cv::Rect& box, int track, const std::vector<float>& probabilities,
-                       const std::vector<std::string>& class_names);
 
 }  // namespace fer

@@ -4,7 +4,7 @@
 // loop that reads a camera or file stays outside, as in run_live():
 //
 //   fer::LiveSession session(fer::make_model_analyzer("best.pt", config, device), config.live);
-//   session.add_sink(fer::make_frames_csv_sink("out", session.class_names(), config.live));
+//   session.add_sink(fer::make_frames_csv_sink("out", session.class_names(), config.live));  // fer/live_sinks.h
 //   while (camera.read(frame)) {
 //     session.process(frame, seconds_since_start());
 //     if (!session.failure().empty()) break;   // a sink failed: end cleanly
@@ -24,10 +24,33 @@
 
 #include "fer/config.h"
 #include "fer/faces.h"
-#include "fer/live.h"
 #include "fer/tracking.h"
 
 namespace fer {
+
+// Seconds spent in each stage, summed over the session.
+struct StageSeconds {
+  double decode = 0, detect = 0, classify = 0, draw = 0, write = 0;
+};
+
+struct LiveSummary {
+  std::int64_t frames = 0;          // frames processed
+  std::int64_t skipped_frames = 0;  // empty, corrupt or wrongly sized frames (not processed)
+  std::int64_t frames_with_faces = 0;
+  std::int64_t faces = 0;           // rows of frames.csv
+  int tracks = 0;
+  int alerts = 0;
+  double seconds = 0;               // wall time of the frame loop
+  double fps = 0;                   // frames / seconds
+  StageSeconds stages;
+  std::string end_reason;           // end of stream | stopped | display closed | max frames | camera disconnected
+  std::vector<std::string> files;   // what was written
+  std::vector<std::string> warnings;  // e.g. a sink that failed while closing (the session still ended)
+};
+
+// Draws one face: box, "#id label confidence" and a bar per class probability.
+void draw_face_overlay(cv::Mat& frame, const cv::Rect& box, int track, const std::vector<float>& probabilities,
+                       const std::vector<std::string>& class_names);
 
 struct FaceObservation {
   int track = 0;
@@ -121,35 +144,6 @@ class LiveSession {
   std::string failure_;
   bool finished_ = false;
 };
-
-// frames.csv: one row per face per frame (numbers only, no pixels), flushed
-// every frame. With live.frames_rotate_s > 0 the rows go to frames.<N>.csv,
-// N = floor(time / frames_rotate_s), and only the newest live.frames_keep
-// files are kept.
-std::unique_ptr<LiveSink> make_frames_csv_sink(const std::string& out_dir, const std::vector<std::string>& class_names,
-                                               const LiveConfig& config);
-
-// The wellbeing monitor: alerts.jsonl (one JSON object per alert, `context`
-// keys added), the alert command, and summary.alerts.
-std::unique_ptr<LiveSink> make_alert_sink(const std::string& out_dir, const std::vector<std::string>& class_names,
-                                          const AlertConfig& config, const nlohmann::json& context);
-
-// Trends: summary.json ({"session": ...} from the LiveSummary and `context`),
-// tracks.jsonl (one line per ended track) and, when `charts`, the PNGs.
-// Memory is bounded whatever the session's length (TrendOptions).
-std::unique_ptr<LiveSink> make_trend_sink(const std::string& out_dir, const std::vector<std::string>& class_names,
-                                          const LiveConfig& config, bool charts, const nlohmann::json& context);
-
-// Writes the (annotated) frames at `fps` by their timestamps, duplicating or
-// dropping frames so the video plays at real time. Encodes on its own thread.
-// `encoder` receives each output frame; empty: annotated.mp4 in out_dir with
-// live.video_codec, opened at the first frame's size.
-using VideoEncoder = std::function<void(const cv::Mat&)>;
-std::unique_ptr<LiveSink> make_video_sink(const std::string& out_dir, const LiveConfig& config, double fps,
-                                          VideoEncoder encoder = {});
-
-// crops/track_<id>/frame_<index>.png: the 48x48 model inputs (privacy: off by default).
-std::unique_ptr<LiveSink> make_crops_sink(const std::string& out_dir);
 
 // How many copies of a frame at `time_s` keep a video of `fps` frames per
 // second in step with time (0: drop it). The first frame sets time zero.

@@ -7,20 +7,22 @@
 #include <cstdio>
 #include <string>
 
+#include "fer/callbacks.h"
+
 namespace fer {
 
-class ProgressBar {
+class ProgressBar : public ProgressSink {
  public:
   // `unit` names what is counted in the rate ("img" -> "img/s").
   ProgressBar(std::int64_t total, std::string label, std::string unit = "img", std::FILE* out = stderr);
-  ~ProgressBar();
+  ~ProgressBar() override;
   ProgressBar(const ProgressBar&) = delete;
   ProgressBar& operator=(const ProgressBar&) = delete;
 
   // Advances by `steps` and `items` (items drive the rate, steps the bar);
   // `status` is appended (e.g. "loss 1.23").
-  void advance(std::int64_t steps, std::int64_t items, const std::string& status = "");
-  void finish();
+  void advance(std::int64_t steps, std::int64_t items, const std::string& status = "") override;
+  void finish() override;
   double elapsed_seconds() const;
 
  private:
@@ -32,6 +34,9 @@ class ProgressBar {
   int last_decile_ = -1;
   std::chrono::steady_clock::time_point start_, last_draw_;
 };
+
+// The core's progress callback drawing a ProgressBar per loop on stderr.
+ProgressFactory progress_bars(const std::string& unit = "img");
 
 // "1h02m", "3m05s", "12s"
 std::string format_duration(double seconds);
