@@ -1,5 +1,6 @@
 // fer-bench: training and inference throughput of an architecture on this machine.
 #include <CLI/CLI.hpp>
+#include <torch/torch.h>
 #include <chrono>
 #include <cstdio>
 

@@ -1,5 +1,7 @@
 // Uses the installed package: builds the paper CNN and checks its output shape
 // and parameter count (5,016,167 for the paper's CNN).
+#include <torch/torch.h>
+
 #include <cstdio>
 
 #include "fer/model.h"

@@ -3,7 +3,9 @@
 // All work happens on the device that holds the batch.
 #pragma once
 
-#include <torch/torch.h>
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "fer/config.h"
 
@@ -37,50 +39,50 @@ struct MixOptions {
 // Requires x: [B,C,H,W] floating point with values in [0,1].
 // Ensures: [B,C,crop_size,crop_size] (or H,W without a crop), same dtype and device, values in [0,1].
 // Random draws come from `generator` (CPU) so results do not depend on the device.
-torch::Tensor augment_batch(const torch::Tensor& x, const AugmentOptions& options, torch::Generator& generator);
+at::Tensor augment_batch(const at::Tensor& x, const AugmentOptions& options, at::Generator& generator);
 
 // A CPU random generator seeded with `seed` (public ATen API: the same on
 // LibTorch 1.13 and 2.x). Every random draw of training comes from one.
-torch::Generator make_cpu_generator(uint64_t seed);
+at::Generator make_cpu_generator(uint64_t seed);
 
 // Mirrors left-right the images whose `mask` entry is true ([B] bool).
-torch::Tensor flip_where(const torch::Tensor& x, const torch::Tensor& mask);
+at::Tensor flip_where(const at::Tensor& x, const at::Tensor& mask);
 
 // Rotation (degrees, counter-clockwise) and zoom (>1 enlarges) per image,
 // sampled bilinearly with edge replication ([B] float tensors).
-torch::Tensor rotate_zoom(const torch::Tensor& x, const torch::Tensor& degrees, const torch::Tensor& scale);
+at::Tensor rotate_zoom(const at::Tensor& x, const at::Tensor& degrees, const at::Tensor& scale);
 
 // x * brightness, then (x - mean) * contrast + mean, clamped to [0,1] ([B] factors).
-torch::Tensor adjust_brightness_contrast(const torch::Tensor& x, const torch::Tensor& brightness,
-                                         const torch::Tensor& contrast);
+at::Tensor adjust_brightness_contrast(const at::Tensor& x, const at::Tensor& brightness,
+                                         const at::Tensor& contrast);
 
 // Random crops of `size` after padding each side by `padding` pixels (edge
 // replication), one offset per image drawn from `generator`. Requires
 // size <= H + 2*padding. Ensures [B,C,size,size].
-torch::Tensor random_crop(const torch::Tensor& x, int64_t size, int64_t padding, torch::Generator& generator);
+at::Tensor random_crop(const at::Tensor& x, int64_t size, int64_t padding, at::Generator& generator);
 
 // The centred size x size window (floor of the margin on the top/left, as torchvision).
-torch::Tensor center_crop(const torch::Tensor& x, int64_t size);
+at::Tensor center_crop(const at::Tensor& x, int64_t size);
 
 // Random erasing (Zhong et al.; torchvision's RandomErasing with value 0): with
 // probability p per image, one box of area share in [0.02, 0.33] and aspect in
 // [0.3, 3.3] (log-uniform) set to 0. A box that does not fit after 10 tries is skipped.
-torch::Tensor random_erase(const torch::Tensor& x, double p, torch::Generator& generator);
+at::Tensor random_erase(const at::Tensor& x, double p, at::Generator& generator);
 
 // A mixed batch: x = lam * x + (1 - lam) * x[perm] (mixup) or x with a box of
 // x[perm] pasted in (CutMix, lam = the share of pixels kept from x). The loss is
 // lam * loss(target_a) + (1 - lam) * loss(target_b).
 struct MixedBatch {
-  torch::Tensor x, target_a, target_b;
+  at::Tensor x, target_a, target_b;
   double lam = 1.0;
 };
 // Requires options.enabled(). One draw of lam (and box) per batch, as in the
 // papers' reference code. With both alphas set, each batch uses one at random.
-MixedBatch mix_batch(const torch::Tensor& x, const torch::Tensor& labels, const MixOptions& options,
-                     torch::Generator& generator);
+MixedBatch mix_batch(const at::Tensor& x, const at::Tensor& labels, const MixOptions& options,
+                     at::Generator& generator);
 
 // uint8 images [N,48,48] (contiguous, as in Dataset::pixels) -> float [B,1,48,48]
 // in [0,1] on `device`, for the rows in `indices`.
-torch::Tensor to_model_input(const torch::Tensor& images_u8, const torch::Tensor& indices, const torch::Device& device);
+at::Tensor to_model_input(const at::Tensor& images_u8, const at::Tensor& indices, const c10::Device& device);
 
 }  // namespace fer

@@ -8,7 +8,7 @@
 //   auto shap_refs = fer::load_background("best.pt");           // std::optional
 #pragma once
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
 
 #include <cstdint>
 #include <optional>
@@ -19,8 +19,8 @@
 namespace fer {
 
 struct BackgroundSummary {
-  torch::Tensor centroids;  // [K,1,48,48] float32 in [0,1]
-  torch::Tensor weights;    // [K] float32, positive, summing to 1 (share of faces in each cluster)
+  at::Tensor centroids;  // [K,1,48,48] float32 in [0,1]
+  at::Tensor weights;    // [K] float32, positive, summing to 1 (share of faces in each cluster)
   std::int64_t faces = 0;   // faces summarised
 };
 
@@ -35,7 +35,7 @@ struct KmeansOptions {
 // iterations, then dissolves clusters smaller than min_cluster_faces (so K may
 // end below k). Requires N >= min_cluster_faces and k >= 1 (std::invalid_argument).
 // Deterministic for a seed, image set and thread count.
-BackgroundSummary kmeans_background(const torch::Tensor& images, const KmeansOptions& options = {});
+BackgroundSummary kmeans_background(const at::Tensor& images, const KmeansOptions& options = {});
 
 // Names of the checkpoint blobs (float32 .npy files inside the archive,
 // readable from Python: torch.jit.load(path, _extra_files={name: ""})).
@@ -55,7 +55,7 @@ std::optional<BackgroundSummary> load_background(const std::string& checkpoint);
 BackgroundSummary background_from_images(const Dataset& images);
 
 // float32 .npy (C order) to and from bytes.
-std::string npy_bytes(const torch::Tensor& values);
-torch::Tensor tensor_from_npy(const std::string& bytes, const std::string& what);
+std::string npy_bytes(const at::Tensor& values);
+at::Tensor tensor_from_npy(const std::string& bytes, const std::string& what);
 
 }  // namespace fer

@@ -40,7 +40,7 @@ struct LoadedCheckpoint {
 // `blob_names` lists the blobs to read back (absent ones are left out).
 // Throws std::runtime_error naming the file for an unreadable archive, a
 // missing metadata record, an unknown architecture or mismatched weights.
-LoadedCheckpoint load_checkpoint(const std::string& path, const torch::Device& device,
+LoadedCheckpoint load_checkpoint(const std::string& path, const c10::Device& device,
                                  const std::vector<std::string>& blob_names = {});
 
 // The names of every blob stored in the checkpoint (for rewriting it whole).

@@ -7,7 +7,8 @@
 //   // r.attributions[c] sums to r.outputs[c] - r.expected[c] (additivity)
 #pragma once
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include <vector>
 
@@ -19,14 +20,14 @@ struct DeepShapOptions {
   bool explain_probabilities = false;  // default: explain logits
   // [K] positive weights of the references (a k-means summary's cluster
   // shares): attributions and E f become weighted means. Empty: uniform.
-  torch::Tensor background_weights;
+  at::Tensor background_weights;
 };
 
 struct DeepShapResult {
-  torch::Tensor attributions;     // [classes.size(), H, W] float, CPU
+  at::Tensor attributions;     // [classes.size(), H, W] float, CPU
   std::vector<int64_t> classes;   // which output each row explains
-  torch::Tensor outputs;          // f(input) for every output [num_classes]
-  torch::Tensor expected;         // (weighted) mean f(reference) for every output [num_classes]
+  at::Tensor outputs;          // f(input) for every output [num_classes]
+  at::Tensor expected;         // (weighted) mean f(reference) for every output [num_classes]
   // max over explained classes of |sum(attr) - (f - E f)| / max(1, |f|)
   double additivity_error = 0;
 };
@@ -40,7 +41,7 @@ class DeepShapExplainer {
   // the model exposes no layer sequence. The model is put in eval mode and its
   // parameters stop requiring gradients (explanation needs input gradients only).
   // background: [K,C,H,W] float, K >= 1.
-  DeepShapExplainer(Classifier model, const torch::Tensor& background, const torch::Device& device,
+  DeepShapExplainer(Classifier model, const at::Tensor& background, const c10::Device& device,
                     DeepShapOptions options = {});
   ~DeepShapExplainer();
   DeepShapExplainer(DeepShapExplainer&&) noexcept;
@@ -53,12 +54,12 @@ class DeepShapExplainer {
   // the same for every reference), then the DeepLIFT multipliers of all
   // classes x references propagated backwards in one batched pass written
   // layer by layer.
-  DeepShapResult explain(const torch::Tensor& image, const std::vector<int64_t>& classes);
+  DeepShapResult explain(const at::Tensor& image, const std::vector<int64_t>& classes);
 
   // The reference path: the input repeated K times through autograd with the
   // rules as custom autograd functions, one backward pass per class. Slower;
   // the tests hold explain() to it.
-  DeepShapResult explain_reference(const torch::Tensor& image, const std::vector<int64_t>& classes);
+  DeepShapResult explain_reference(const at::Tensor& image, const std::vector<int64_t>& classes);
 
   int64_t background_size() const { return background_.size(0); }
 
@@ -68,21 +69,21 @@ class DeepShapExplainer {
   struct Backward;
 
  private:
-  torch::Tensor forward_with_rules(const torch::Tensor& x);
-  DeepShapResult finish(const torch::Tensor& outputs, const std::vector<int64_t>& classes,
-                        std::vector<torch::Tensor> maps) const;
+  at::Tensor forward_with_rules(const at::Tensor& x);
+  DeepShapResult finish(const at::Tensor& outputs, const std::vector<int64_t>& classes,
+                        std::vector<at::Tensor> maps) const;
   // Mean over the references along `dim` (weighted when weights were given).
-  torch::Tensor reference_mean(const torch::Tensor& x, int64_t dim) const;
+  at::Tensor reference_mean(const at::Tensor& x, int64_t dim) const;
 
   Classifier model_;
   std::vector<std::unique_ptr<LayerRule>> rules_;  // one per layer of model_->sequential_layers()
-  torch::Device device_;
+  c10::Device device_;
   DeepShapOptions options_;
-  torch::Tensor background_;                 // [K,C,H,W] on device
-  torch::Tensor weights_;                    // [K] summing to 1, or undefined (uniform)
-  std::vector<torch::Tensor> ref_inputs_;    // the references' input to each layer
-  torch::Tensor ref_logits_;                 // [K, classes]
-  torch::Tensor ref_outputs_;                // logits or probabilities [K, classes]
+  at::Tensor background_;                 // [K,C,H,W] on device
+  at::Tensor weights_;                    // [K] summing to 1, or undefined (uniform)
+  std::vector<at::Tensor> ref_inputs_;    // the references' input to each layer
+  at::Tensor ref_logits_;                 // [K, classes]
+  at::Tensor ref_outputs_;                // logits or probabilities [K, classes]
 };
 
 }  // namespace fer

@@ -8,7 +8,10 @@
 //   trainer.train();   // epochs progress().epoch+1 .. max_epochs, until a hook stops it
 #pragma once
 
-#include <torch/torch.h>
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <torch/optim/optimizer.h>
 
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -55,7 +58,7 @@ struct TrainProgress {
   std::int64_t steps_per_epoch = 0;
   std::int64_t images_in_step = 0;
   std::int64_t images_in_epoch = 0;
-  torch::Tensor loss;            // the last step's loss, detached
+  at::Tensor loss;            // the last step's loss, detached
   EpochRecord record;            // this epoch: lr, train_* and seconds from the trainer, val_* from the evaluation hook
   bool improved = false;         // this epoch's model is the best so far (set by BestModelHook)
   bool stop = false;             // set by a hook to end training after this epoch
@@ -91,7 +94,7 @@ class TrainerBase {
 // The data one supervised run trains on: uint8 images [N,48,48] and labels [N]
 // on the training device.
 struct TrainData {
-  torch::Tensor images, labels;
+  at::Tensor images, labels;
 };
 
 // How a step turns a batch into a loss.
@@ -100,7 +103,7 @@ struct StepOptions {
   AugmentOptions augment;
   MixOptions mix;
   double label_smoothing = 0.0;
-  torch::Tensor class_weights;  // optional [classes]
+  at::Tensor class_weights;  // optional [classes]
   Precision precision = Precision::fp32;
   bool channels_last = false;
   int seed = 42;                // with the epoch, seeds shuffling, dropout and every augmentation draw
@@ -108,8 +111,8 @@ struct StepOptions {
 
 // Cross-entropy with optional class weights and label smoothing (PyTorch's
 // definition: the target is (1 - s) one-hot + s / classes), mean over the batch.
-torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tensor& target, double label_smoothing,
-                                  const torch::Tensor& class_weights = {});
+at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& target, double label_smoothing,
+                                  const at::Tensor& class_weights = {});
 
 // Per-epoch seeds: a resumed run draws exactly what an uninterrupted one would.
 uint64_t epoch_seed(int seed, int epoch, uint64_t stream);
@@ -120,7 +123,7 @@ uint64_t epoch_seed(int seed, int epoch, uint64_t stream);
 class SupervisedTrainer : public TrainerBase {
  public:
   SupervisedTrainer(Classifier model, std::unique_ptr<torch::optim::Optimizer> optimizer, TrainData data,
-                    StepOptions options, torch::Device device);
+                    StepOptions options, c10::Device device);
 
   Classifier model() const { return model_; }
   // The model that is validated and saved as best.pt: the trained one unless a hook (EMA) replaces it.
@@ -128,7 +131,7 @@ class SupervisedTrainer : public TrainerBase {
   void set_eval_model(Classifier model) { eval_model_ = std::move(model); }
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
   GradScaler& scaler() { return scaler_; }
-  const torch::Device& device() const { return device_; }
+  const c10::Device& device() const { return device_; }
   const StepOptions& options() const { return options_; }
 
  protected:
@@ -141,10 +144,10 @@ class SupervisedTrainer : public TrainerBase {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   TrainData data_;
   StepOptions options_;
-  torch::Device device_;
+  c10::Device device_;
   GradScaler scaler_;
-  torch::Generator generator_;
-  torch::Tensor order_, loss_sum_, correct_;
+  at::Generator generator_;
+  at::Tensor order_, loss_sum_, correct_;
   int64_t usable_ = 0;
 };
 

@@ -1,7 +1,8 @@
 // Batched prediction over uint8 image sets.
 #pragma once
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 
 #include "fer/callbacks.h"
 #include "fer/checkpoint.h"
@@ -14,11 +15,11 @@ namespace fer {
 
 // "auto" -> CUDA when available, else CPU; "cpu"; "cuda" / "cuda:N".
 // Throws std::runtime_error when CUDA is asked for and not available.
-torch::Device resolve_device(const std::string& spec);
+c10::Device resolve_device(const std::string& spec);
 
 // The images of `data` as a uint8 tensor [N,48,48] (a copy, CPU).
-torch::Tensor images_tensor(const Dataset& data);
-torch::Tensor labels_tensor(const Dataset& data);
+at::Tensor images_tensor(const Dataset& data);
+at::Tensor labels_tensor(const Dataset& data);
 
 // Test-time augmentation: none, flip (image and mirror), tencrop (the four
 // corner crops and the centre crop of the model's input size, each mirrored).
@@ -31,7 +32,7 @@ std::string tta_name(Tta tta);
 // centre crop (and its mirror); for tencrop the five crops of `size` (each with
 // its mirror) taken from x, or from x padded by `tencrop_padding` (edge
 // replication) when size equals the image size.
-std::vector<torch::Tensor> tta_views(const torch::Tensor& x, Tta tta, int64_t size, int64_t tencrop_padding = 4);
+std::vector<at::Tensor> tta_views(const at::Tensor& x, Tta tta, int64_t size, int64_t tencrop_padding = 4);
 
 struct PredictOptions {
   // Images per forward pass; bounds peak memory for large image sets.
@@ -45,18 +46,18 @@ struct PredictOptions {
 
 // Requires images_u8 [N,48,48] uint8. Returns softmax probabilities [N,classes]
 // as float32 on the CPU (the mean over the TTA views). Puts the model in eval mode.
-torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& images_u8, const torch::Device& device,
+at::Tensor predict_probabilities(ClassifierImpl& model, const at::Tensor& images_u8, const c10::Device& device,
                                     const PredictOptions& options = {});
 
 // The mean of the members' probabilities (an ensemble); each member is fed at
 // its own input size (`options.input_size` is ignored). Requires members.
-torch::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const torch::Tensor& images_u8,
-                                             const torch::Device& device, const PredictOptions& options = {});
+at::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const at::Tensor& images_u8,
+                                             const c10::Device& device, const PredictOptions& options = {});
 
 // A LIME predictor over `model`: float images [n, 48*48] in [0,1] -> softmax
 // probabilities [n, classes], computed on `device` in `precision`, centre
 // cropped to `input_size`. The model must outlive it.
-BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device,
+BatchPredictor probability_predictor(ClassifierImpl& model, const c10::Device& device,
                                      Precision precision = Precision::fp32, int64_t input_size = 48);
 
 }  // namespace fer

@@ -12,7 +12,7 @@
 //   fer::LiveSummary summary = session.finish({});   // every sink closes its files
 #pragma once
 
-#include <torch/torch.h>
+#include <c10/core/Device.h>
 
 #include <cstdint>
 #include <functional>
@@ -86,7 +86,7 @@ class FaceAnalyzer {
 // The configured face detector (config.faces) and the model of `checkpoint`
 // (eval.precision) on `device`. Throws when either cannot be loaded.
 std::unique_ptr<FaceAnalyzer> make_model_analyzer(const std::string& checkpoint, const Config& config,
-                                                  const torch::Device& device);
+                                                  const c10::Device& device);
 
 // Receives a session's observations. A sink that throws ends the session
 // (LiveSession::failure() names it); finish() still closes every sink.

@@ -5,7 +5,9 @@
 //   torch::Tensor logits = net->forward(x);      // x: [B,1,48,48] float in [0,1]
 #pragma once
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
 
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -32,7 +34,7 @@ struct ModelOptions {
 // Base of every architecture: maps [B,C,H,W] images to [B,num_classes] logits.
 class ClassifierImpl : public torch::nn::Module {
  public:
-  virtual torch::Tensor forward(torch::Tensor x) = 0;
+  virtual at::Tensor forward(at::Tensor x) = 0;
   // The layers in forward order when forward() is exactly their composition;
   // layer-walking explainers (DeepSHAP) need it. Empty: not sequential.
   virtual std::vector<std::shared_ptr<torch::nn::Module>> sequential_layers() const { return {}; }
@@ -43,7 +45,7 @@ using Classifier = std::shared_ptr<ClassifierImpl>;
 // composition, and sequential_layers() lists them (DeepSHAP walks it).
 class SequentialClassifierImpl : public ClassifierImpl {
  public:
-  torch::Tensor forward(torch::Tensor x) override;
+  at::Tensor forward(at::Tensor x) override;
   std::vector<std::shared_ptr<torch::nn::Module>> sequential_layers() const override { return layers_; }
 
  protected:
@@ -52,12 +54,12 @@ class SequentialClassifierImpl : public ClassifierImpl {
   void add(const std::string& name, ModuleHolder module) {
     register_module(name, module);
     layers_.push_back(module.ptr());
-    steps_.push_back([m = module.ptr()](torch::Tensor x) { return m->forward(x); });
+    steps_.push_back([m = module.ptr()](at::Tensor x) { return m->forward(x); });
   }
 
  private:
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
-  std::vector<std::function<torch::Tensor(torch::Tensor)>> steps_;
+  std::vector<std::function<at::Tensor(at::Tensor)>> steps_;
 };
 
 // The paper's CNN ("paper_cnn"). Per block b with f filters:

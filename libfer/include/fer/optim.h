@@ -3,7 +3,8 @@
 // epoch, so a resumed run gets the rate an uninterrupted one would.
 #pragma once
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
+#include <torch/optim/optimizer.h>
 
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -23,7 +24,7 @@ struct OptimizerOptions {
 };
 
 // Throws std::invalid_argument for an unknown name (or Nesterov without momentum).
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<torch::Tensor>& parameters,
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Tensor>& parameters,
                                                         const OptimizerOptions& options);
 double optimizer_lr(torch::optim::Optimizer& optimizer);  // of the first parameter group
 void set_optimizer_lr(torch::optim::Optimizer& optimizer, double lr);

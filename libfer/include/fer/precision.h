@@ -7,10 +7,16 @@
 //   { fer::AutocastScope autocast(device, p); logits = model->forward(x); }
 #pragma once
 
-#include <torch/torch.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <torch/optim/optimizer.h>
 
 #include <nlohmann/json.hpp>
 #include <string>
+
+namespace torch::nn {
+class Module;
+}  // namespace torch::nn
 
 namespace fer {
 
@@ -23,7 +29,7 @@ std::string precision_name(Precision precision);
 // Inference precision from a name: "auto" is bf16 on a CPU with native bf16
 // (about 1.6x the fp32 forward rate here) and fp32 elsewhere (on CUDA, ask for
 // bf16 or fp16 by name); other names as parse_precision.
-Precision resolve_inference_precision(const std::string& name, const torch::Device& device);
+Precision resolve_inference_precision(const std::string& name, const c10::Device& device);
 
 // True when this CPU runs bf16 convolutions and matrix products natively
 // (AVX512-BF16 or AMX-BF16); without them oneDNN emulates bf16 slower than fp32.
@@ -33,14 +39,14 @@ bool cpu_has_native_bf16();
 // cannot run there: fp16 on a CPU (LibTorch's CPU autocast is bf16 only), bf16
 // on a CPU without native bf16 (chosen as an error, not a silent fp32 run, so a
 // recorded precision is always the one that ran).
-void check_precision_supported(Precision precision, const torch::Device& device);
+void check_precision_supported(Precision precision, const c10::Device& device);
 
 // Autocast for the lifetime of the scope on `device` (no-op for fp32). Ops
 // inside run in the lower precision where LibTorch's autocast lists say so;
 // the cast weights are cached until the outermost scope ends, as in PyTorch.
 class AutocastScope {
  public:
-  AutocastScope(const torch::Device& device, Precision precision);
+  AutocastScope(const c10::Device& device, Precision precision);
   ~AutocastScope();
   AutocastScope(const AutocastScope&) = delete;
   AutocastScope& operator=(const AutocastScope&) = delete;
@@ -62,7 +68,7 @@ class GradScaler {
   explicit GradScaler(bool enabled, double init_scale = 65536.0, int growth_interval = 2000);
   bool enabled() const { return enabled_; }
   double scale() const { return scale_; }
-  torch::Tensor scale_loss(const torch::Tensor& loss) const;
+  at::Tensor scale_loss(const at::Tensor& loss) const;
   // Returns true when every gradient is finite after unscaling.
   bool unscale(torch::optim::Optimizer& optimizer);
   // Steps unless the last unscale() found a non-finite gradient; returns whether it stepped.
@@ -80,7 +86,7 @@ class GradScaler {
 };
 
 // True when every gradient of `parameters` is finite (those without a gradient are skipped).
-bool gradients_finite(const std::vector<torch::Tensor>& parameters);
+bool gradients_finite(const std::vector<at::Tensor>& parameters);
 
 // Stores the 4-d weights of `module` in channels-last order (inputs must be
 // converted too: x.contiguous(torch::MemoryFormat::ChannelsLast)).
