@@ -2,6 +2,7 @@
 // bytes, storing it in a checkpoint without touching the weights, weighted
 // DeepSHAP references, and training storing one.
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <filesystem>
 

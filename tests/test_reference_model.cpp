@@ -2,6 +2,7 @@
 // FER-2013 PublicTest reproduces the metrics recorded beside it: metrics.json
 // and each PublicTest record one folder down (tta/, tencrop/: other TTA modes).
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 #include <torch/version.h>
 
 #include <fstream>

@@ -1,5 +1,6 @@
 // Training: resume semantics, kill -9 recovery, and a smoke run that learns.
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>

@@ -1,5 +1,7 @@
 #include "fer/augment.h"
 
+#include <torch/torch.h>
+
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <algorithm>

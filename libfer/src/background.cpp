@@ -1,5 +1,7 @@
 #include "fer/background.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <cstring>
 #include <random>

@@ -1,5 +1,7 @@
 #include "fer/deepshap.h"
 
+#include <torch/torch.h>
+
 #include <stdexcept>
 #include <tuple>
 #include <utility>

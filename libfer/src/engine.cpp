@@ -1,5 +1,7 @@
 #include "fer/engine.h"
 
+#include <torch/torch.h>
+
 #include <chrono>
 
 #include "fer/optim.h"

@@ -1,5 +1,7 @@
 #include "fer/hooks.h"
 
+#include <torch/torch.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>

@@ -1,5 +1,6 @@
 #include "fer/inference.h"
 
+#include <torch/torch.h>
 
 #include "fer/augment.h"
 

@@ -1,5 +1,7 @@
 #include "fer/live_session.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>

@@ -1,5 +1,7 @@
 #include "fer/model.h"
 
+#include <torch/torch.h>
+
 #include <map>
 #include <mutex>
 #include <stdexcept>

@@ -1,5 +1,7 @@
 #include "fer/optim.h"
 
+#include <torch/torch.h>
+
 #include <cmath>
 #include <stdexcept>
 

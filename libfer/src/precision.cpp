@@ -1,5 +1,7 @@
 #include "fer/precision.h"
 
+#include <torch/torch.h>
+
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 

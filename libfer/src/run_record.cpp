@@ -1,5 +1,7 @@
 #include "fer/run_record.h"
 
+#include <torch/torch.h>
+
 #include <unistd.h>
 
 #include <chrono>
