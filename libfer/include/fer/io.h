@@ -52,8 +52,6 @@ class CsvReader {
 
   // The next record's fields; false at the end. Blank lines are skipped.
   bool next(std::vector<std::string>& fields);
-  // The next record as raw text (no splitting: for wide rows parsed in place).
-  bool next_line(std::string& record);
   // "path:line" of the record last read (its first line).
   std::string where() const;
   const std::string& path() const { return path_; }
