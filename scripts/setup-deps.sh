@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config git
   libtorch-dev libopenblas0-openmp
+  libgloo-dev  # headers of c10d's Gloo process group: distributed training
   libopencv-dev libopencv-contrib-dev opencv-data
   libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   gnuplot-nox

@@ -18,6 +18,15 @@ inline std::string resolve_data_path(const std::string& from_cli, const std::str
   return "data/fer2013.csv";
 }
 
+// A threads setting of 0 (all cores) yields to OMP_NUM_THREADS when a launcher
+// set it: torchrun sets 1 per rank, fer-train --nproc cores / ranks.
+inline int threads_or_omp(int configured) {
+  if (configured > 0) return configured;
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  const int n = omp ? std::atoi(omp) : 0;
+  return n > 0 ? n : 0;
+}
+
 // The shipped models live in experiments/<run>/best.pt, found from the working
 // directory or next to the binary's repository (build/bin/../../experiments).
 inline std::filesystem::path experiments_dir(const char* argv0) {

@@ -7,7 +7,9 @@
 #include "fer/dataset.h"
 #include "fer/config.h"
 #include "fer/evaluate.h"
+#include "fer/distributed.h"
 #include "fer/runtime.h"
+#include "fer/shards.h"
 #if FER_WITH_OPENCV
 #include "fer/faces.h"
 #endif
@@ -24,6 +26,27 @@ void print_result(const fer::EvaluationResult& result) {
 void print_files(const std::vector<std::string>& files) {
   std::printf("wrote:\n");
   for (const auto& f : files) std::printf("  %s\n", f.c_str());
+}
+
+// --shard K/N, else torchrun's or srun's rank, else the whole split.
+fer::ShardSpec chosen_shard(const std::string& text) {
+  if (!text.empty()) return fer::parse_shard(text);
+  const auto env = fer::DistributedEnv::from_environment();
+  return {env.rank, env.world_size};
+}
+
+// One shard's slice: its own metrics, plus what --merge needs.
+fer::EvaluationResult evaluate_shard(const std::vector<std::string>& models, const fer::Dataset& selected,
+                                     const fer::ShardSpec& shard, const std::string& out_dir,
+                                     const fer::EvaluationOptions& options) {
+  const auto part = fer::dataset_shard(selected, shard);
+  std::fprintf(stderr, "shard %d of %d: %zu of %zu images\n", shard.index, shard.count, part.size(), selected.size());
+  const auto prediction = fer::predict_checkpoints(models, part, options);
+  const auto result = fer::write_evaluation(part.labels, prediction.probabilities, prediction.class_names, out_dir,
+                                            options, models);
+  fer::write_evaluation_shard(out_dir, shard, selected.size(), part.labels, result, prediction.class_names, options,
+                              models);
+  return result;
 }
 
 // --detect-faces: each photo's largest face, images without one counted.
@@ -56,7 +79,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> models{fer_app::kDefaultModel};
   std::string data, split = "val", out, run_dir, device = "auto", tta, precision = "fp32";
   std::string config_path;
-  std::vector<std::string> overrides;
+  std::vector<std::string> overrides, merge;
+  std::string shard_text;
   bool no_charts = false, detect_faces = false;
   int batch_size = 64, threads = 0;
   app.add_option("--model", models,
@@ -81,12 +105,25 @@ int main(int argc, char** argv) {
                "--data is an image folder of full photos: classify each image's largest face (faces.detector: haar or yunet)");
   app.add_option("--config", config_path, "YAML whose faces.* keys configure --detect-faces");
   app.add_option("--set", overrides, "Override a config key, e.g. --set faces.min_neighbors=3 (repeatable)");
+  app.add_option("--shard", shard_text,
+                 "Evaluate slice K of N (K from 0) into <out>/shard-K-of-N; under torchrun or srun the rank is the shard");
+  app.add_option("--merge", merge, "Shard directories to merge into --out, as one unsharded run writes it");
   CLI11_PARSE(app, argc, argv);
   if (app.count("--tta") == 0) tta = "none";
   else if (tta.empty()) tta = "flip";
 
   return fer_app::run_main([&] {
     fer::configure_cpu_runtime(threads);
+    if (!merge.empty()) {
+      if (out.empty()) throw std::runtime_error("--merge needs --out, the directory of the merged evaluation");
+      fer::EvaluationOptions options;
+      options.charts = !no_charts;
+      if (!run_dir.empty()) options.history_csv = (fs::path(run_dir) / "history.csv").string();
+      const auto result = fer::merge_evaluation_shards(merge, out, options);
+      print_result(result);
+      print_files(result.files);
+      return 0;
+    }
     if (models.size() > 1 && detect_faces) throw std::runtime_error("--detect-faces evaluates one --model, not an ensemble");
     for (auto& m : models) m = fer_app::resolve_model(m, argv[0]);
     const std::string& model = models.front();
@@ -119,6 +156,7 @@ int main(int argc, char** argv) {
                           .string()
                     : out;
 
+    if (detect_faces && !shard_text.empty()) throw std::runtime_error("--shard evaluates dataset splits, not --detect-faces photos");
     if (detect_faces) return evaluate_photos(model, data_path, split, config, out_dir, options);
 
     auto splits = fer::load_dataset(data_path);
@@ -134,7 +172,10 @@ int main(int argc, char** argv) {
                                (split == "test" ? " (the file has no PrivateTest rows)" : ""));
     std::fprintf(stderr, "%s %s\n", split.c_str(), fer::class_summary(selected).c_str());
 
-    const auto result = fer::evaluate_checkpoints(models, selected, out_dir, options);
+    const auto shard = chosen_shard(shard_text);
+    const auto result = shard.sharded()
+                            ? evaluate_shard(models, selected, shard, (fs::path(out_dir) / shard.dir_name()).string(), options)
+                            : fer::evaluate_checkpoints(models, selected, out_dir, options);
     print_result(result);
     print_files(result.files);
     return 0;

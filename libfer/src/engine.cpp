@@ -4,6 +4,7 @@
 
 #include <chrono>
 
+#include "fer/distributed.h"
 #include "fer/optim.h"
 
 namespace fer {
@@ -78,16 +79,21 @@ SupervisedTrainer::SupervisedTrainer(Classifier model, std::unique_ptr<torch::op
       scaler_(options_.precision == Precision::fp16),
       generator_(make_cpu_generator(0)) {
   TORCH_CHECK(options_.batch_size > 0, "batch_size must be > 0");
-  const int64_t n = data_.images.size(0);
+  TORCH_CHECK(options_.world_size >= 1 && options_.rank >= 0 && options_.rank < options_.world_size,
+              "rank must be in 0..world_size-1");
+  const int64_t w = options_.world_size, n = (data_.images.size(0) + w - 1) / w;  // this rank's share
   // A final batch of one image would break BatchNorm in training mode.
   usable_ = (n % options_.batch_size == 1) ? n - 1 : n;
 }
 
 void SupervisedTrainer::begin_epoch() {
   const int epoch = progress().epoch;
-  torch::manual_seed(epoch_seed(options_.seed, epoch, 1));  // dropout
+  const uint64_t rank_streams = 1000 * static_cast<uint64_t>(options_.rank);  // rank 0: the single-process streams
+  torch::manual_seed(epoch_seed(options_.seed, epoch, 1 + rank_streams));    // dropout
   generator_ = make_cpu_generator(epoch_seed(options_.seed, epoch, 2));
-  order_ = torch::randperm(data_.images.size(0), generator_, torch::kInt64).to(device_);
+  const auto permutation = torch::randperm(data_.images.size(0), generator_, torch::kInt64);  // alike on every rank
+  order_ = distributed_sampler_indices(permutation, options_.rank, options_.world_size).to(device_);
+  if (options_.rank > 0) generator_ = make_cpu_generator(epoch_seed(options_.seed, epoch, 2 + rank_streams));
   loss_sum_ = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device_));
   correct_ = torch::zeros({}, torch::TensorOptions(torch::kInt64).device(device_));
   progress().steps_per_epoch = (usable_ + options_.batch_size - 1) / options_.batch_size;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "fer/augment.h"
+#include "fer/distributed.h"
 
 namespace fer {
 namespace {
@@ -74,7 +75,8 @@ void LrScheduleHook::load_state_dict(const HookState& s) {
 
 // --- EvalHook ---
 
-EvalHook::EvalHook(TrainData val, int64_t batch_size) : val_(std::move(val)), batch_size_(batch_size) {}
+EvalHook::EvalHook(TrainData val, int64_t batch_size, std::shared_ptr<Communicator> comm)
+    : val_(std::move(val)), batch_size_(batch_size), comm_(std::move(comm)) {}
 
 void EvalHook::after_epoch(TrainerBase& trainer) {
   const auto start = std::chrono::steady_clock::now();
@@ -102,9 +104,11 @@ void EvalHook::after_epoch(TrainerBase& trainer) {
                     .item<double>();
     correct += logits.argmax(1).eq(y).sum().item<int64_t>();
   }
+  std::vector<at::Tensor> totals{torch::tensor({loss_sum, double(correct), double(n)}, torch::kFloat64)};
+  if (comm_) comm_->all_reduce_sum(totals, fmt::format("sum of validation metrics (epoch {})", trainer.progress().epoch));
   auto& r = trainer.progress().record;
-  r.val_loss = loss_sum / n;
-  r.val_accuracy = double(correct) / n;
+  r.val_loss = totals[0][0].item<double>() / totals[0][2].item<double>();
+  r.val_accuracy = totals[0][1].item<double>() / totals[0][2].item<double>();
   r.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
@@ -252,6 +256,7 @@ Blobs training_state_blobs(SupervisedTrainer& t) {
 
   const auto& p = t.progress();
   nlohmann::json state = {{"epoch", p.epoch},
+                          {"world_size", t.options().world_size},
                           {"train_seconds", p.train_seconds},
                           {"scaler", t.scaler().state_dict()},
                           {"hooks", nlohmann::json::object()}};
@@ -270,12 +275,19 @@ Blobs training_state_blobs(SupervisedTrainer& t) {
 void restore_training_state(SupervisedTrainer& t, const Blobs& blobs) {
   for (const char* name : {kOptimizerBlob, kStateBlob})
     if (!blobs.count(name)) throw std::runtime_error(std::string("the checkpoint lacks ") + name + "; cannot resume");
+  const auto state = nlohmann::json::parse(blobs.at(kStateBlob));
+  // Each rank's shard, dropout and augmentation streams follow from the world size.
+  const int saved_world = state.value("world_size", 1), world = t.options().world_size;
+  if (saved_world != world)
+    throw std::runtime_error(fmt::format(
+        "the run was trained by {} rank{} and this one has {}; resume it with the same world size "
+        "(torchrun --nproc_per_node={} or fer-train --nproc {}), or start a new run",
+        saved_world, saved_world == 1 ? "" : "s", world, saved_world, saved_world));
   torch::serialize::InputArchive archive;
   std::istringstream optimizer_bytes(blobs.at(kOptimizerBlob));
   archive.load_from(optimizer_bytes, t.device());
   t.optimizer().load(archive);
 
-  const auto state = nlohmann::json::parse(blobs.at(kStateBlob));
   if (!state.contains("hooks"))
     throw std::runtime_error("the checkpoint's training state predates the hook engine; start a new run");
   nlohmann::json hook_blobs = nlohmann::json::object();

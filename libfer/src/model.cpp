@@ -52,6 +52,10 @@ torch::Tensor SequentialClassifierImpl::forward(torch::Tensor x) {
   return x;
 }
 
+void SequentialClassifierImpl::set_step(std::size_t index, std::function<torch::Tensor(torch::Tensor)> step) {
+  steps_.at(index) = std::move(step);
+}
+
 PaperCnnImpl::PaperCnnImpl(const ModelOptions& o) {
   namespace nn = torch::nn;
   const int64_t side = pooled_side(o, "paper_cnn");

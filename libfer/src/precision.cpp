@@ -124,6 +124,16 @@ bool GradScaler::unscale(torch::optim::Optimizer& optimizer) {
   return !found_inf_;
 }
 
+bool GradScaler::recheck(torch::optim::Optimizer& optimizer) {
+  if (!enabled_) return true;
+  std::vector<torch::Tensor> params;
+  for (auto& group : optimizer.param_groups())
+    for (auto& p : group.params())
+      if (p.grad().defined()) params.push_back(p);
+  found_inf_ = !gradients_finite(params);
+  return !found_inf_;
+}
+
 bool GradScaler::step(torch::optim::Optimizer& optimizer) {
   if (found_inf_) return false;
   optimizer.step();

@@ -30,7 +30,15 @@ std::string read_text(const std::string& path) {
   return s.str();
 }
 
-std::shared_ptr<spdlog::logger> make_run_logger(const std::string& log_path) {
+// Rank 0 logs to the console and train.log; the other ranks print only
+// warnings and errors, tagged with their rank.
+std::shared_ptr<spdlog::logger> make_run_logger(const std::string& log_path, int rank) {
+  if (rank != 0) {
+    auto log = std::make_shared<spdlog::logger>("fer-train", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+    log->set_pattern(fmt::format("[%Y-%m-%d %H:%M:%S] [rank {}] [%^%l%$] %v", rank));
+    log->set_level(spdlog::level::warn);
+    return log;
+  }
   auto log = std::make_shared<spdlog::logger>(
       "fer-train", spdlog::sinks_init_list{std::make_shared<spdlog::sinks::stderr_color_sink_mt>(),
                                            std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_path)});
@@ -44,15 +52,17 @@ std::shared_ptr<spdlog::logger> make_run_logger(const std::string& log_path) {
 bool may_change_on_resume(const std::string& key) {
   for (const char* section : {"faces.", "live.", "alert."})
     if (key.rfind(section, 0) == 0) return true;
-  return key == "train.epochs" || key == "train.threads" || key == "train.device" || key == "train.background_k";
+  return key == "train.epochs" || key == "train.threads" || key == "train.device" || key == "train.background_k" ||
+         key == "train.distributed_timeout_s" || key == "train.distributed_bucket_mb";
 }
 
 // A resumed run must continue the experiment it started, not a different one.
-// Writes config.yaml and removes the *.tmp a killed write leaves. Returns
+// Writes config.yaml and removes the *.tmp a killed write leaves (rank 0 only:
+// every rank checks alike, so all refuse a wrong request together). Returns
 // whether a run is resumed.
 bool prepare_run_dir(const TrainRequest& request) {
   const auto path = [&](const char* name) { return (fs::path(request.run_dir) / name).string(); };
-  fs::create_directories(request.run_dir);
+  if (request.distributed.rank == 0) fs::create_directories(request.run_dir);
   const bool have_last = fs::exists(path("last.pt"));
   if (request.resume && have_last) {
     Config previous = request.config;  // keys the saved file lacks (added since) keep today's values
@@ -68,9 +78,11 @@ bool prepare_run_dir(const TrainRequest& request) {
     throw std::runtime_error(request.run_dir + " already holds a run (last.pt); pass --resume to continue it or "
                                                "choose another --out directory");
   }
-  write_text_atomic(path("config.yaml"), to_yaml(request.config));
-  for (const auto& entry : fs::directory_iterator(request.run_dir))
-    if (entry.path().extension() == ".tmp") fs::remove(entry.path());
+  if (request.distributed.rank == 0) {
+    write_text_atomic(path("config.yaml"), to_yaml(request.config));
+    for (const auto& entry : fs::directory_iterator(request.run_dir))
+      if (entry.path().extension() == ".tmp") fs::remove(entry.path());
+  }
   return request.resume && have_last;
 }
 
@@ -108,19 +120,53 @@ TrainData to_device(const Dataset& split, const torch::Device& device) {
   return {images_tensor(split).to(device), labels_tensor(split).to(device)};
 }
 
-// The hooks of a run, in the order they run after each epoch: evaluate, then
-// everything that reads the validation metrics, then save, then log.
-void register_hooks(SupervisedTrainer& trainer, const Config& cfg, const TrainData& val, const std::string& run_dir,
+// This rank's contiguous share of the validation split (sharded validation).
+TrainData val_shard(const Dataset& val, const Communicator& comm, const torch::Device& device) {
+  const auto [begin, end] = shard_range(static_cast<int64_t>(val.size()), comm.rank(), comm.world_size());
+  const auto all = to_device(val, device);
+  return {all.images.slice(0, begin, end), all.labels.slice(0, begin, end)};
+}
+
+// The hooks of a run, in the order they run after each epoch: average across
+// ranks, evaluate, then everything that reads the validation metrics, then (rank
+// 0 only) save and log.
+void register_hooks(SupervisedTrainer& trainer, const Config& cfg, TrainData val, const std::string& run_dir,
                     const CheckpointMeta& meta, const LogFn& log, std::shared_ptr<BestModelHook> best,
-                    std::shared_ptr<HistoryHook> history) {
+                    std::shared_ptr<HistoryHook> history, const std::shared_ptr<Communicator>& comm) {
+  if (comm->world_size() > 1)
+    trainer.register_hook(std::make_shared<DataParallelHook>(
+        comm, static_cast<int64_t>(cfg.train.distributed_bucket_mb * (1 << 20))));
   trainer.register_hook(std::make_shared<DivergenceGuard>());
   if (cfg.train.ema_decay > 0) trainer.register_hook(std::make_shared<EmaHook>(cfg.train.ema_decay, make_model(meta.model)));
-  trainer.register_hook(std::make_shared<EvalHook>(val, cfg.train.eval_batch_size));
+  trainer.register_hook(std::make_shared<EvalHook>(std::move(val), cfg.train.eval_batch_size, comm));
   trainer.register_hook(std::make_shared<LrScheduleHook>(ScheduleOptions::from_config(cfg.train), log));
   trainer.register_hook(std::move(best));
+  if (comm->rank() != 0) return;
   trainer.register_hook(std::move(history));
   trainer.register_hook(std::make_shared<CheckpointHook>(run_dir, meta));
   trainer.register_hook(std::make_shared<LoggingHook>(log, progress_bars()));
+}
+
+// Joins the data-parallel job (a world of one without one) and says how the
+// batch and the rate relate.
+std::shared_ptr<Communicator> join_job(const TrainRequest& request, const torch::Device& device, spdlog::logger& log) {
+  const auto& env = request.distributed;
+  if (!env.distributed()) return local_communicator();
+  auto comm = connect_process_group(env, device, std::chrono::seconds(request.config.train.distributed_timeout_s));
+  const int batch = request.config.train.batch_size;
+  log.info("data parallel: {} ranks over {} ({}:{}), {} images per rank per step, effective batch {}; train.lr {:g} "
+           "is used as set (linear scaling rule: multiply the single-process rate by {} for the same per-image step)",
+           env.world_size, comm->backend(), env.master_addr, env.master_port, batch, batch * env.world_size,
+           request.config.train.lr, env.world_size);
+  return comm;
+}
+
+// Each rank's own GPU under a launcher: cuda:LOCAL_RANK.
+torch::Device rank_device(const Config& cfg, const DistributedEnv& env) {
+  auto device = resolve_device(cfg.train.device);
+  if (env.distributed() && device.is_cuda() && cfg.train.device.find(':') == std::string::npos)
+    device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  return device;
 }
 
 void evaluate_run(const Config& cfg, const DatasetSplits& splits, const std::string& run_dir, spdlog::logger& log,
@@ -185,16 +231,20 @@ TrainSummary train(const TrainRequest& request) {
   const std::string& run_dir = request.run_dir;
   const auto path = [&](const char* name) { return (fs::path(run_dir) / name).string(); };
   const bool resuming = prepare_run_dir(request);
-  auto log = make_run_logger(path("train.log"));
+  const int rank = request.distributed.rank, world = request.distributed.world_size;
+  auto log = make_run_logger(path("train.log"), rank);
   const LogFn log_line = [log](const std::string& m) { log->info("{}", m); };
 
   const int threads = torch::get_num_threads();  // train.threads: fer-train applies it at start
-  const auto device = resolve_device(cfg.train.device);
+  const auto device = rank_device(cfg, request.distributed);
   configure_determinism(cfg.train.deterministic);
   check_precision_supported(parse_precision(cfg.train.precision), device);
-  write_text_atomic(path("environment.json"), environment_json(device, threads, {{"seed", cfg.train.seed}}).dump(2) + "\n");
-  log->info("run directory {}; device {}; {} threads; LibTorch {}; precision {}", run_dir, device.str(), threads,
-            TORCH_VERSION, cfg.train.precision);
+  const auto comm = join_job(request, device, *log);
+  if (rank == 0)
+    write_text_atomic(path("environment.json"),
+                      environment_json(device, threads, {{"seed", cfg.train.seed}, {"world_size", world}}).dump(2) + "\n");
+  log->info("run directory {}; device {}; {} threads{}; LibTorch {}; precision {}", run_dir, device.str(), threads,
+            world > 1 ? " per rank" : "", TORCH_VERSION, cfg.train.precision);
 
   const auto splits = load_configured_splits(cfg);
   log->info("data {} ({} split)", cfg.data.path, cfg.data.split);
@@ -212,15 +262,19 @@ TrainSummary train(const TrainRequest& request) {
   Classifier model = resuming ? last.model : make_model(meta.model);
   model->to(device);
   if (cfg.train.channels_last) use_channels_last(*model);
+  if (cfg.train.sync_batchnorm) use_sync_batchnorm(*model, comm);
   log->info("model {}: {} parameters, input {}x{}", cfg.model.architecture, count_parameters(*model),
             meta.model.input_size, meta.model.input_size);
 
+  auto steps = step_options(cfg, splits.train, device, *log);
+  steps.rank = rank;
+  steps.world_size = world;
   SupervisedTrainer trainer(model, make_optimizer(model->parameters(), OptimizerOptions::from_config(cfg.train)),
-                            to_device(splits.train, device), step_options(cfg, splits.train, device, *log), device);
+                            to_device(splits.train, device), steps, device);
   trainer.progress().max_epochs = cfg.train.epochs;
   auto best = std::make_shared<BestModelHook>(cfg.train.early_stopping_monitor, cfg.train.early_stopping_patience, log_line);
   auto history = std::make_shared<HistoryHook>(path("history.csv"));
-  register_hooks(trainer, cfg, to_device(splits.val, device), run_dir, meta, log_line, best, history);
+  register_hooks(trainer, cfg, val_shard(splits.val, *comm, device), run_dir, meta, log_line, best, history, comm);
   if (resuming) {
     restore_training_state(trainer, last.blobs);
     log->info("resuming after epoch {} (best {} epoch {})", trainer.progress().epoch, cfg.train.early_stopping_monitor,
@@ -236,6 +290,7 @@ TrainSummary train(const TrainRequest& request) {
   summary.best_val_accuracy = best->best_val_accuracy();
   summary.early_stopped = best->early_stopped();
   summary.best_checkpoint = path("best.pt");
+  if (rank != 0) return summary;  // rank 0 evaluates and writes
   log->info("training done: {} epochs in {}; evaluating best.pt (epoch {})", summary.epochs_completed,
             format_duration(trainer.progress().train_seconds), summary.best_epoch);
   store_background(cfg, splits.train, summary.best_checkpoint, *log);

@@ -76,6 +76,9 @@ struct TrainConfig {
   int threads = 0;
   int seed = 42;
   int eval_batch_size = 64;
+  bool sync_batchnorm = false;        // data-parallel runs: BatchNorm statistics of the global batch
+  int distributed_timeout_s = 1800;   // a rank that died or hangs fails the others within this
+  double distributed_bucket_mb = 25;  // gradient all-reduce bucket size
   int background_k = 100;  // k-means centroids of the training faces stored in best.pt for DeepSHAP (0 = none)
 };
 

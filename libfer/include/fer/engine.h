@@ -107,6 +107,11 @@ struct StepOptions {
   Precision precision = Precision::fp32;
   bool channels_last = false;
   int seed = 42;                // with the epoch, seeds shuffling, dropout and every augmentation draw
+  // Data parallelism: every rank shuffles alike and trains on its DistributedSampler
+  // slice (fer/distributed.h) with its own dropout and augmentation draws; rank 0
+  // of a world of one draws exactly what a run without ranks does.
+  int rank = 0;
+  int world_size = 1;
 };
 
 // Cross-entropy with optional class weights and label smoothing (PyTorch's

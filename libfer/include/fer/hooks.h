@@ -38,16 +38,21 @@ class LrScheduleHook : public HookBase {
   LogFn log_;
 };
 
+class Communicator;
+
 // Validates the trainer's eval_model() on `val` after each epoch (centre crop
 // to the model's input size, the training precision): record.val_loss/val_accuracy.
+// Sharded validation: given a communicator, `val` is this rank's shard and the
+// sums are all-reduced, so every rank records the metrics of the whole split.
 class EvalHook : public HookBase {
  public:
-  EvalHook(TrainData val, int64_t batch_size);
+  EvalHook(TrainData val, int64_t batch_size, std::shared_ptr<Communicator> comm = nullptr);
   void after_epoch(TrainerBase& trainer) override;
 
  private:
   TrainData val_;
   int64_t batch_size_;
+  std::shared_ptr<Communicator> comm_;
 };
 
 // Tracks the best epoch by `monitor` (val_loss: lowest; val_accuracy: highest),

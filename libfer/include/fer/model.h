@@ -47,6 +47,10 @@ class SequentialClassifierImpl : public ClassifierImpl {
  public:
   at::Tensor forward(at::Tensor x) override;
   std::vector<std::shared_ptr<torch::nn::Module>> sequential_layers() const override { return layers_; }
+  // Replaces how layer `index` is applied in forward(); the module stays
+  // registered and listed (SyncBatchNorm swaps in a cross-rank batch norm this way).
+  // Throws std::out_of_range for an index past the last layer.
+  void set_step(std::size_t index, std::function<at::Tensor(at::Tensor)> step);
 
  protected:
   // Registers `module` under `name` and appends it to the chain.

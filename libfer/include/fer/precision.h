@@ -71,6 +71,9 @@ class GradScaler {
   at::Tensor scale_loss(const at::Tensor& loss) const;
   // Returns true when every gradient is finite after unscaling.
   bool unscale(torch::optim::Optimizer& optimizer);
+  // After the gradients changed since unscale() (averaged across ranks): checks
+  // them again, so every rank skips or takes the same step. Returns whether all are finite.
+  bool recheck(torch::optim::Optimizer& optimizer);
   // Steps unless the last unscale() found a non-finite gradient; returns whether it stepped.
   bool step(torch::optim::Optimizer& optimizer);
   void update();

@@ -8,6 +8,7 @@
 
 #include "fer/config.h"
 #include "fer/dataset.h"
+#include "fer/distributed.h"
 
 namespace fer {
 
@@ -15,6 +16,7 @@ struct TrainRequest {
   Config config;
   std::string run_dir;      // experiments/<name> unless chosen
   bool resume = false;      // continue from run_dir/last.pt
+  DistributedEnv distributed;  // this process's rank; a world of one by default
 };
 
 struct TrainSummary {
@@ -27,7 +29,10 @@ struct TrainSummary {
   std::string best_checkpoint;
 };
 
-// Requires config.data.path to name the dataset. Writes into run_dir:
+// Requires config.data.path to name the dataset. With request.distributed.world_size
+// > 1, every rank calls it: data-parallel training over a c10d process group,
+// where rank 0 alone writes and evaluates, and the others return after the last
+// epoch (their summary holds the epochs only). Writes into run_dir:
 // config.yaml, environment.json, history.csv, last.pt (resumable), best.pt,
 // train.log, and the evaluation of best.pt on the validation split
 // (metrics.json, predictions.csv, charts) and, when present, on the test split (test/).
