@@ -14,9 +14,12 @@
 #include <chrono>
 #include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "fer/checkpoint.h"
+#include "fer/emotions.h"
+#include "fer/io.h"
 #include "fer/distributed.h"
 #include "fer/history.h"
 #include "fer/hooks.h"
@@ -529,4 +532,80 @@ TEST(DistributedTraining, ResumesWithTheSameWorldSizeAndRefusesAnother) {
   EXPECT_NE(read_text(run.dir / "log4").find("trained by 2 ranks and this one has 1"), std::string::npos)
       << read_text(run.dir / "log4");
   EXPECT_EQ(history_rows(out), 3u);
+}
+
+namespace {
+
+// A paper_cnn with random weights and BatchNorm statistics, saved as a checkpoint.
+std::string random_checkpoint(const fer_test::TempDir& dir) {
+  torch::manual_seed(21);
+  fer::ModelOptions o;
+  auto model = fer::make_model(o);
+  model->train();
+  {
+    torch::NoGradGuard no_grad;
+    model->forward(torch::rand({32, 1, 48, 48}));  // BatchNorm statistics of some images
+  }
+  model->eval();
+  fer::save_checkpoint(dir / "m.pt", *model, {o, fer::emotion_names(), {}});
+  return dir / "m.pt";
+}
+
+std::vector<std::vector<std::string>> csv_rows(const std::string& path) {
+  fer::CsvReader reader(path);
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> row;
+  while (reader.next(row)) rows.push_back(row);
+  return rows;
+}
+
+}  // namespace
+
+TEST(ShardedEvaluation, TwoShardsMergeToTheUnshardedEvaluation) {
+  fer_test::SyntheticData data(9, 2);  // 63 Training, 42 PublicTest and 14 PrivateTest rows
+  fer_test::TempDir dir;
+  const std::string model = random_checkpoint(dir), bin = std::string(FER_BIN_DIR) + "/fer-eval";
+  const std::string common = bin + " --model " + model + " --data " + data.csv + " --split all --no-charts --threads 1";
+  for (const char* shard : {"0/2", "1/2"})
+    ASSERT_EQ(std::system((common + " --shard " + shard + " --out " + (dir / "sharded") + " > /dev/null 2>&1").c_str()), 0);
+  const std::string merge = bin + " --merge " + (dir / "sharded/shard-1-of-2") + " " + (dir / "sharded/shard-0-of-2") +
+                            " --out " + (dir / "merged") + " --no-charts > /dev/null 2>&1";
+  ASSERT_EQ(std::system(merge.c_str()), 0);
+  ASSERT_EQ(std::system((common + " --out " + (dir / "whole") + " > /dev/null 2>&1").c_str()), 0);
+
+  const auto merged = csv_rows(dir / "merged/predictions.csv"), whole = csv_rows(dir / "whole/predictions.csv");
+  ASSERT_EQ(merged.size(), whole.size());
+  ASSERT_EQ(whole.size(), 1u + 63 + 42 + 14);
+  for (std::size_t i = 0; i < whole.size(); ++i) {
+    ASSERT_EQ(merged[i].size(), whole[i].size());
+    for (std::size_t c = 0; c < 3; ++c) EXPECT_EQ(merged[i][c], whole[i][c]) << "row " << i;  // index, true, predicted
+    for (std::size_t c = 3; i > 0 && c < whole[i].size(); ++c)
+      EXPECT_NEAR(std::stod(merged[i][c]), std::stod(whole[i][c]), 1.01e-6) << "row " << i << " column " << c;
+  }
+  const auto a = nlohmann::json::parse(read_text(dir / "merged/metrics.json"));
+  const auto b = nlohmann::json::parse(read_text(dir / "whole/metrics.json"));
+  for (const char* key : {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"})
+    EXPECT_NEAR(a.at(key).get<double>(), b.at(key).get<double>(), 1e-6) << key;
+  EXPECT_NEAR(a["roc_auc"]["macro"].get<double>(), b["roc_auc"]["macro"].get<double>(), 1e-6);
+  EXPECT_EQ(a.at("confusion_matrix"), b.at("confusion_matrix"));
+  EXPECT_EQ(a.at("n"), b.at("n"));
+  EXPECT_EQ(a.at("checkpoint"), b.at("checkpoint"));
+}
+
+TEST(ShardedEvaluation, MergeNamesAMissingOrRepeatedShard) {
+  fer_test::SyntheticData data(3, 1);
+  fer_test::TempDir dir;
+  const std::string model = random_checkpoint(dir), bin = std::string(FER_BIN_DIR) + "/fer-eval";
+  const std::string common = bin + " --model " + model + " --data " + data.csv + " --split all --no-charts --threads 1 --out " +
+                             (dir / "s");
+  for (const char* shard : {"0/3", "2/3"})
+    ASSERT_EQ(std::system((common + " --shard " + shard + " > /dev/null 2>&1").c_str()), 0);
+  const auto merge_error = [&](const std::string& dirs) {
+    const std::string log = dir / "merge.log";
+    EXPECT_NE(std::system((bin + " --merge " + dirs + " --out " + (dir / "m") + " > " + log + " 2>&1").c_str()), 0);
+    return read_text(log);
+  };
+  EXPECT_NE(merge_error(dir / "s/shard-0-of-3 " + dir / "s/shard-2-of-3").find("shard 1 of 3 is missing"), std::string::npos);
+  EXPECT_NE(merge_error(dir / "s/shard-0-of-3 " + dir / "s/shard-0-of-3").find("shard 0 is given twice"), std::string::npos);
+  EXPECT_NE(merge_error(dir / "nothing").find("is not an evaluation shard"), std::string::npos);
 }

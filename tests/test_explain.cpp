@@ -450,3 +450,48 @@ TEST(Explain, TheShippedModelExplainsFullPhotosWithNoDatasetPresent) {
   EXPECT_EQ(cards, photos);
   EXPECT_NE(dom.find(std::to_string(photos) + " of " + std::to_string(photos) + " shown"), std::string::npos);
 }
+
+// fer-explain --shard 0/2 and 1/2, merged, against one unsharded run.
+TEST(Explain, TwoShardsMergeToTheUnshardedBatch) {
+  fer_test::SyntheticData data(2, 1);  // 14 Training rows (the background), 42 PublicTest rows
+  fer_test::TempDir dir;
+  fer::ModelOptions o;
+  fer::save_checkpoint(dir / "m.pt", *paper_cnn_with_batchnorm_statistics(5),
+                       {o, {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}, {}});
+  const std::string bin = std::string(FER_BIN_DIR) + "/fer-explain";
+  const std::string common = bin + " --model " + (dir / "m.pt") + " --input " + data.csv +
+                             " --limit 7 --samples 64 --background 6 --save-raw --threads 1";
+  for (const char* shard : {"0/2", "1/2"})
+    ASSERT_EQ(std::system((common + " --shard " + shard + " --out " + (dir / "sharded") + " > /dev/null 2>&1").c_str()), 0);
+  ASSERT_EQ(std::system((bin + " --merge " + (dir / "sharded/shard-1-of-2") + " " + (dir / "sharded/shard-0-of-2") +
+                         " --out " + (dir / "merged") + " > /dev/null 2>&1").c_str()), 0);
+  ASSERT_EQ(std::system((common + " --out " + (dir / "whole") + " > /dev/null 2>&1").c_str()), 0);
+
+  const auto text = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  EXPECT_EQ(text(dir / "merged/manifest.csv"), text(dir / "whole/manifest.csv"));
+  const auto files = [](const fer_test::fs::path& root) {
+    std::vector<std::string> names;
+    for (const auto& e : fer_test::fs::recursive_directory_iterator(root))
+      if (e.is_regular_file()) names.push_back(fer_test::fs::relative(e.path(), root).string());
+    std::sort(names.begin(), names.end());
+    return names;
+  };
+  EXPECT_EQ(files(dir / "merged"), files(dir / "whole"));
+  const auto a = fer::parse_npy_float32(text(dir / "merged/global_mean_abs_shap.npy"), "merged");
+  const auto b = fer::parse_npy_float32(text(dir / "whole/global_mean_abs_shap.npy"), "whole");
+  ASSERT_EQ(a.values.size(), b.values.size());
+  double worst = 0;
+  for (std::size_t i = 0; i < a.values.size(); ++i) worst = std::max(worst, double(std::abs(a.values[i] - b.values[i])));
+  EXPECT_LT(worst, 1e-6);
+  const auto fa = nlohmann::json::parse(text(dir / "merged/faithfulness.json"));
+  const auto fb = nlohmann::json::parse(text(dir / "whole/faithfulness.json"));
+  for (const auto& [method, summary] : fb.at("methods").items()) {
+    EXPECT_NEAR(fa["methods"][method]["deletion_auc"]["mean"].get<double>(), summary["deletion_auc"]["mean"].get<double>(), 1e-6);
+    EXPECT_NEAR(fa["methods"][method]["insertion_auc"]["std"].get<double>(), summary["insertion_auc"]["std"].get<double>(), 1e-6);
+    EXPECT_EQ(fa["methods"][method]["deletion_auc"]["n"], summary["deletion_auc"]["n"]);
+  }
+  EXPECT_EQ(text(dir / "merged/index.html"), text(dir / "whole/index.html"));
+}

@@ -8,6 +8,7 @@
 #include "fer/background.h"
 #include "fer/config.h"
 #include "fer/dataset.h"
+#include "fer/distributed.h"
 #include "fer/explain.h"
 #include "fer/faces.h"
 #include "fer/runtime.h"
@@ -58,6 +59,22 @@ fer::BackgroundSummary choose_background(const std::string& choice, const std::s
   return fer::background_from_images(refs);
 }
 
+// --shard K/N, else torchrun's or srun's rank, else the whole batch.
+fer::ShardSpec chosen_shard(const std::string& text) {
+  if (!text.empty()) return fer::parse_shard(text);
+  const auto env = fer::DistributedEnv::from_environment();
+  return {env.rank, env.world_size};
+}
+
+void print_summary(const fer::ExplainSummary& s, const std::string& out) {
+  std::printf("explained %d images (%d failed) in %.1f s: %.2f images/s; worst DeepSHAP additivity error %.2g; "
+              "model calls in %s\n",
+              s.explained, s.failed, s.seconds, s.explained / std::max(1e-9, s.seconds), s.worst_additivity_error,
+              s.precision.c_str());
+  std::printf("manifest: %s\n", s.manifest.c_str());
+  std::printf("gallery: %s\n", (fs::path(out) / "index.html").c_str());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -71,9 +88,10 @@ int main(int argc, char** argv) {
   bool save_raw = false, probabilities = false, detect_faces = false, no_faithfulness = false;
   int faithfulness_steps = 20;
   std::string config_path;
-  std::vector<std::string> overrides;
+  std::vector<std::string> overrides, merge;
+  std::string shard_text;
   app.add_option("--model", model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();
-  app.add_option("--input", inputs, "FER-2013 CSV (rows of --split), image folder or image files")->required();
+  app.add_option("--input", inputs, "FER-2013 CSV (rows of --split), image folder or image files (required unless --merge)");
   app.add_option("--split", split, "Split of a CSV input: train | val | test")->capture_default_str();
   app.add_option("--method", method, "shap | lime | both")->check(CLI::IsMember({"shap", "lime", "both"}))->capture_default_str();
   app.add_option("--out", out, "Output directory")->capture_default_str();
@@ -104,19 +122,40 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--detect-faces", detect_faces,
                "Image inputs are full photos: explain each image's largest Haar-detected face");
+  app.add_option("--shard", shard_text,
+                 "Explain slice K of N of the inputs (K from 0) into <out>/shard-K-of-N; under torchrun or srun the rank is the shard");
+  app.add_option("--merge", merge, "Shard directories to merge into --out, as one unsharded run writes it");
   app.add_option("--config", config_path, "YAML whose faces.* keys configure --detect-faces");
   app.add_option("--set", overrides, "Override a config key, e.g. --set faces.margin=0.2 (repeatable)");
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
     fer::configure_cpu_runtime(threads);
+    if (!merge.empty()) {
+      const auto s = fer::merge_explanation_shards(merge, out);
+      std::printf("merged %zu shards: %d images explained (%d failed); worst DeepSHAP additivity error %.2g\n",
+                  merge.size(), s.explained, s.failed, s.worst_additivity_error);
+      std::printf("manifest: %s\ngallery: %s\n", s.manifest.c_str(), (fs::path(out) / "index.html").c_str());
+      return 0;
+    }
+    if (inputs.empty()) throw std::runtime_error("--input is required (a FER-2013 CSV, an image folder or image files)");
     model = fer_app::resolve_model(model, argv[0]);
     fer::Config config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
     for (const auto& o : overrides) fer::apply_override(config, o);
     std::unique_ptr<fer::FaceDetector> detector;
     if (detect_faces) detector = std::make_unique<fer::FaceDetector>(config.faces);
-    const auto items = fer::collect_explain_inputs(inputs, split, limit, detector.get());
+    auto items = fer::collect_explain_inputs(inputs, split, limit, detector.get());
     if (items.empty()) throw std::runtime_error("no images found in the inputs");
+    const auto shard = chosen_shard(shard_text);
+    const std::size_t total_items = items.size();
+    std::string out_dir = out;
+    if (shard.sharded()) {
+      const auto [begin, end] = fer::shard_range(static_cast<int64_t>(items.size()), shard.index, shard.count);
+      items = std::vector<fer::ExplainItem>(items.begin() + begin, items.begin() + end);
+      out_dir = (fs::path(out) / shard.dir_name()).string();
+      std::fprintf(stderr, "shard %d of %d: items %lld..%lld of %zu\n", shard.index, shard.count,
+                   static_cast<long long>(begin), static_cast<long long>(end) - 1, total_items);
+    }
 
     fer::BackgroundSummary refs;
     if (method != "lime") refs = choose_background(background, model, data, inputs, seed);
@@ -134,13 +173,10 @@ int main(int argc, char** argv) {
     options.precision = precision;
     options.faithfulness = !no_faithfulness;
     options.faithfulness_steps = faithfulness_steps;
-    const auto s = fer::explain_batch(model, items, refs, out, options);
-    std::printf("explained %d images (%d failed) in %.1f s: %.2f images/s; worst DeepSHAP additivity error %.2g; "
-                "model calls in %s\n",
-                s.explained, s.failed, s.seconds, s.explained / std::max(1e-9, s.seconds), s.worst_additivity_error,
-                s.precision.c_str());
-    std::printf("manifest: %s\n", s.manifest.c_str());
-    std::printf("gallery: %s\n", (fs::path(out) / "index.html").c_str());
+    options.shard = shard;
+    options.total_items = total_items;
+    const auto s = fer::explain_batch(model, items, refs, out_dir, options);
+    print_summary(s, out_dir);
     return s.failed > 0 && s.explained == 0 ? 1 : 0;
   });
 }

@@ -13,10 +13,12 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 #include <random>
+#include <sstream>
 
 #include "fer/background.h"
 #include "fer/checkpoint.h"
 #include "fer/deepshap.h"
+#include "fer/distributed.h"
 #include "fer/faithfulness.h"
 #include "fer/gallery.h"
 #include "fer/inference.h"
@@ -319,6 +321,125 @@ std::vector<float> baseline_image(const BackgroundSummary& background, std::stri
   return std::vector<float>(m.data_ptr<float>(), m.data_ptr<float>() + kImagePixels);
 }
 
+// What the batch-level files (global SHAP maps, faithfulness, gallery) are made
+// of. A shard stores its part in shard.json; the merge adds the parts up.
+struct BatchReport {
+  std::vector<std::string> class_names;
+  bool shap = false, save_raw = false;
+  std::vector<double> global_sum;  // [classes * pixels]: sum of |SHAP| over the images explained for the class
+  std::vector<int> global_count;
+  FaithfulnessReport faithfulness;
+  std::string baseline_description, faithfulness_method;
+  std::vector<GalleryCard> cards;
+  int explained = 0, failed = 0;
+  double worst_additivity = 0;
+};
+
+nlohmann::json card_json(const GalleryCard& c) {
+  return {{"index", c.index},         {"source", c.source},       {"image", c.image},
+          {"true_label", c.true_label}, {"predicted", c.predicted}, {"confidence", c.confidence},
+          {"faithfulness", std::isnan(c.faithfulness) ? nlohmann::json(nullptr) : nlohmann::json(c.faithfulness)},
+          {"error", c.error}};
+}
+
+GalleryCard card_from_json(const nlohmann::json& j) {
+  GalleryCard c;
+  c.index = j.at("index").get<int>();
+  c.source = j.at("source").get<std::string>();
+  c.image = j.at("image").get<std::string>();
+  c.true_label = j.at("true_label").get<std::string>();
+  c.predicted = j.at("predicted").get<std::string>();
+  c.confidence = j.at("confidence").get<double>();
+  c.faithfulness = j.at("faithfulness").is_null() ? NAN : j.at("faithfulness").get<double>();
+  c.error = j.at("error").get<std::string>();
+  return c;
+}
+
+nlohmann::json report_json(const BatchReport& r) {
+  nlohmann::json cards = nlohmann::json::array();
+  for (const auto& c : r.cards) cards.push_back(card_json(c));
+  return {{"class_names", r.class_names},  {"shap", r.shap},
+          {"save_raw", r.save_raw},        {"global_sum", r.global_sum},
+          {"global_count", r.global_count}, {"faithfulness", r.faithfulness.state_json()},
+          {"baseline", r.baseline_description}, {"faithfulness_method", r.faithfulness_method},
+          {"cards", cards},                {"explained", r.explained},
+          {"failed", r.failed},            {"worst_additivity", r.worst_additivity}};
+}
+
+// Adds a shard's report (report_json) to `total`; the first one sets the class names and flags.
+void add_report(BatchReport& total, const nlohmann::json& part) {
+  if (total.class_names.empty()) {
+    total.class_names = part.at("class_names").get<std::vector<std::string>>();
+    total.shap = part.at("shap").get<bool>();
+    total.save_raw = part.at("save_raw").get<bool>();
+    total.baseline_description = part.at("baseline").get<std::string>();
+    total.faithfulness_method = part.at("faithfulness_method").get<std::string>();
+    total.global_sum.assign(part.at("global_sum").size(), 0.0);
+    total.global_count.assign(total.class_names.size(), 0);
+  }
+  const auto sum = part.at("global_sum").get<std::vector<double>>();
+  const auto count = part.at("global_count").get<std::vector<int>>();
+  for (std::size_t i = 0; i < sum.size(); ++i) total.global_sum.at(i) += sum[i];
+  for (std::size_t c = 0; c < count.size(); ++c) total.global_count.at(c) += count[c];
+  total.faithfulness.merge_state(part.at("faithfulness"));
+  for (const auto& c : part.at("cards")) total.cards.push_back(card_from_json(c));
+  total.explained += part.at("explained").get<int>();
+  total.failed += part.at("failed").get<int>();
+  total.worst_additivity = std::max(total.worst_additivity, part.at("worst_additivity").get<double>());
+}
+
+// Which regions matter for each emotion: mean |SHAP| over the images explained for it.
+std::string write_global_shap(const std::string& out_dir, const BatchReport& r) {
+  const int k = static_cast<int>(r.class_names.size());
+  std::vector<float> global(r.global_sum.size(), 0.0f);
+  for (int c = 0; c < k; ++c)
+    for (int p = 0; p < kImagePixels; ++p)
+      if (r.global_count[c])
+        global[c * kImagePixels + p] = static_cast<float>(r.global_sum[c * kImagePixels + p] / r.global_count[c]);
+  const double vmax = std::max(1e-12, percentile_abs(global.data(), global.size(), 0.999));
+  std::vector<cv::Mat> panels;
+  for (int c = 0; c < k; ++c) {
+    cv::Mat heat(kImageSize, kImageSize, CV_8U);
+    for (int p = 0; p < kImagePixels; ++p)
+      heat.data[p] = static_cast<uchar>(std::clamp(global[c * kImagePixels + p] / vmax, 0.0, 1.0) * 255);
+    cv::Mat big, colour;
+    cv::resize(heat, big, {kSide, kSide}, 0, 0, cv::INTER_NEAREST);
+    cv::applyColorMap(big, colour, cv::COLORMAP_INFERNO);
+    if (!r.global_count[c]) colour.setTo(cv::Scalar(235, 235, 235));
+    panels.push_back(with_title(colour, fmt::format("{} (n={})", r.class_names[c], r.global_count[c])));
+  }
+  panels.push_back(with_title(colour_bar(vmax, kSide, false), "mean |SHAP|"));
+  write_png((fs::path(out_dir) / "global_mean_abs_shap.png").string(), hconcat_padded(panels));
+  if (r.save_raw)
+    write_npy((fs::path(out_dir) / "global_mean_abs_shap.npy").string(), global, {static_cast<std::size_t>(k), 48, 48});
+  return "global_mean_abs_shap.png";
+}
+
+// The batch-level files: global SHAP maps, faithfulness.json and its plot, index.html.
+void write_batch_reports(const std::string& out_dir, const BatchReport& r) {
+  std::vector<std::string> header_images;
+  if (r.shap && r.explained > 0) header_images.push_back(write_global_shap(out_dir, r));
+  if (!r.faithfulness.empty()) {
+    write_text_atomic((fs::path(out_dir) / "faithfulness.json").string(), r.faithfulness.to_json(r.baseline_description));
+    if (gnuplot_available()) {
+      plot_faithfulness_curves(r.faithfulness, fmt::format("Faithfulness of the explanations ({})", r.baseline_description),
+                               (fs::path(out_dir) / "faithfulness.png").string());
+      header_images.push_back("faithfulness.png");
+    } else {
+      spdlog::warn("gnuplot (pngcairo) not found: faithfulness.png skipped; install gnuplot-nox");
+    }
+  }
+  GalleryPage page;
+  page.title = fmt::format("Explanations: {} images ({} failed)", r.explained, r.failed);
+  page.class_names = r.class_names;
+  page.header_images = header_images;
+  page.faithfulness_method = r.faithfulness_method;
+  page.cards = r.cards;
+  write_text_atomic((fs::path(out_dir) / "index.html").string(), gallery_html(page));
+  if (r.worst_additivity > 1e-3)
+    spdlog::warn("DeepSHAP additivity: worst relative error {:.3g} exceeds 1e-3", r.worst_additivity);
+}
+
 class BatchExplainer {
  public:
   BatchExplainer(const std::string& checkpoint, const BackgroundSummary& background, std::string out_dir,
@@ -354,9 +475,13 @@ class BatchExplainer {
     }
     // The reported prediction (and so the class explained) is fer-eval's: fp32.
     classifier_ = probability_predictor(*loaded_.model, device, Precision::fp32, loaded_.meta.model.input_size);
-    baseline_ = baseline_image(background, &baseline_description_);
-    global_sum_.assign(static_cast<std::size_t>(k_) * kImagePixels, 0.0);
-    global_count_.assign(k_, 0);
+    baseline_ = baseline_image(background, &report_.baseline_description);
+    report_.class_names = loaded_.meta.class_names;
+    report_.shap = do_shap_;
+    report_.save_raw = options.save_raw;
+    report_.faithfulness_method = !options.faithfulness ? "" : do_shap_ ? "shap" : "lime";
+    report_.global_sum.assign(static_cast<std::size_t>(k_) * kImagePixels, 0.0);
+    report_.global_count.assign(k_, 0);
   }
 
   const std::vector<std::string>& names() const { return loaded_.meta.class_names; }
@@ -387,37 +512,9 @@ class BatchExplainer {
     return r;
   }
 
-  // The batch-level files: global SHAP maps, faithfulness.json and its plot, index.html.
-  void write_reports(const std::vector<GalleryCard>& cards, ExplainSummary& summary) {
-    summary.worst_additivity_error = worst_additivity_;
-    std::vector<std::string> header_images;
-    if (shap_ && summary.explained > 0) header_images.push_back(write_global_shap());
-    if (!faithfulness_.empty()) {
-      write_text_atomic((fs::path(out_dir_) / "faithfulness.json").string(), faithfulness_.to_json(baseline_description_));
-      if (gnuplot_available()) {
-        plot_faithfulness_curves(faithfulness_, fmt::format("Faithfulness of the explanations ({})", baseline_description_),
-                                 (fs::path(out_dir_) / "faithfulness.png").string());
-        header_images.push_back("faithfulness.png");
-      } else {
-        spdlog::warn("gnuplot (pngcairo) not found: faithfulness.png skipped; install gnuplot-nox");
-      }
-    }
-    GalleryPage page;
-    page.title = fmt::format("Explanations: {} images ({} failed)", summary.explained, summary.failed);
-    page.class_names = names();
-    page.header_images = header_images;
-    page.faithfulness_method = faithfulness_method();
-    page.cards = cards;
-    write_text_atomic((fs::path(out_dir_) / "index.html").string(), gallery_html(page));
-    if (worst_additivity_ > 1e-3)
-      spdlog::warn("DeepSHAP additivity: worst relative error {:.3g} exceeds 1e-3", worst_additivity_);
-  }
-
-  // The method a gallery card's faithfulness score comes from.
-  std::string faithfulness_method() const {
-    if (!options_.faithfulness) return "";
-    return shap_ ? "shap" : "lime";
-  }
+  // What the batch-level files are made of, filled as items are explained.
+  BatchReport& report() { return report_; }
+  const std::string& faithfulness_method() const { return report_.faithfulness_method; }
 
  private:
   void add_file(ItemRecord& r, const fs::path& p, const cv::Mat& img) const {
@@ -444,7 +541,7 @@ class BatchExplainer {
                        std::vector<float>* predicted_map) {
     const auto result = shap_->explain(torch::tensor(image).view({1, kImageSize, kImageSize}), r.classes);
     r.additivity = result.additivity_error;
-    worst_additivity_ = std::max(worst_additivity_, r.additivity);
+    report_.worst_additivity = std::max(report_.worst_additivity, r.additivity);
     const auto attr = result.attributions.contiguous();
     const float* a = attr.data_ptr<float>();
     const double vmax = std::max(1e-12, percentile_abs(a, attr.numel(), 0.999));
@@ -459,8 +556,8 @@ class BatchExplainer {
         predicted_panel = panel;
         predicted_map->assign(map, map + kImagePixels);
       }
-      for (int p = 0; p < kImagePixels; ++p) global_sum_[cls * kImagePixels + p] += std::abs(map[p]);
-      ++global_count_[cls];
+      for (int p = 0; p < kImagePixels; ++p) report_.global_sum[cls * kImagePixels + p] += std::abs(map[p]);
+      ++report_.global_count[cls];
     }
     if (options_.save_raw) {
       const fs::path npy = dir / "shap.npy";
@@ -489,35 +586,8 @@ class BatchExplainer {
                             const std::vector<float>& scores, ItemRecord& r) {
     auto curves = deletion_insertion_curves(image, baseline_, scores, r.predicted, predictor_,
                                             options_.faithfulness_steps);
-    faithfulness_.add(method, curves);
+    report_.faithfulness.add(method, curves);
     r.faithfulness[method] = std::move(curves);
-  }
-
-  // Which regions matter for each emotion: mean |SHAP| over the images explained for it.
-  std::string write_global_shap() const {
-    std::vector<float> global(global_sum_.size(), 0.0f);
-    for (int c = 0; c < k_; ++c)
-      for (int p = 0; p < kImagePixels; ++p)
-        if (global_count_[c])
-          global[c * kImagePixels + p] = static_cast<float>(global_sum_[c * kImagePixels + p] / global_count_[c]);
-    const double vmax = std::max(1e-12, percentile_abs(global.data(), global.size(), 0.999));
-    std::vector<cv::Mat> panels;
-    for (int c = 0; c < k_; ++c) {
-      cv::Mat heat(kImageSize, kImageSize, CV_8U);
-      for (int p = 0; p < kImagePixels; ++p)
-        heat.data[p] = static_cast<uchar>(std::clamp(global[c * kImagePixels + p] / vmax, 0.0, 1.0) * 255);
-      cv::Mat big, colour;
-      cv::resize(heat, big, {kSide, kSide}, 0, 0, cv::INTER_NEAREST);
-      cv::applyColorMap(big, colour, cv::COLORMAP_INFERNO);
-      if (!global_count_[c]) colour.setTo(cv::Scalar(235, 235, 235));
-      panels.push_back(with_title(colour, fmt::format("{} (n={})", names()[c], global_count_[c])));
-    }
-    panels.push_back(with_title(colour_bar(vmax, kSide, false), "mean |SHAP|"));
-    write_png((fs::path(out_dir_) / "global_mean_abs_shap.png").string(), hconcat_padded(panels));
-    if (options_.save_raw)
-      write_npy((fs::path(out_dir_) / "global_mean_abs_shap.npy").string(), global,
-                {static_cast<std::size_t>(k_), 48, 48});
-    return "global_mean_abs_shap.png";
   }
 
   std::string out_dir_;
@@ -532,12 +602,8 @@ class BatchExplainer {
   BatchPredictor predictor_;   // LIME's and the faithfulness curves' model calls (none when neither runs)
   BatchPredictor classifier_;  // the prediction of each image, in fp32
   std::vector<float> baseline_;
-  std::string baseline_description_;
   std::string precision_;  // of predictor_
-  FaithfulnessReport faithfulness_;
-  std::vector<double> global_sum_;
-  std::vector<int> global_count_;
-  double worst_additivity_ = 0;
+  BatchReport report_;
 };
 
 GalleryCard gallery_card(std::size_t index, const ExplainItem& item, const ItemRecord& r,
@@ -557,45 +623,163 @@ GalleryCard gallery_card(std::size_t index, const ExplainItem& item, const ItemR
 
 }  // namespace
 
+// A shard's own files plus shard.json: which items it holds, the options that
+// must agree across shards, and its part of the batch report.
+void write_explain_shard(const std::string& out_dir, const std::string& checkpoint, const ExplainOptions& o,
+                         const std::string& precision, std::size_t first, std::size_t count, const BatchReport& report) {
+  const nlohmann::json identity = {{"checkpoint", checkpoint},   {"shards", o.shard.count},  {"total_items", o.total_items},
+                                   {"method", o.method},         {"classes", o.classes},     {"probabilities", o.probabilities},
+                                   {"lime_samples", o.lime_samples}, {"top_superpixels", o.top_superpixels},
+                                   {"seed", o.seed},             {"save_raw", o.save_raw},   {"faithfulness", o.faithfulness},
+                                   {"faithfulness_steps", o.faithfulness_steps}, {"precision", precision}};
+  const nlohmann::json record = {{"shard", o.shard.index}, {"begin", first}, {"end", first + count},
+                                 {"identity", identity},   {"report", report_json(report)}};
+  write_text_atomic((fs::path(out_dir) / "shard.json").string(), record.dump() + "\n");
+}
+
 ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<ExplainItem>& items,
                              const BackgroundSummary& background, const std::string& out_dir,
                              const ExplainOptions& options) {
   const auto started = std::chrono::steady_clock::now();
+  const auto [first, end] = options.shard.sharded()
+                                ? shard_range(static_cast<int64_t>(options.total_items), options.shard.index, options.shard.count)
+                                : std::pair<int64_t, int64_t>{0, static_cast<int64_t>(items.size())};
+  if (static_cast<std::size_t>(end - first) != items.size())
+    throw std::invalid_argument(fmt::format("shard {} of {} holds items {}..{} of {}, but {} items were given",
+                                            options.shard.index, options.shard.count, first, end, options.total_items,
+                                            items.size()));
   fs::create_directories(out_dir);
   BatchExplainer explainer(checkpoint, background, out_dir, options);
   const auto& names = explainer.names();
+  auto& report = explainer.report();
   ExplainSummary summary;
   summary.precision = explainer.precision();
   summary.manifest = (fs::path(out_dir) / "manifest.csv").string();
   std::ofstream manifest(summary.manifest);
   manifest << manifest_header(names);
-  std::vector<GalleryCard> cards;  // a few strings per image: 10,000 images stay well under 10 MB
 
   std::unique_ptr<ProgressBar> bar;
   if (options.progress) bar = std::make_unique<ProgressBar>(static_cast<std::int64_t>(items.size()), "explain");
   for (std::size_t i = 0; i < items.size(); ++i) {
+    const std::size_t index = static_cast<std::size_t>(first) + i;  // the item's number in the whole batch
     ItemRecord r;
     r.error = items[i].error;
     if (r.error.empty()) {
       try {
-        r = explainer.explain(i, items[i]);
-        ++summary.explained;
+        r = explainer.explain(index, items[i]);
+        ++report.explained;
       } catch (const std::exception& e) {
         r = ItemRecord{};
         r.error = e.what();
       }
     }
     if (!r.error.empty()) {
-      ++summary.failed;
+      ++report.failed;
       spdlog::warn("explain: {}: {}", items[i].source, r.error);
     }
-    manifest << manifest_row(i, items[i], r, names) << std::flush;
-    cards.push_back(gallery_card(i, items[i], r, names, explainer.faithfulness_method()));
-    if (bar) bar->advance(1, 1, summary.failed ? fmt::format("{} failed", summary.failed) : "");
+    manifest << manifest_row(index, items[i], r, names) << std::flush;
+    // a few strings per image: 10,000 images stay well under 10 MB
+    report.cards.push_back(gallery_card(index, items[i], r, names, explainer.faithfulness_method()));
+    if (bar) bar->advance(1, 1, report.failed ? fmt::format("{} failed", report.failed) : "");
   }
   if (bar) bar->finish();
   if (!manifest) throw std::runtime_error("cannot write '" + summary.manifest + "'");
-  explainer.write_reports(cards, summary);
+  write_batch_reports(out_dir, report);
+  if (options.shard.sharded())
+    write_explain_shard(out_dir, checkpoint, options, summary.precision, first, items.size(), report);
+  summary.explained = report.explained;
+  summary.failed = report.failed;
+  summary.worst_additivity_error = report.worst_additivity;
+  summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return summary;
+}
+
+namespace {
+
+struct ExplainShard {
+  std::string dir;
+  nlohmann::json record;
+};
+
+// Shards 0..N-1 of one batch, sorted, each once, with the same identity and contiguous items.
+std::vector<ExplainShard> load_explain_shards(const std::vector<std::string>& dirs) {
+  std::vector<ExplainShard> shards;
+  for (const auto& dir : dirs) {
+    const fs::path path = fs::path(dir) / "shard.json";
+    std::ifstream in(path);
+    if (!in) throw std::runtime_error(dir + " is not an explanation shard (no shard.json; write one with fer-explain --shard K/N)");
+    try {
+      shards.push_back({dir, nlohmann::json::parse(in)});
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error(path.string() + ": " + e.what());
+    }
+  }
+  std::sort(shards.begin(), shards.end(), [](const ExplainShard& a, const ExplainShard& b) {
+    return a.record.at("shard").get<int>() < b.record.at("shard").get<int>();
+  });
+  const auto& identity = shards.front().record.at("identity");
+  const int count = identity.at("shards").get<int>();
+  std::size_t next = 0;
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    const auto& r = shards[i].record;
+    if (r.at("identity") != identity)
+      throw std::runtime_error(shards[i].dir + " belongs to another batch than " + shards.front().dir +
+                               " (checkpoint, shard count, item count or options differ)");
+    const int index = r.at("shard").get<int>();
+    if (index < static_cast<int>(i))
+      throw std::runtime_error(fmt::format("shard {} is given twice: {} and {}", index, shards[i - 1].dir, shards[i].dir));
+    if (index > static_cast<int>(i)) throw std::runtime_error(fmt::format("shard {} of {} is missing", i, count));
+    if (r.at("begin").get<std::size_t>() != next) throw std::runtime_error(shards[i].dir + ": its items do not follow the previous shard's");
+    next = r.at("end").get<std::size_t>();
+  }
+  if (static_cast<int>(shards.size()) != count) throw std::runtime_error(fmt::format("shard {} of {} is missing", shards.size(), count));
+  return shards;
+}
+
+// Hard links (same file system) or copies of a shard's per-item folders.
+void link_item_folders(const fs::path& shard_dir, const fs::path& out_dir) {
+  for (const auto& entry : fs::directory_iterator(shard_dir)) {
+    if (!entry.is_directory()) continue;
+    const fs::path target = out_dir / entry.path().filename();
+    fs::create_directories(target);
+    for (const auto& file : fs::directory_iterator(entry.path())) {
+      const fs::path to = target / file.path().filename();
+      std::error_code ec;
+      fs::remove(to);
+      fs::create_hard_link(file.path(), to, ec);
+      if (ec) fs::copy_file(file.path(), to, fs::copy_options::overwrite_existing);
+    }
+  }
+}
+
+}  // namespace
+
+ExplainSummary merge_explanation_shards(const std::vector<std::string>& shard_dirs, const std::string& out_dir) {
+  if (shard_dirs.empty()) throw std::invalid_argument("--merge needs the shard directories");
+  const auto started = std::chrono::steady_clock::now();
+  const auto shards = load_explain_shards(shard_dirs);
+  fs::create_directories(out_dir);
+  BatchReport report;
+  std::string manifest_text;
+  for (const auto& shard : shards) {
+    add_report(report, shard.record.at("report"));
+    std::ifstream in(fs::path(shard.dir) / "manifest.csv");
+    std::string line;
+    std::getline(in, line);  // the header, once
+    if (manifest_text.empty()) manifest_text = line + "\n";
+    std::ostringstream rest;
+    rest << in.rdbuf();
+    manifest_text += rest.str();
+    if (fs::weakly_canonical(shard.dir) != fs::weakly_canonical(out_dir)) link_item_folders(shard.dir, out_dir);
+  }
+  ExplainSummary summary;
+  summary.manifest = (fs::path(out_dir) / "manifest.csv").string();
+  write_text_atomic(summary.manifest, manifest_text);
+  write_batch_reports(out_dir, report);
+  summary.explained = report.explained;
+  summary.failed = report.failed;
+  summary.worst_additivity_error = report.worst_additivity;
+  summary.precision = shards.front().record.at("identity").at("precision").get<std::string>();
   summary.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return summary;
 }

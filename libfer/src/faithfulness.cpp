@@ -147,4 +147,42 @@ std::string FaithfulnessReport::to_json(const std::string& baseline_description)
   return out.dump(2) + "\n";
 }
 
+nlohmann::json FaithfulnessReport::state_json() const {
+  nlohmann::json methods = nlohmann::json::array();
+  for (const auto& m : order_) {
+    const Sums& s = methods_.at(m);
+    methods.push_back({{"method", m}, {"deletion_sum", s.deletion_sum}, {"deletion_sq", s.deletion_sq},
+                       {"insertion_sum", s.insertion_sum}, {"insertion_sq", s.insertion_sq}, {"n", s.n},
+                       {"deletion_curve", s.deletion_curve}, {"insertion_curve", s.insertion_curve}});
+  }
+  return {{"fractions", fractions_}, {"methods", methods}};
+}
+
+void FaithfulnessReport::merge_state(const nlohmann::json& state) {
+  const auto fractions = state.at("fractions").get<std::vector<double>>();
+  if (fractions.empty()) return;
+  if (fractions_.empty()) fractions_ = fractions;
+  if (fractions != fractions_) throw std::invalid_argument("FaithfulnessReport: the reports' curves have other points");
+  for (const auto& m : state.at("methods")) {
+    auto [it, inserted] = methods_.try_emplace(m.at("method").get<std::string>());
+    Sums& s = it->second;
+    if (inserted) {
+      order_.push_back(it->first);
+      s.deletion_curve.assign(fractions_.size(), 0.0);
+      s.insertion_curve.assign(fractions_.size(), 0.0);
+    }
+    s.deletion_sum += m.at("deletion_sum").get<double>();
+    s.deletion_sq += m.at("deletion_sq").get<double>();
+    s.insertion_sum += m.at("insertion_sum").get<double>();
+    s.insertion_sq += m.at("insertion_sq").get<double>();
+    s.n += m.at("n").get<std::int64_t>();
+    const auto deletion = m.at("deletion_curve").get<std::vector<double>>();
+    const auto insertion = m.at("insertion_curve").get<std::vector<double>>();
+    for (std::size_t i = 0; i < fractions_.size(); ++i) {
+      s.deletion_curve[i] += deletion.at(i);
+      s.insertion_curve[i] += insertion.at(i);
+    }
+  }
+}
+
 }  // namespace fer

@@ -9,6 +9,7 @@
 #include "fer/background.h"
 #include "fer/dataset.h"
 #include "fer/faces.h"
+#include "fer/shards.h"
 
 namespace fer {
 
@@ -48,6 +49,12 @@ struct ExplainOptions {
   // predicted class (2*(steps+1) forward passes per method and image).
   bool faithfulness = true;
   int faithfulness_steps = 20;
+  // Sharded batches (fer-explain --shard K/N): the items given are this shard's
+  // slice (fer::dataset_shard's rule) of `total_items`; their folders, manifest
+  // rows and LIME seeds keep their numbers in the whole batch, and shard.json
+  // records what merge_explanation_shards needs.
+  ShardSpec shard;
+  std::size_t total_items = 0;
 };
 
 struct ExplainSummary {
@@ -70,6 +77,14 @@ struct ExplainSummary {
 ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<ExplainItem>& items,
                              const BackgroundSummary& background, const std::string& out_dir,
                              const ExplainOptions& options);
+
+// Rebuilds in `out_dir` what one unsharded explain_batch writes from the
+// directories of its shards 0..N-1 (any order): the per-item folders (hard
+// links, else copies), manifest.csv, the global SHAP maps (the shards' sums over
+// their counts), faithfulness.json/.png and index.html. Throws
+// std::runtime_error naming a directory that is missing, given twice or from
+// another batch.
+ExplainSummary merge_explanation_shards(const std::vector<std::string>& shard_dirs, const std::string& out_dir);
 
 // Picks `count` images from `pool` with `seed` (without replacement, in a
 // seeded random order); all of them when count >= pool.size().

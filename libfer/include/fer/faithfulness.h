@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,13 @@ class FaithfulnessReport {
   // {"steps", "fractions", "baseline", "class", "methods": {m: {"deletion_auc": {mean, std, n},
   // "insertion_auc": {...}, "mean_deletion_curve": [...], "mean_insertion_curve": [...]}}}
   std::string to_json(const std::string& baseline_description) const;
+
+  // The running sums, so that reports of several processes (sharded
+  // explanations) combine into the report of all their images.
+  nlohmann::json state_json() const;
+  // Adds a state_json() of another report. Throws std::invalid_argument when
+  // its curves have other fractions.
+  void merge_state(const nlohmann::json& state);
 
  private:
   struct Sums {
