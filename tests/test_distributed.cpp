@@ -609,3 +609,20 @@ TEST(ShardedEvaluation, MergeNamesAMissingOrRepeatedShard) {
   EXPECT_NE(merge_error(dir / "s/shard-0-of-3 " + dir / "s/shard-0-of-3").find("shard 0 is given twice"), std::string::npos);
   EXPECT_NE(merge_error(dir / "nothing").find("is not an evaluation shard"), std::string::npos);
 }
+
+// PyTorch's own launcher, where it runs (Debian 12's torchrun 1.13 fails on
+// Python 3.11 before starting anything; Debian 13's 2.6 runs, with its agent
+// hosting the store): fer-train must work under it unchanged.
+TEST(DistributedTraining, TorchrunLaunchesFerTrainUnchanged) {
+  if (!fer::distributed_supported()) GTEST_SKIP() << "built without c10d Gloo (libgloo-dev)";
+  const std::string torchrun = "/usr/bin/python3 -m torch.distributed.run --standalone --no_python";
+  if (std::system((torchrun + " --nproc_per_node=1 true > /dev/null 2>&1").c_str()) != 0)
+    GTEST_SKIP() << "torchrun does not run on this machine (`" << torchrun << " --nproc_per_node=1 true` fails)";
+  DistributedRun run(2);
+  const std::string out = run.dir / "run";
+  const std::string command = torchrun + " --nproc_per_node=2 " + run.bin + " --config " + run.config + " --data " +
+                              run.data.csv + " --out " + out + " > " + (run.dir / "log") + " 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << read_text(run.dir / "log");
+  EXPECT_EQ(history_rows(out), 2u);
+  EXPECT_NE(read_text(out + "/train.log").find("data parallel: 2 ranks over gloo"), std::string::npos);
+}

@@ -216,6 +216,7 @@ void DataParallelHook::after_backward(TrainerBase& trainer) {
   bucket.push_back(loss);
   flush();
   p.loss = loss.reshape({});
+  p.images_in_step *= comm_->world_size();  // the log and the progress bar count the global batch
   t.scaler().recheck(t.optimizer());
 }
 
@@ -229,6 +230,7 @@ void DataParallelHook::after_epoch(TrainerBase& trainer) {
   comm_->all_reduce_sum(totals, fmt::format("sum of training metrics (epoch {})", p.epoch));
   r.train_loss = totals[0][0].item<double>() / totals[0][2].item<double>();
   r.train_accuracy = totals[0][1].item<double>() / totals[0][2].item<double>();
+  p.images_in_epoch = static_cast<std::int64_t>(totals[0][2].item<double>());
 
   // BatchNorm statistics saw only this rank's batches: average them, so every
   // rank validates and saves the same model.

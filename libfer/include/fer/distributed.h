@@ -94,9 +94,11 @@ at::Tensor distributed_sampler_indices(const at::Tensor& permutation, int rank, 
 // Averages gradients across ranks after each backward pass, in buckets of about
 // `bucket_bytes` (one all-reduce per bucket), so every rank takes the same
 // optimizer step. Before training it copies rank 0's weights and buffers to
-// every rank; after each epoch it sums the training loss and accuracy over the
-// ranks and checks that every rank holds the same parameters (DistributedError
-// otherwise). Register it first, so the other hooks see averaged gradients.
+// every rank; the step's loss and image count become the global batch's; after
+// each epoch it sums the training loss, accuracy and image count over the
+// ranks, averages the BatchNorm statistics, and checks that every rank holds
+// the same parameters (DistributedError otherwise). Register it first, so the
+// other hooks see averaged gradients.
 class DataParallelHook : public HookBase {
  public:
   explicit DataParallelHook(std::shared_ptr<Communicator> comm, int64_t bucket_bytes = 25 << 20);
