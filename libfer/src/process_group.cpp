@@ -60,21 +60,28 @@ class FailureReport {
 template <typename ProcessGroup>
 class C10dCommunicator : public Communicator {
  public:
+  // `staging`: the device every tensor must be on (NCCL: this rank's GPU); none for Gloo.
   C10dCommunicator(c10::intrusive_ptr<ProcessGroup> group, c10::intrusive_ptr<c10d::Store> store,
-                   const DistributedEnv& env, std::string backend, std::chrono::milliseconds timeout)
-      : group_(std::move(group)), report_(std::move(store), env), env_(env), backend_(std::move(backend)), timeout_(timeout) {}
+                   const DistributedEnv& env, std::string backend, std::chrono::milliseconds timeout,
+                   c10::optional<c10::Device> staging = c10::nullopt)
+      : group_(std::move(group)), report_(std::move(store), env), env_(env), backend_(std::move(backend)),
+        timeout_(timeout), staging_(staging) {}
 
   int rank() const override { return env_.rank; }
   int world_size() const override { return env_.world_size; }
   std::string backend() const override { return backend_; }
 
   void all_reduce_sum(std::vector<at::Tensor>& tensors, const std::string& what) override {
-    run(what, [&] { return group_->allreduce(tensors, c10d::AllreduceOptions{}); });
+    auto staged = stage(tensors);
+    run(what, [&] { return group_->allreduce(staged, c10d::AllreduceOptions{}); });
+    unstage(staged, tensors);
   }
   void broadcast(std::vector<at::Tensor>& tensors, int root, const std::string& what) override {
     c10d::BroadcastOptions options;
     options.rootRank = root;
-    run(what, [&] { return group_->broadcast(tensors, options); });
+    auto staged = stage(tensors);
+    run(what, [&] { return group_->broadcast(staged, options); });
+    unstage(staged, tensors);
   }
   void barrier(const std::string& what) override {
     run(what, [&] { return group_->barrier(c10d::BarrierOptions{}); });
@@ -90,11 +97,23 @@ class C10dCommunicator : public Communicator {
     }
   }
 
+  // NCCL reduces GPU tensors only: the small CPU tensors (metrics, fingerprints) travel through the GPU.
+  std::vector<at::Tensor> stage(const std::vector<at::Tensor>& tensors) const {
+    std::vector<at::Tensor> staged;
+    for (const auto& t : tensors) staged.push_back(staging_ && t.device() != *staging_ ? t.to(*staging_) : t);
+    return staged;
+  }
+  static void unstage(const std::vector<at::Tensor>& staged, std::vector<at::Tensor>& tensors) {
+    for (std::size_t i = 0; i < tensors.size(); ++i)
+      if (!staged[i].is_same(tensors[i])) tensors[i].copy_(staged[i]);
+  }
+
   c10::intrusive_ptr<ProcessGroup> group_;
   FailureReport report_;
   DistributedEnv env_;
   std::string backend_;
   std::chrono::milliseconds timeout_;
+  c10::optional<c10::Device> staging_;
 };
 
 c10::intrusive_ptr<c10d::Store> rendezvous(const DistributedEnv& env, std::chrono::milliseconds timeout) {
@@ -135,7 +154,7 @@ std::shared_ptr<Communicator> connect_process_group(const DistributedEnv& env, c
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
     auto group = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, env.rank, env.world_size, options);
-    return std::make_shared<C10dCommunicator<c10d::ProcessGroupNCCL>>(group, store, env, "nccl", timeout);
+    return std::make_shared<C10dCommunicator<c10d::ProcessGroupNCCL>>(group, store, env, "nccl", timeout, device);
   }
 #endif
   auto options = c10d::ProcessGroupGloo::Options::create(timeout);
