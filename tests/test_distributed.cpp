@@ -58,8 +58,9 @@ int free_port() {
   return ntohs(a.sin_port);
 }
 
-// Runs body(rank, communicator) on two threads that form a Gloo group over 127.0.0.1.
-void with_two_ranks(const std::function<void(int, fer::Communicator&)>& body) {
+// Runs body(rank, communicator) on two threads that form a Gloo group over
+// 127.0.0.1. Returns whether both ranks finished without an exception.
+bool with_two_ranks(const std::function<void(int, fer::Communicator&)>& body) {
   const int port = free_port();
   std::vector<std::string> errors(2);
   std::vector<std::thread> ranks;
@@ -79,6 +80,7 @@ void with_two_ranks(const std::function<void(int, fer::Communicator&)>& body) {
   for (auto& t : ranks) t.join();
   EXPECT_EQ(errors[0], "");
   EXPECT_EQ(errors[1], "");
+  return errors[0].empty() && errors[1].empty();
 }
 
 // A one-layer sequential classifier, so use_sync_batchnorm can swap its step.
@@ -209,11 +211,11 @@ TEST(SyncBatchNorm, TwoRanksEqualBatchNormOverTheWholeBatch) {
   const auto whole = run_batch_norm(reference, x, probe);
   std::vector<BatchNormResult> parts(2);
   std::vector<std::shared_ptr<BatchNormNet>> nets{std::make_shared<BatchNormNet>(), std::make_shared<BatchNormNet>()};
-  with_two_ranks([&](int rank, fer::Communicator& comm) {
+  ASSERT_TRUE(with_two_ranks([&](int rank, fer::Communicator& comm) {
     std::shared_ptr<fer::Communicator> shared(&comm, [](fer::Communicator*) {});
     fer::use_sync_batchnorm(*nets[rank], shared);
     parts[rank] = run_batch_norm(*nets[rank], x.slice(0, 4 * rank, 4 * rank + 4), probe.slice(0, 4 * rank, 4 * rank + 4));
-  });
+  }));
   for (int r = 0; r < 2; ++r) {
     EXPECT_TRUE(torch::allclose(parts[r].y, whole.y.slice(0, 4 * r, 4 * r + 4), 1e-5, 1e-5)) << "rank " << r;
     // Each rank's loss is its half of the sum: its input gradient is the whole batch's, sliced.
@@ -309,7 +311,7 @@ TEST(DataParallel, TwoRanksHoldTheSameModelAfterEveryEpoch) {
     runs[r].step.batch_size = 8;
     runs[r].epochs = 3;
   }
-  with_two_ranks([&](int rank, fer::Communicator& comm) { train_rank(runs[rank], borrowed(comm)); });
+  ASSERT_TRUE(with_two_ranks([&](int rank, fer::Communicator& comm) { train_rank(runs[rank], borrowed(comm)); }));
   ASSERT_EQ(runs[0].snapshots->epochs.size(), 3u);
   ASSERT_EQ(runs[1].snapshots->epochs.size(), 3u);
   for (int e = 0; e < 3; ++e)
@@ -350,7 +352,8 @@ TEST(DataParallel, TwoRanksOfBatchBMatchOneRankOfBatch2B) {
   }
   runs[2].step.batch_size = 16;
   train_rank(runs[2], fer::local_communicator());
-  with_two_ranks([&](int rank, fer::Communicator& comm) { train_rank(runs[rank], borrowed(comm)); });
+  ASSERT_TRUE(with_two_ranks([&](int rank, fer::Communicator& comm) { train_rank(runs[rank], borrowed(comm)); }));
+  ASSERT_EQ(runs[0].snapshots->epochs.size(), 3u);
   for (int e = 0; e < 3; ++e) {
     const double gap = max_difference(runs[0].snapshots->epochs[e], runs[2].snapshots->epochs[e]);
     EXPECT_LT(gap, 1e-5) << "epoch " << e + 1;
@@ -373,7 +376,7 @@ TEST(DataParallel, RanksThatDriftApartAreAnError) {
     run.data = pattern_data(16, 3);
     run.step.batch_size = 8;
   }
-  with_two_ranks([&](int rank, fer::Communicator& comm) {
+  ASSERT_TRUE(with_two_ranks([&](int rank, fer::Communicator& comm) {
     fer::OptimizerOptions o;
     auto& run = runs[rank];
     run.step.rank = rank;
@@ -392,7 +395,7 @@ TEST(DataParallel, RanksThatDriftApartAreAnError) {
     } catch (const fer::DistributedError& e) {
       errors[rank] = e.what();
     }
-  });
+  }));
   EXPECT_EQ(errors[0], "");
   EXPECT_NE(errors[1].find("rank 1: after epoch 0 its parameters differ from rank 0's"), std::string::npos) << errors[1];
 }

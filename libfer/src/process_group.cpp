@@ -5,6 +5,8 @@
 #include <torch/torch.h>
 
 #include <thread>
+#include <type_traits>
+#include <utility>
 
 #include "fer/distributed.h"
 
@@ -116,8 +118,22 @@ class C10dCommunicator : public Communicator {
   c10::optional<c10::Device> staging_;
 };
 
+// LibTorch 2.4+ defaults TCPStore to its libuv server, which builds without
+// libuv (Debian's 2.6) refuse; the plain server is ample for a store that
+// serves a rendezvous and a few failure reports.
+template <typename Options, typename = void>
+struct HasLibUvSwitch : std::false_type {};
+template <typename Options>
+struct HasLibUvSwitch<Options, std::void_t<decltype(std::declval<Options&>().useLibUV)>> : std::true_type {};
+
+template <typename Options>
+void use_plain_tcp_server(Options& options) {
+  if constexpr (HasLibUvSwitch<Options>::value) options.useLibUV = false;
+}
+
 c10::intrusive_ptr<c10d::Store> rendezvous(const DistributedEnv& env, std::chrono::milliseconds timeout) {
   c10d::TCPStoreOptions options;
+  use_plain_tcp_server(options);
   options.port = static_cast<std::uint16_t>(env.master_port);
   options.isServer = env.rank == 0 && !env.agent_store;
   options.numWorkers = static_cast<std::size_t>(env.world_size);
