@@ -613,18 +613,29 @@ TEST(ShardedEvaluation, MergeNamesAMissingOrRepeatedShard) {
   EXPECT_NE(merge_error(dir / "nothing").find("is not an evaluation shard"), std::string::npos);
 }
 
-// PyTorch's own launcher, where it runs (Debian 12's torchrun 1.13 fails on
-// Python 3.11 before starting anything; Debian 13's 2.6 runs, with its agent
-// hosting the store): fer-train must work under it unchanged.
+// PyTorch's own launcher, where it runs: fer-train must work under it
+// unchanged, as a client of the store torchrun's agent hosts
+// (TORCHELASTIC_USE_AGENT_STORE). Debian 13's python3-torch 2.6 is built
+// without libuv, yet its torchrun asks for a libuv TCPStore; the shim asks for
+// the plain one. Debian 12's torchrun 1.13 fails on Python 3.11 before
+// starting anything: skipped there.
 TEST(DistributedTraining, TorchrunLaunchesFerTrainUnchanged) {
   if (!fer::distributed_supported()) GTEST_SKIP() << "built without c10d Gloo (libgloo-dev)";
-  const std::string torchrun = "/usr/bin/python3 -m torch.distributed.run --standalone --no_python";
-  if (std::system((torchrun + " --nproc_per_node=1 true > /dev/null 2>&1").c_str()) != 0)
-    GTEST_SKIP() << "torchrun does not run on this machine (`" << torchrun << " --nproc_per_node=1 true` fails)";
   DistributedRun run(2);
+  const std::string shim = run.dir / "torchrun.py";
+  fer_test::write_file(shim,
+                       "import sys, functools, torch, torch.distributed as dist\n"
+                       "if tuple(int(v) for v in torch.__version__.split('.')[:2]) >= (2, 4):\n"
+                       "    dist.TCPStore = functools.partial(dist.TCPStore, use_libuv=False)\n"
+                       "from torch.distributed.run import main\n"
+                       "sys.exit(main())\n");
+  const std::string torchrun = "/usr/bin/python3 " + shim + " --rdzv_backend static --master_addr 127.0.0.1 --nnodes 1 " +
+                               "--node_rank 0 --no_python --master_port ";
+  if (std::system((torchrun + std::to_string(free_port()) + " --nproc_per_node=1 true > /dev/null 2>&1").c_str()) != 0)
+    GTEST_SKIP() << "torchrun does not run on this machine (`" << torchrun << "PORT --nproc_per_node=1 true` fails)";
   const std::string out = run.dir / "run";
-  const std::string command = torchrun + " --nproc_per_node=2 " + run.bin + " --config " + run.config + " --data " +
-                              run.data.csv + " --out " + out + " > " + (run.dir / "log") + " 2>&1";
+  const std::string command = torchrun + std::to_string(free_port()) + " --nproc_per_node=2 " + run.bin + " --config " +
+                              run.config + " --data " + run.data.csv + " --out " + out + " > " + (run.dir / "log") + " 2>&1";
   ASSERT_EQ(std::system(command.c_str()), 0) << read_text(run.dir / "log");
   EXPECT_EQ(history_rows(out), 2u);
   EXPECT_NE(read_text(out + "/train.log").find("data parallel: 2 ranks over gloo"), std::string::npos);

@@ -41,9 +41,14 @@ debian_root() {
   mkdir -p "$FER_ROOT_CACHE"
   _as_root debootstrap --variant=minbase --components="${components// /,}" trixie "$root" "$FER_DEBIAN_MIRROR" >&2
   echo "deb $FER_DEBIAN_MIRROR trixie $components" | _as_root tee "$root/etc/apt/sources.list" >/dev/null
-  if declare -F debian_root_prepare >/dev/null; then debian_root_prepare "$root" >&2; fi
-  _in_root "$root" / apt-get update -q >&2
-  _in_root "$root" / env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2
+  # Inside $(...) errexit is off: every step checks itself, so a failed install
+  # never leaves a root marked ready.
+  if declare -F debian_root_prepare >/dev/null; then debian_root_prepare "$root" >&2 || return 1; fi
+  _in_root "$root" / apt-get update -q >&2 || return 1
+  if ! _in_root "$root" / env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@" >&2; then
+    echo "debian-root: installing the packages into $root failed (see above)" >&2
+    return 1
+  fi
   _in_root "$root" / apt-get clean >&2
   echo "$want" | _as_root tee "$root/.fer-root-ready" >/dev/null
   echo "$root"
