@@ -47,6 +47,9 @@ class FailureReport {
       if (silent.empty()) return head + " (every other rank saw the failure too)";
       return fmt::format("{}; rank {} stopped answering (it died or hangs: see its log)", head, fmt::join(silent, ", "));
     } catch (const std::exception&) {
+      if (env_.agent_store)
+        return fmt::format("{}; the rendezvous store at {}:{} (the launcher's agent) is gone", head, env_.master_addr,
+                           env_.master_port);
       return fmt::format("{}; the rendezvous store on rank 0 ({}:{}) is gone, so rank 0 died", head, env_.master_addr,
                          env_.master_port);
     }
