@@ -37,9 +37,10 @@ CONTROL
 }
 
 # The usual stack without libtorch-dev / python3-torch (they conflict with the CUDA build),
-# and with the CUDA build's Gloo headers (libgloo-dev conflicts with its libgloo-cuda-0).
+# and with the CUDA build's Gloo headers (libgloo-dev conflicts with its libgloo-cuda-0) and
+# NCCL's (c10d's ProcessGroupNCCL.hpp includes <nccl.h>).
 mapfile -t packages < <(scripts/setup-deps.sh --list | grep -vx -e libtorch-dev -e python3-torch -e libgloo-dev)
-root=$(debian_root libtorch2-cuda "main contrib non-free" "${packages[@]}" libgloo-cuda-dev libtorch-cuda-dev nvidia-cuda-toolkit)
+root=$(debian_root libtorch2-cuda "main contrib non-free" "${packages[@]}" libgloo-cuda-dev libnccl-dev libtorch-cuda-dev nvidia-cuda-toolkit)
 in_debian_root "$root" bash -c '
   set -euo pipefail
   echo "check-cuda-build: LibTorch $(dpkg-query -W -f="\${Version}" libtorch-cuda-dev), CUDA $(dpkg-query -W -f="\${Version}" nvidia-cuda-toolkit)"

@@ -14,12 +14,16 @@
 #if defined(FER_HAVE_C10D) && defined(USE_C10D_GLOO)
 #define FER_C10D_GLOO 1
 #endif
+// NCCL: a CUDA LibTorch (USE_C10D_NCCL) and <nccl.h> at build time; else GPUs talk through Gloo.
+#if defined(USE_C10D_NCCL) && defined(FER_HAVE_NCCL_HEADER)
+#define FER_C10D_NCCL 1
+#endif
 
 #if FER_C10D_GLOO
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
-#ifdef USE_C10D_NCCL
+#if FER_C10D_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 #endif
@@ -168,7 +172,7 @@ bool distributed_supported() { return true; }
 std::shared_ptr<Communicator> connect_process_group(const DistributedEnv& env, const c10::Device& device,
                                                     std::chrono::milliseconds timeout) {
   auto store = rendezvous(env, timeout);
-#ifdef USE_C10D_NCCL
+#if FER_C10D_NCCL
   if (device.is_cuda()) {
     auto options = c10d::ProcessGroupNCCL::Options::create();
     options->timeout = timeout;
