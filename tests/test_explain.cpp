@@ -42,6 +42,7 @@ class SequentialImpl : public fer::ClassifierImpl {
     if (auto l = std::dynamic_pointer_cast<torch::nn::ReLUImpl>(m)) return torch::nn::AnyModule(torch::nn::ReLU(l));
     if (auto l = std::dynamic_pointer_cast<torch::nn::MaxPool2dImpl>(m)) return torch::nn::AnyModule(torch::nn::MaxPool2d(l));
     if (auto l = std::dynamic_pointer_cast<torch::nn::TanhImpl>(m)) return torch::nn::AnyModule(torch::nn::Tanh(l));
+    if (auto l = std::dynamic_pointer_cast<torch::nn::Conv2dImpl>(m)) return torch::nn::AnyModule(torch::nn::Conv2d(l));
     throw std::invalid_argument("test wrap: unsupported");
   }
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
@@ -494,4 +495,84 @@ TEST(Explain, TwoShardsMergeToTheUnshardedBatch) {
     EXPECT_EQ(fa["methods"][method]["deletion_auc"]["n"], summary["deletion_auc"]["n"]);
   }
   EXPECT_EQ(text(dir / "merged/index.html"), text(dir / "whole/index.html"));
+}
+
+// The fused CPU loops (ReLU and tiling max-pool multipliers) compute the same
+// floats as the tensor-op version other devices run, and explain_batch gives
+// each image what explain() gives it, whether images share a pass or not.
+TEST(DeepShap, FusedKernelsAndBatchedPassesMatchTheOneImagePath) {
+  auto model = paper_cnn_with_batchnorm_statistics(8);
+  const auto background = rand_images(9, 82);
+  const auto images = rand_images(4, 83);
+  const std::vector<std::vector<int64_t>> classes = {{6, 0}, {1, 2}, {3, 3}, {5, 4}};
+  fer::DeepShapOptions tensor_ops;
+  tensor_ops.fused_cpu_kernels = false;
+  fer::DeepShapOptions shared_passes;
+  shared_passes.max_rows_per_pass = 1024;
+  fer::DeepShapExplainer fused(model, background, torch::kCPU, shared_passes);
+  fer::DeepShapExplainer plain(model, background, torch::kCPU, tensor_ops);
+  fer::DeepShapExplainer single(model, background, torch::kCPU);  // CPU default: one image per pass
+  EXPECT_EQ(fused.images_per_pass(2), 1024 / 18);
+  EXPECT_EQ(single.images_per_pass(2), 1);
+  const auto batched = fused.explain_batch(images, classes), unbatched = single.explain_batch(images, classes);
+  ASSERT_EQ(batched.size(), 4u);
+  ASSERT_EQ(unbatched.size(), 4u);
+  for (int64_t i = 0; i < 4; ++i) {
+    const auto one = plain.explain(images[i], classes[i]);
+    const double scale = one.attributions.abs().max().item<double>();
+    for (const auto* r : {&batched[i], &unbatched[i]}) {
+      EXPECT_EQ(r->classes, classes[i]);
+      EXPECT_TRUE(torch::allclose(r->outputs, one.outputs, 1e-5, 1e-6));
+      EXPECT_LT((r->attributions - one.attributions).abs().max().item<double>(), 1e-5 * scale + 1e-8) << "image " << i;
+      EXPECT_LT(r->additivity_error, 1e-4);
+    }
+  }
+  EXPECT_THROW(fused.explain_batch(images, {{0}, {1}, {2}}), std::invalid_argument);
+  EXPECT_THROW(fused.explain_batch(images, {{0}, {1}, {2}, {3, 4}}), std::invalid_argument);
+}
+
+// bf16 convs in the backward pass: the maps stay close to fp32's (bf16 keeps 8
+// bits of mantissa: a few 1e-3 of the map's scale here), and additivity still holds.
+TEST(DeepShap, Bf16ConvBackwardStaysCloseToFp32) {
+  auto model = paper_cnn_with_batchnorm_statistics(8);
+  const auto background = rand_images(10, 84);
+  fer::DeepShapOptions bf16;
+  bf16.bf16_convs = true;
+  fer::DeepShapExplainer exact(model, background, torch::kCPU), fast(model, background, torch::kCPU, bf16);
+  for (int s = 0; s < 3; ++s) {
+    const auto x = rand_images(1, 85 + s)[0];
+    const auto a = exact.explain(x, kAll), b = fast.explain(x, kAll);
+    const double scale = a.attributions.abs().max().item<double>();
+    const double deviation = (a.attributions - b.attributions).abs().max().item<double>();
+    EXPECT_LT(deviation, 2e-2 * scale);
+    EXPECT_GT(deviation, 0.0);  // bf16 did run
+    const double sum_scale = a.attributions.abs().sum().item<double>() / a.attributions.size(0);
+    for (int64_t c = 0; c < 7; ++c)
+      EXPECT_NEAR(b.attributions[c].sum().item<double>(), a.attributions[c].sum().item<double>(), 1e-2 * sum_scale);
+  }
+}
+
+// A 2x2 pool over an odd-sized input leaves the last row and column in no
+// window: the fused loops give them nothing, as the tensor-op and reference paths do.
+TEST(DeepShap, FusedMaxPoolLeavesUncoveredPositionsAtZero) {
+  torch::manual_seed(12);
+  auto model = std::make_shared<SequentialImpl>(std::vector<std::pair<std::string, std::shared_ptr<torch::nn::Module>>>{
+      {"conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 3, 1)).ptr()},  // 1x1: row 6 reaches only row 6
+      {"relu", torch::nn::ReLU().ptr()},
+      {"pool", torch::nn::MaxPool2d(2).ptr()},
+      {"flatten", torch::nn::Flatten().ptr()},
+      {"fc", torch::nn::Linear(3 * 3 * 3, 4).ptr()}});
+  const auto background = torch::rand({5, 1, 7, 7});
+  fer::DeepShapOptions tensor_ops;
+  tensor_ops.fused_cpu_kernels = false;
+  fer::DeepShapExplainer fused(model, background, torch::kCPU), plain(model, background, torch::kCPU, tensor_ops);
+  const auto x = torch::rand({1, 7, 7});
+  const auto a = fused.explain(x, {0, 1, 2, 3}), b = plain.explain(x, {0, 1, 2, 3});
+  const auto reference = fused.explain_reference(x, {0, 1, 2, 3});
+  expect_additive(a, 1e-5);
+  EXPECT_TRUE(torch::allclose(a.attributions, b.attributions, 1e-5, 1e-7));
+  EXPECT_TRUE(torch::allclose(a.attributions, reference.attributions, 1e-4, 1e-6));
+  EXPECT_EQ(a.attributions.select(1, 6).abs().max().item<float>(), 0.0f);  // the last row: in no window
+  EXPECT_EQ(a.attributions.select(2, 6).abs().max().item<float>(), 0.0f);  // the last column
+  EXPECT_GT(a.attributions.select(1, 5).abs().max().item<float>(), 0.0f);
 }

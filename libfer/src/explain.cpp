@@ -459,6 +459,9 @@ class BatchExplainer {
       DeepShapOptions shap_options;
       shap_options.explain_probabilities = options.probabilities;
       shap_options.background_weights = background.weights;
+      if (options.shap_precision != "fp32" && options.shap_precision != "bf16")
+        throw std::invalid_argument("--shap-precision '" + options.shap_precision + "' (expected fp32 or bf16)");
+      shap_options.bf16_convs = options.shap_precision == "bf16";
       shap_ = std::make_unique<DeepShapExplainer>(loaded_.model, background.centroids, device, shap_options);
     }
     lime_options_.num_samples = options.lime_samples;
@@ -631,7 +634,8 @@ void write_explain_shard(const std::string& out_dir, const std::string& checkpoi
                                    {"method", o.method},         {"classes", o.classes},     {"probabilities", o.probabilities},
                                    {"lime_samples", o.lime_samples}, {"top_superpixels", o.top_superpixels},
                                    {"seed", o.seed},             {"save_raw", o.save_raw},   {"faithfulness", o.faithfulness},
-                                   {"faithfulness_steps", o.faithfulness_steps}, {"precision", precision}};
+                                   {"faithfulness_steps", o.faithfulness_steps}, {"precision", precision},
+                                   {"shap_precision", o.shap_precision}};
   const nlohmann::json record = {{"shard", o.shard.index}, {"begin", first}, {"end", first + count},
                                  {"identity", identity},   {"report", report_json(report)}};
   write_text_atomic((fs::path(out_dir) / "shard.json").string(), record.dump() + "\n");

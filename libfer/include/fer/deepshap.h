@@ -21,6 +21,19 @@ struct DeepShapOptions {
   // [K] positive weights of the references (a k-means summary's cluster
   // shares): attributions and E f become weighted means. Empty: uniform.
   at::Tensor background_weights;
+  // Rows of one backward pass (image x class x reference): explain_batch puts
+  // as many images in a pass as fit. Memory per pass ~ rows x the largest
+  // activation (1024 rows x 32x48x48 floats = 302 MB for the paper CNN).
+  // 0: one image per pass on CPU (fastest there), 8192 rows elsewhere.
+  int64_t max_rows_per_pass = 0;
+  // The multipliers go back through each stride-1 conv in bf16 (the rest
+  // stays fp32): ~1.5x on CPUs with AMX/AVX512-BF16, attributions off
+  // fp32's by a few 1e-3 of their scale (README).
+  bool bf16_convs = false;
+  // The fast path's per-pair multipliers (ReLU, tiling max-pool) come from
+  // fused CPU loops on CPU; false runs the tensor-op version that other devices
+  // use (the tests hold both to the reference path).
+  bool fused_cpu_kernels = true;
 };
 
 struct DeepShapResult {
@@ -56,6 +69,14 @@ class DeepShapExplainer {
   // layer by layer.
   DeepShapResult explain(const at::Tensor& image, const std::vector<int64_t>& classes);
 
+  // Several images: images [B,C,H,W], classes[b] the classes of image b (the
+  // same number for every image). Images go through the backward pass
+  // together, images_per_pass() at a time; results equal explain()'s, image
+  // by image. Throws std::invalid_argument on mismatched sizes.
+  std::vector<DeepShapResult> explain_batch(const at::Tensor& images, const std::vector<std::vector<int64_t>>& classes);
+  // How many images explain_batch puts in one pass (at least 1).
+  int64_t images_per_pass(int64_t classes_per_image) const;
+
   // The reference path: the input repeated K times through autograd with the
   // rules as custom autograd functions, one backward pass per class. Slower;
   // the tests hold explain() to it.
@@ -70,6 +91,7 @@ class DeepShapExplainer {
 
  private:
   at::Tensor forward_with_rules(const at::Tensor& x);
+  std::vector<DeepShapResult> explain_pass(const at::Tensor& images, const std::vector<std::vector<int64_t>>& classes);
   DeepShapResult finish(const at::Tensor& outputs, const std::vector<int64_t>& classes,
                         std::vector<at::Tensor> maps) const;
   // Mean over the references along `dim` (weighted when weights were given).
