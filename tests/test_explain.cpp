@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <sstream>
 #include <nlohmann/json.hpp>
 
 #include <opencv2/imgcodecs.hpp>
@@ -575,4 +576,61 @@ TEST(DeepShap, FusedMaxPoolLeavesUncoveredPositionsAtZero) {
   EXPECT_EQ(a.attributions.select(1, 6).abs().max().item<float>(), 0.0f);  // the last row: in no window
   EXPECT_EQ(a.attributions.select(2, 6).abs().max().item<float>(), 0.0f);  // the last column
   EXPECT_GT(a.attributions.select(1, 5).abs().max().item<float>(), 0.0f);
+}
+
+// fer-explain with several images per DeepSHAP pass writes what it writes
+// with one image per pass: the same maps (to float rounding), the same manifest.
+TEST(Explain, ImagesSharingADeepShapPassGiveTheOneImageResults) {
+  fer_test::TempDir dir;
+  fer::ModelOptions o;
+  fer::save_checkpoint(dir / "m.pt", *paper_cnn_with_batchnorm_statistics(6),
+                       {o, {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}, {}});
+  std::vector<fer::ExplainItem> items;
+  const auto faces = (rand_images(5, 97) * 255).to(torch::kUInt8).contiguous();
+  for (int64_t i = 0; i < 5; ++i) {
+    const auto* p = faces[i].data_ptr<std::uint8_t>();
+    items.push_back({"face" + std::to_string(i), std::vector<std::uint8_t>(p, p + 2304), static_cast<int>(i), ""});
+  }
+  items.insert(items.begin() + 2, fer::ExplainItem{"bad.png", {}, -1, "cannot decode image"});
+  fer::ExplainOptions options;
+  options.method = "shap";
+  options.classes = "top:2";
+  options.save_raw = true;
+  options.faithfulness = false;
+  options.progress = false;
+  fer::Dataset references;
+  const auto reference_faces = (rand_images(6, 98) * 255).to(torch::kUInt8).contiguous();
+  for (int64_t i = 0; i < 6; ++i) references.add(reference_faces[i].data_ptr<std::uint8_t>(), 0, "ref");
+  const auto background = fer::background_from_images(references);
+  fer::explain_batch(dir / "m.pt", items, background, dir / "single", options);
+  options.shap_pass_rows = 3 * 2 * 6;  // three images per pass: passes of 3 and 2 images
+  const auto shared = fer::explain_batch(dir / "m.pt", items, background, dir / "shared", options);
+  EXPECT_EQ(shared.explained, 5);
+  EXPECT_EQ(shared.failed, 1);
+  const auto text = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const auto rows = [&](const std::string& path) {  // the manifest without its additivity column
+    std::istringstream in(text(path));
+    std::vector<std::vector<std::string>> out;
+    for (std::string line; std::getline(in, line);) out.push_back(fer::parse_csv_row(line));
+    const auto column = std::find(out[0].begin(), out[0].end(), "shap_additivity_error") - out[0].begin();
+    for (auto& r : out) r.erase(r.begin() + column);
+    return out;
+  };
+  EXPECT_EQ(rows(dir / "shared/manifest.csv"), rows(dir / "single/manifest.csv"));
+  for (int i : {0, 1, 3, 4, 5}) {
+    const auto name = "0000" + std::to_string(i) + "_face" + std::to_string(i < 2 ? i : i - 1) + "/shap.npy";
+    const auto a = fer::parse_npy_float32(text(dir / "single" + "/" + name), "single");
+    const auto b = fer::parse_npy_float32(text(dir / "shared" + "/" + name), "shared");
+    ASSERT_EQ(a.values.size(), 2u * 2304) << name;
+    ASSERT_EQ(b.values.size(), a.values.size()) << name;
+    float scale = 0, worst = 0;
+    for (std::size_t p = 0; p < a.values.size(); ++p) {
+      scale = std::max(scale, std::abs(a.values[p]));
+      worst = std::max(worst, std::abs(a.values[p] - b.values[p]));
+    }
+    EXPECT_LT(worst, 1e-5f * scale + 1e-8f) << name;
+  }
 }

@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
   std::uint64_t seed = 0;
   bool save_raw = false, probabilities = false, detect_faces = false, no_faithfulness = false;
   int faithfulness_steps = 20;
+  std::int64_t shap_pass_rows = 0;
   std::string config_path;
   std::vector<std::string> overrides, merge;
   std::string shard_text;
@@ -125,6 +126,11 @@ int main(int argc, char** argv) {
                  "DeepSHAP's backward pass through the convs: fp32, or bf16 (faster on a CPU with AVX512-BF16/AMX; "
                  "maps within a few 1e-3 of fp32's, additivity reported as always)")
       ->check(CLI::IsMember({"fp32", "bf16"}))
+      ->capture_default_str();
+  app.add_option("--shap-pass-rows", shap_pass_rows,
+                 "Rows (image x class x reference) of one DeepSHAP backward pass; images share a pass when they fit "
+                 "(0: one image per pass on CPU, where that is fastest; 8192 rows on a GPU)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--detect-faces", detect_faces,
                "Image inputs are full photos: explain each image's largest Haar-detected face");
@@ -178,6 +184,7 @@ int main(int argc, char** argv) {
     options.device = device;
     options.precision = precision;
     options.shap_precision = shap_precision;
+    options.shap_pass_rows = shap_pass_rows;
     options.faithfulness = !no_faithfulness;
     options.faithfulness_steps = faithfulness_steps;
     options.shard = shard;

@@ -462,6 +462,7 @@ class BatchExplainer {
       if (options.shap_precision != "fp32" && options.shap_precision != "bf16")
         throw std::invalid_argument("--shap-precision '" + options.shap_precision + "' (expected fp32 or bf16)");
       shap_options.bf16_convs = options.shap_precision == "bf16";
+      shap_options.max_rows_per_pass = options.shap_pass_rows;
       shap_ = std::make_unique<DeepShapExplainer>(loaded_.model, background.centroids, device, shap_options);
     }
     lime_options_.num_samples = options.lime_samples;
@@ -490,20 +491,90 @@ class BatchExplainer {
   const std::vector<std::string>& names() const { return loaded_.meta.class_names; }
   const std::string& precision() const { return precision_; }
 
-  ItemRecord explain(std::size_t index, const ExplainItem& item) {
-    ItemRecord r;
-    const fs::path dir = fs::path(out_dir_) / (fmt::format("{:05d}_", index) + safe_stem(item.source));
-    fs::create_directories(dir);
+  // How many items explain_group takes at once: DeepSHAP's images per backward pass.
+  std::size_t group_size() const {
+    if (!shap_) return 1;
+    const int64_t classes = selection_.kind == ClassSelection::all ? k_ : selection_.kind == ClassSelection::pred ? 1 : selection_.k;
+    return static_cast<std::size_t>(shap_->images_per_pass(classes));
+  }
+
+  // Items [begin, end) of `items`, numbered from `first_index`: each one's
+  // prediction, then DeepSHAP for all of them in batched passes, then each
+  // one's files, LIME and faithfulness. A failure stays with its item (a
+  // failed DeepSHAP pass, with every item of the pass).
+  std::vector<ItemRecord> explain_group(std::size_t first_index, const std::vector<ExplainItem>& items,
+                                        std::size_t begin, std::size_t end) {
+    std::vector<ItemRecord> records(end - begin);
+    std::vector<std::vector<float>> images(end - begin);
+    std::vector<std::size_t> ready;  // positions in records whose prediction succeeded
+    for (std::size_t i = begin; i < end; ++i) {
+      auto& r = records[i - begin];
+      r.error = items[i].error;
+      if (!r.error.empty()) continue;
+      run_for_item(r, [&] {
+        images[i - begin] = scaled_pixels(items[i]);
+        predict(images[i - begin], r);
+        ready.push_back(i - begin);
+      });
+    }
+    std::vector<DeepShapResult> shap_results(records.size());
+    if (shap_ && !ready.empty()) {
+      try {
+        auto batch = torch::empty({static_cast<int64_t>(ready.size()), 1, kImageSize, kImageSize});
+        std::vector<std::vector<int64_t>> classes;
+        for (std::size_t j = 0; j < ready.size(); ++j) {
+          batch[static_cast<int64_t>(j)].copy_(torch::tensor(images[ready[j]]).view({1, kImageSize, kImageSize}));
+          classes.push_back(records[ready[j]].classes);
+        }
+        auto results = shap_->explain_batch(batch, classes);
+        for (std::size_t j = 0; j < ready.size(); ++j) shap_results[ready[j]] = std::move(results[j]);
+      } catch (const std::exception& e) {
+        for (const auto j : ready) {
+          records[j] = ItemRecord{};
+          records[j].error = e.what();
+        }
+        ready.clear();
+      }
+    }
+    for (const auto j : ready)
+      run_for_item(records[j], [&] { finish_item(first_index + j, items[begin + j], images[j], shap_results[j], records[j]); });
+    return records;
+  }
+
+  // What the batch-level files are made of, filled as items are explained.
+  BatchReport& report() { return report_; }
+  const std::string& faithfulness_method() const { return report_.faithfulness_method; }
+
+ private:
+  // Runs `work`; an exception becomes the item's error (and clears what it had).
+  template <typename Work>
+  static void run_for_item(ItemRecord& r, Work&& work) {
+    try {
+      work();
+    } catch (const std::exception& e) {
+      r = ItemRecord{};
+      r.error = e.what();
+    }
+  }
+
+  static std::vector<float> scaled_pixels(const ExplainItem& item) {
     std::vector<float> image(kImagePixels);
     for (int p = 0; p < kImagePixels; ++p) image[p] = item.pixels[p] / 255.0f;
-    predict(image, r);
+    return image;
+  }
+
+  // An item's files, LIME and faithfulness, once its prediction (in r) and DeepSHAP maps are known.
+  void finish_item(std::size_t index, const ExplainItem& item, const std::vector<float>& image,
+                   const DeepShapResult& shap, ItemRecord& r) {
+    const fs::path dir = fs::path(out_dir_) / (fmt::format("{:05d}_", index) + safe_stem(item.source));
+    fs::create_directories(dir);
     const cv::Mat face = face_bgr(item.pixels.data());
     add_file(r, dir / "face.png", face);
     std::vector<cv::Mat> sheet{with_title(face, fmt::format("true: {}  pred: {} {:.2f}",
                                                             item.label >= 0 ? names()[item.label] : "?",
                                                             names()[r.predicted], r.probs[r.predicted]))};
     std::vector<float> shap_map, lime_scores;
-    if (shap_) sheet.push_back(explain_shap(item, image, dir, r, &shap_map));
+    if (shap_) sheet.push_back(shap_panels(item, shap, dir, r, &shap_map));
     if (do_lime_) sheet.push_back(explain_lime(index, item, image, dir, r, &lime_scores));
     if (options_.faithfulness) {
       if (!shap_map.empty()) measure_faithfulness("shap", image, shap_map, r);
@@ -512,14 +583,8 @@ class BatchExplainer {
     }
     add_file(r, dir / "summary.png", hconcat_padded(sheet));
     r.summary_png = fs::relative(dir / "summary.png", out_dir_).generic_string();
-    return r;
   }
 
-  // What the batch-level files are made of, filled as items are explained.
-  BatchReport& report() { return report_; }
-  const std::string& faithfulness_method() const { return report_.faithfulness_method; }
-
- private:
   void add_file(ItemRecord& r, const fs::path& p, const cv::Mat& img) const {
     write_png(p.string(), img);
     r.files += (r.files.empty() ? "" : ";") + fs::relative(p, out_dir_).string();
@@ -540,9 +605,8 @@ class BatchExplainer {
   }
 
   // One panel per explained class; returns the predicted class's panel and its map.
-  cv::Mat explain_shap(const ExplainItem& item, const std::vector<float>& image, const fs::path& dir, ItemRecord& r,
-                       std::vector<float>* predicted_map) {
-    const auto result = shap_->explain(torch::tensor(image).view({1, kImageSize, kImageSize}), r.classes);
+  cv::Mat shap_panels(const ExplainItem& item, const DeepShapResult& result, const fs::path& dir, ItemRecord& r,
+                      std::vector<float>* predicted_map) {
     r.additivity = result.additivity_error;
     report_.worst_additivity = std::max(report_.worst_additivity, r.additivity);
     const auto attr = result.attributions.contiguous();
@@ -664,27 +728,24 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
 
   std::unique_ptr<ProgressBar> bar;
   if (options.progress) bar = std::make_unique<ProgressBar>(static_cast<std::int64_t>(items.size()), "explain");
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    const std::size_t index = static_cast<std::size_t>(first) + i;  // the item's number in the whole batch
-    ItemRecord r;
-    r.error = items[i].error;
-    if (r.error.empty()) {
-      try {
-        r = explainer.explain(index, items[i]);
+  const std::size_t group = explainer.group_size();
+  for (std::size_t begin = 0; begin < items.size(); begin += group) {
+    const std::size_t end = std::min(items.size(), begin + group);
+    const auto records = explainer.explain_group(static_cast<std::size_t>(first) + begin, items, begin, end);
+    for (std::size_t i = begin; i < end; ++i) {
+      const std::size_t index = static_cast<std::size_t>(first) + i;  // the item's number in the whole batch
+      const ItemRecord& r = records[i - begin];
+      if (r.error.empty()) {
         ++report.explained;
-      } catch (const std::exception& e) {
-        r = ItemRecord{};
-        r.error = e.what();
+      } else {
+        ++report.failed;
+        spdlog::warn("explain: {}: {}", items[i].source, r.error);
       }
+      manifest << manifest_row(index, items[i], r, names) << std::flush;
+      // a few strings per image: 10,000 images stay well under 10 MB
+      report.cards.push_back(gallery_card(index, items[i], r, names, explainer.faithfulness_method()));
+      if (bar) bar->advance(1, 1, report.failed ? fmt::format("{} failed", report.failed) : "");
     }
-    if (!r.error.empty()) {
-      ++report.failed;
-      spdlog::warn("explain: {}: {}", items[i].source, r.error);
-    }
-    manifest << manifest_row(index, items[i], r, names) << std::flush;
-    // a few strings per image: 10,000 images stay well under 10 MB
-    report.cards.push_back(gallery_card(index, items[i], r, names, explainer.faithfulness_method()));
-    if (bar) bar->advance(1, 1, report.failed ? fmt::format("{} failed", report.failed) : "");
   }
   if (bar) bar->finish();
   if (!manifest) throw std::runtime_error("cannot write '" + summary.manifest + "'");

@@ -47,6 +47,10 @@ struct ExplainOptions {
   // DeepSHAP's backward pass through the convs: fp32 (exact to float rounding)
   // | bf16 (faster on AMX/AVX512-BF16 CPUs; maps within a few 1e-3 of fp32's).
   std::string shap_precision = "fp32";
+  // Rows (image x class x reference) of one DeepSHAP backward pass: several
+  // images share a pass when they fit. 0: the device's default (one image per
+  // pass on CPU, where larger passes measured slower; 8192 rows elsewhere).
+  std::int64_t shap_pass_rows = 0;
   bool progress = true;
   // Deletion/insertion curves for SHAP, LIME and a random ranking of each image's
   // predicted class (2*(steps+1) forward passes per method and image).
