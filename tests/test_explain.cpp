@@ -634,3 +634,23 @@ TEST(Explain, ImagesSharingADeepShapPassGiveTheOneImageResults) {
     EXPECT_LT(worst, 1e-5f * scale + 1e-8f) << name;
   }
 }
+
+// LIME uses a background only as the faithfulness curves' baseline: a given
+// --background N is that baseline; without one (and none stored) it is mid-grey.
+TEST(Explain, LimeTakesTheGivenBackgroundAsItsFaithfulnessBaseline) {
+  fer_test::SyntheticData data(2, 1);
+  fer_test::TempDir dir;
+  fer::ModelOptions o;
+  fer::save_checkpoint(dir / "m.pt", *paper_cnn_with_batchnorm_statistics(7),
+                       {o, {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}, {}});
+  const std::string common = std::string(FER_BIN_DIR) + "/fer-explain --model " + (dir / "m.pt") + " --input " +
+                             data.csv + " --limit 2 --samples 64 --method lime --threads 1";
+  ASSERT_EQ(std::system((common + " --background 6 --out " + (dir / "given") + " > /dev/null 2>&1").c_str()), 0);
+  ASSERT_EQ(std::system((common + " --out " + (dir / "none") + " > /dev/null 2>&1").c_str()), 0);
+  const auto baseline = [](const std::string& path) {
+    std::ifstream in(path);
+    return nlohmann::json::parse(in).at("baseline").get<std::string>();
+  };
+  EXPECT_EQ(baseline(dir / "given/faithfulness.json"), "mean of the 6 background references");
+  EXPECT_EQ(baseline(dir / "none/faithfulness.json"), "mid-grey (0.5): no background");
+}

@@ -169,9 +169,14 @@ int main(int argc, char** argv) {
                    static_cast<long long>(begin), static_cast<long long>(end) - 1, total_items);
     }
 
+    // LIME uses the background only as the faithfulness curves' baseline: a
+    // given --background N|FILE is that baseline; by default the stored one, if any.
     fer::BackgroundSummary refs;
-    if (method != "lime") refs = choose_background(background, model, data, inputs, seed);
-    else if (auto stored = fer::load_background(model)) refs = std::move(*stored);  // the faithfulness baseline
+    const bool lime_only = method == "lime";
+    if (!lime_only || (background != "model" && !no_faithfulness))
+      refs = choose_background(background, model, data, inputs, seed);
+    else if (auto stored = fer::load_background(model))
+      refs = std::move(*stored);
 
     fer::ExplainOptions options;
     options.method = method;
