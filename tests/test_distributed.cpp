@@ -4,10 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -21,6 +18,7 @@
 #include "fer/emotions.h"
 #include "fer/io.h"
 #include "fer/distributed.h"
+#include "fer/shards.h"
 #include "fer/history.h"
 #include "fer/hooks.h"
 #include "fer/optim.h"
@@ -46,22 +44,10 @@ std::string env_error(const Vars& vars) {
   return "";
 }
 
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t n = sizeof(a);
-  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &n);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Runs body(rank, communicator) on two threads that form a Gloo group over
 // 127.0.0.1. Returns whether both ranks finished without an exception.
 bool with_two_ranks(const std::function<void(int, fer::Communicator&)>& body) {
-  const int port = free_port();
+  const int port = fer::free_local_port();
   std::vector<std::string> errors(2);
   std::vector<std::thread> ranks;
   for (int r = 0; r < 2; ++r)
@@ -162,6 +148,26 @@ TEST(Sharding, ShardRangesAreContiguousDisjointAndCoverAll) {
       EXPECT_EQ(next, n);
     }
   EXPECT_THROW(fer::shard_range(10, 2, 2), std::invalid_argument);
+}
+
+// The check both merges (fer-eval, fer-explain) run over their shards' extents.
+TEST(Sharding, ShardSequenceMustBeEachShardOnceAndContiguous) {
+  using Extents = std::vector<fer::ShardExtent>;
+  const auto error = [](const Extents& shards, int count, std::size_t total) -> std::string {
+    try {
+      fer::check_shard_sequence(shards, count, total, "rows");
+    } catch (const std::runtime_error& e) {
+      return e.what();
+    }
+    return "";
+  };
+  const Extents whole = {{"a", 0, 0, 4}, {"b", 1, 4, 7}, {"c", 2, 7, 10}};
+  EXPECT_EQ(error(whole, 3, 10), "");
+  EXPECT_EQ(error({whole[0], whole[2]}, 3, 10), "shard 1 of 3 is missing");
+  EXPECT_EQ(error({whole[0], whole[1]}, 3, 10), "shard 2 of 3 is missing");
+  EXPECT_EQ(error({whole[0], whole[0], whole[1]}, 3, 10), "shard 0 is given twice: a and a");
+  EXPECT_EQ(error({whole[0], {"b", 1, 5, 7}, whole[2]}, 3, 10), "b: its rows do not follow the previous shard's");
+  EXPECT_EQ(error(whole, 3, 12), "the shards cover 10 rows of 12");
 }
 
 TEST(Sharding, SamplerMatchesPyTorchsDistributedSampler) {
@@ -432,10 +438,6 @@ int wait_exit(pid_t pid, double seconds) {
   return -1;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
 
 std::size_t history_rows(const std::string& run) {
   const auto path = run + "/history.csv";
@@ -466,13 +468,13 @@ struct DistributedRun {
 // Starts two ranks, waits for `rows` finished epochs, then does `act` to rank 1.
 // Returns rank 0's exit code and how long it took to exit after `act`.
 std::pair<int, double> disturb_rank_1(const DistributedRun& run, const std::string& out, int signal, double wait_s) {
-  const int port = free_port();
+  const int port = fer::free_local_port();
   const pid_t rank0 = spawn_rank(run.args(out), 0, 2, port, run.dir / "rank0.log");
   const pid_t rank1 = spawn_rank(run.args(out), 1, 2, port, run.dir / "rank1.log");
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(2);
   while (history_rows(out) < 1 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  EXPECT_GE(history_rows(out), 1u) << read_text(run.dir / "rank0.log");
+  EXPECT_GE(history_rows(out), 1u) << fer_test::read_text(run.dir / "rank0.log");
   kill(rank1, signal);
   const auto start = std::chrono::steady_clock::now();
   const int code = wait_exit(rank0, wait_s);
@@ -488,15 +490,15 @@ TEST(DistributedTraining, NprocLaunchesRanksThatTrainAndRankZeroWrites) {
   if (!fer::distributed_supported()) GTEST_SKIP() << "built without c10d Gloo (libgloo-dev)";
   DistributedRun run(2);
   const std::string out = run.dir / "run";
-  ASSERT_EQ(std::system(run.command(out, "--nproc 2", run.dir / "log").c_str()), 0) << read_text(run.dir / "log");
+  ASSERT_EQ(std::system(run.command(out, "--nproc 2", run.dir / "log").c_str()), 0) << fer_test::read_text(run.dir / "log");
   EXPECT_EQ(history_rows(out), 2u);
-  const std::string log = read_text(out + "/train.log");
+  const std::string log = fer_test::read_text(out + "/train.log");
   EXPECT_NE(log.find("data parallel: 2 ranks over gloo"), std::string::npos) << log;
   EXPECT_NE(log.find("effective batch 16"), std::string::npos) << log;
   for (const char* file : {"best.pt", "last.pt", "metrics.json", "config.yaml"})
     EXPECT_TRUE(fer_test::fs::exists(out + "/" + file)) << file;
   // The console shows rank 0's lines once, not once per rank.
-  const std::string console = read_text(run.dir / "log");
+  const std::string console = fer_test::read_text(run.dir / "log");
   EXPECT_EQ(console.find("training done"), console.rfind("training done")) << console;
 }
 
@@ -506,7 +508,7 @@ TEST(DistributedTraining, AKilledRankMakesTheOtherFailNamingIt) {
   const auto [code, took] = disturb_rank_1(run, run.dir / "run", SIGKILL, 40);
   EXPECT_GT(code, 0) << "rank 0 must fail (-1: still running after 40 s)";
   EXPECT_LT(took, 30.0);
-  const std::string log = read_text(run.dir / "rank0.log");
+  const std::string log = fer_test::read_text(run.dir / "rank0.log");
   EXPECT_NE(log.find("rank 1 stopped answering"), std::string::npos) << log;
 }
 
@@ -516,7 +518,7 @@ TEST(DistributedTraining, AHungRankMakesTheOtherFailWithinTheTimeout) {
   const auto [code, took] = disturb_rank_1(run, run.dir / "run", SIGSTOP, 40);
   EXPECT_GT(code, 0) << "rank 0 must fail (-1: still running after 40 s)";
   EXPECT_LT(took, 5 + 10.0);  // the timeout, the failure report, and an epoch's end
-  const std::string log = read_text(run.dir / "rank0.log");
+  const std::string log = fer_test::read_text(run.dir / "rank0.log");
   EXPECT_NE(log.find("rank 1 stopped answering"), std::string::npos) << log;
 }
 
@@ -524,16 +526,16 @@ TEST(DistributedTraining, ResumesWithTheSameWorldSizeAndRefusesAnother) {
   if (!fer::distributed_supported()) GTEST_SKIP() << "built without c10d Gloo (libgloo-dev)";
   DistributedRun run(2);
   const std::string out = run.dir / "run", straight = run.dir / "straight";
-  ASSERT_EQ(std::system(run.command(out, "--nproc 2", run.dir / "log1").c_str()), 0) << read_text(run.dir / "log1");
+  ASSERT_EQ(std::system(run.command(out, "--nproc 2", run.dir / "log1").c_str()), 0) << fer_test::read_text(run.dir / "log1");
   ASSERT_EQ(std::system(run.command(out, "--nproc 2 --resume --set train.epochs=3", run.dir / "log2").c_str()), 0)
-      << read_text(run.dir / "log2");
+      << fer_test::read_text(run.dir / "log2");
   ASSERT_EQ(std::system(run.command(straight, "--nproc 2 --set train.epochs=3", run.dir / "log3").c_str()), 0)
-      << read_text(run.dir / "log3");
+      << fer_test::read_text(run.dir / "log3");
   fer_test::expect_same_history(fer::read_history_csv(out + "/history.csv"),
                                 fer::read_history_csv(straight + "/history.csv"));
   EXPECT_NE(std::system(run.command(out, "--resume --set train.epochs=4", run.dir / "log4").c_str()), 0);
-  EXPECT_NE(read_text(run.dir / "log4").find("trained by 2 ranks and this one has 1"), std::string::npos)
-      << read_text(run.dir / "log4");
+  EXPECT_NE(fer_test::read_text(run.dir / "log4").find("trained by 2 ranks and this one has 1"), std::string::npos)
+      << fer_test::read_text(run.dir / "log4");
   EXPECT_EQ(history_rows(out), 3u);
 }
 
@@ -585,8 +587,8 @@ TEST(ShardedEvaluation, TwoShardsMergeToTheUnshardedEvaluation) {
     for (std::size_t c = 3; i > 0 && c < whole[i].size(); ++c)
       EXPECT_NEAR(std::stod(merged[i][c]), std::stod(whole[i][c]), 1.01e-6) << "row " << i << " column " << c;
   }
-  const auto a = nlohmann::json::parse(read_text(dir / "merged/metrics.json"));
-  const auto b = nlohmann::json::parse(read_text(dir / "whole/metrics.json"));
+  const auto a = nlohmann::json::parse(fer_test::read_text(dir / "merged/metrics.json"));
+  const auto b = nlohmann::json::parse(fer_test::read_text(dir / "whole/metrics.json"));
   for (const char* key : {"accuracy", "balanced_accuracy", "macro_f1", "weighted_f1"})
     EXPECT_NEAR(a.at(key).get<double>(), b.at(key).get<double>(), 1e-6) << key;
   EXPECT_NEAR(a["roc_auc"]["macro"].get<double>(), b["roc_auc"]["macro"].get<double>(), 1e-6);
@@ -606,7 +608,7 @@ TEST(ShardedEvaluation, MergeNamesAMissingOrRepeatedShard) {
   const auto merge_error = [&](const std::string& dirs) {
     const std::string log = dir / "merge.log";
     EXPECT_NE(std::system((bin + " --merge " + dirs + " --out " + (dir / "m") + " > " + log + " 2>&1").c_str()), 0);
-    return read_text(log);
+    return fer_test::read_text(log);
   };
   EXPECT_NE(merge_error(dir / "s/shard-0-of-3 " + dir / "s/shard-2-of-3").find("shard 1 of 3 is missing"), std::string::npos);
   EXPECT_NE(merge_error(dir / "s/shard-0-of-3 " + dir / "s/shard-0-of-3").find("shard 0 is given twice"), std::string::npos);
@@ -631,12 +633,12 @@ TEST(DistributedTraining, TorchrunLaunchesFerTrainUnchanged) {
                        "sys.exit(main())\n");
   const std::string torchrun = "/usr/bin/python3 " + shim + " --rdzv_backend static --master_addr 127.0.0.1 --nnodes 1 " +
                                "--node_rank 0 --no_python --master_port ";
-  if (std::system((torchrun + std::to_string(free_port()) + " --nproc_per_node=1 true > /dev/null 2>&1").c_str()) != 0)
+  if (std::system((torchrun + std::to_string(fer::free_local_port()) + " --nproc_per_node=1 true > /dev/null 2>&1").c_str()) != 0)
     GTEST_SKIP() << "torchrun does not run on this machine (`" << torchrun << "PORT --nproc_per_node=1 true` fails)";
   const std::string out = run.dir / "run";
-  const std::string command = torchrun + std::to_string(free_port()) + " --nproc_per_node=2 " + run.bin + " --config " +
+  const std::string command = torchrun + std::to_string(fer::free_local_port()) + " --nproc_per_node=2 " + run.bin + " --config " +
                               run.config + " --data " + run.data.csv + " --out " + out + " > " + (run.dir / "log") + " 2>&1";
-  ASSERT_EQ(std::system(command.c_str()), 0) << read_text(run.dir / "log");
+  ASSERT_EQ(std::system(command.c_str()), 0) << fer_test::read_text(run.dir / "log");
   EXPECT_EQ(history_rows(out), 2u);
-  EXPECT_NE(read_text(out + "/train.log").find("data parallel: 2 ranks over gloo"), std::string::npos);
+  EXPECT_NE(fer_test::read_text(out + "/train.log").find("data parallel: 2 ranks over gloo"), std::string::npos);
 }

@@ -275,8 +275,7 @@ TEST(Lime, RealFacesGetThirtyToSixtySuperpixels) {
 TEST(Explain, NpyFilesHaveNumpysHeader) {
   fer_test::TempDir dir;
   fer::write_npy(dir / "a.npy", std::vector<float>(2 * 48 * 48, 1.5f), {2, 48, 48});
-  std::ifstream in(dir / "a.npy", std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string bytes = fer_test::read_text(dir / "a.npy");
   ASSERT_GT(bytes.size(), 128u);
   EXPECT_EQ(bytes.substr(0, 6), "\x93NUMPY");
   const auto header_len = static_cast<unsigned char>(bytes[8]) | (static_cast<unsigned char>(bytes[9]) << 8);
@@ -338,8 +337,7 @@ TEST(Explain, BatchWritesPngsManifestAndRecordsBadItems) {
   const auto json = nlohmann::json::parse(json_file);
   EXPECT_EQ(json["methods"]["lime"]["insertion_auc"]["n"], 1);
   EXPECT_EQ(json["baseline"], "mean of the 8 background references");
-  std::ifstream page_file(dir / "out/index.html");
-  const std::string page((std::istreambuf_iterator<char>(page_file)), std::istreambuf_iterator<char>());
+  const std::string page = fer_test::read_text(dir / "out/index.html");
   EXPECT_NE(page.find(R"("image":"00000_good/summary.png")"), std::string::npos);
   EXPECT_NE(page.find(R"("true":"happy")"), std::string::npos);  // item 0's label 3
   EXPECT_NE(page.find(R"("error":"cannot decode image")"), std::string::npos);
@@ -432,8 +430,7 @@ TEST(Explain, TheShippedModelExplainsFullPhotosWithNoDatasetPresent) {
                               std::string(FER_BIN_DIR) + "/fer-explain --input photos --detect-faces --method shap" +
                               " --classes all --out out --threads 2 > log.txt 2>&1";
   const int status = std::system(command.c_str());
-  std::ifstream log_file(dir / "log.txt");
-  const std::string log((std::istreambuf_iterator<char>(log_file)), std::istreambuf_iterator<char>());
+  const std::string log = fer_test::read_text(dir / "log.txt");
   ASSERT_EQ(status, 0) << log;
   EXPECT_NE(log.find("k-means centroids"), std::string::npos) << log;
   int explained = 0;
@@ -469,10 +466,7 @@ TEST(Explain, TwoShardsMergeToTheUnshardedBatch) {
                          " --out " + (dir / "merged") + " > /dev/null 2>&1").c_str()), 0);
   ASSERT_EQ(std::system((common + " --out " + (dir / "whole") + " > /dev/null 2>&1").c_str()), 0);
 
-  const auto text = [](const std::string& path) {
-    std::ifstream in(path);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
+  const auto text = fer_test::read_text;
   EXPECT_EQ(text(dir / "merged/manifest.csv"), text(dir / "whole/manifest.csv"));
   const auto files = [](const fer_test::fs::path& root) {
     std::vector<std::string> names;
@@ -607,10 +601,7 @@ TEST(Explain, ImagesSharingADeepShapPassGiveTheOneImageResults) {
   const auto shared = fer::explain_batch(dir / "m.pt", items, background, dir / "shared", options);
   EXPECT_EQ(shared.explained, 5);
   EXPECT_EQ(shared.failed, 1);
-  const auto text = [](const std::string& path) {
-    std::ifstream in(path);
-    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  };
+  const auto text = fer_test::read_text;
   const auto rows = [&](const std::string& path) {  // the manifest without its additivity column
     std::istringstream in(text(path));
     std::vector<std::vector<std::string>> out;

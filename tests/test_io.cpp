@@ -9,12 +9,6 @@
 #include "fer/io.h"
 #include "test_util.h"
 
-namespace {
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-}  // namespace
 
 TEST(Io, CsvFieldsRoundTripThroughQuotingWhateverTheyHold) {
   const std::vector<std::string> fields = {"plain", "a,b", "say \"hi\"", "two\nlines", "", "cr\rhere", "\"\""};
@@ -62,17 +56,17 @@ TEST(Io, AtomicReplacementKeepsTheOldFileWhenTheWriterFails) {
   fer_test::TempDir dir;
   const auto path = dir / "f.txt";
   fer::write_text_atomic(path, "first\n");
-  EXPECT_EQ(read_all(path), "first\n");
+  EXPECT_EQ(fer_test::read_text(path), "first\n");
   EXPECT_THROW(fer::replace_file_atomically(path,
                                             [](const std::string& tmp) {
                                               std::ofstream(tmp) << "half";
                                               throw std::runtime_error("writer died");
                                             }),
                std::runtime_error);
-  EXPECT_EQ(read_all(path), "first\n");
+  EXPECT_EQ(fer_test::read_text(path), "first\n");
   EXPECT_FALSE(fer_test::fs::exists(path + ".tmp"));
   fer::write_text_atomic(path, "second\n");
-  EXPECT_EQ(read_all(path), "second\n");
+  EXPECT_EQ(fer_test::read_text(path), "second\n");
   EXPECT_THROW(fer::write_text_atomic(dir / "no/such/dir/f.txt", "x"), std::runtime_error);
 }
 
@@ -123,4 +117,16 @@ TEST(Emotions, NamesAndColoursHaveOneSource) {
   const auto sad = fer::class_colour(4);
   EXPECT_EQ(fer::class_colour_hex(4), "#1f77b4");
   EXPECT_EQ(sad.r, 0x1f);
+}
+
+TEST(Io, ReadFileReturnsTheBytesAndNamesAMissingFile) {
+  fer_test::TempDir dir;
+  fer_test::write_file(dir / "a.bin", std::string("x\0y\n", 4));
+  EXPECT_EQ(fer::read_file(dir / "a.bin"), std::string("x\0y\n", 4));
+  try {
+    fer::read_file(dir / "missing.txt");
+    FAIL() << "no exception";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("missing.txt"), std::string::npos) << e.what();
+  }
 }

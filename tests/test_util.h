@@ -74,6 +74,12 @@ inline std::string pixels_text(int count, int value) {
   return s;
 }
 
+// The whole file, or "" when it cannot be read (tests print logs that may be absent).
+inline std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
 inline void write_file(const std::string& path, const std::string& text) {
   std::ofstream out(path);
   out << text;

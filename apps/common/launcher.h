@@ -4,10 +4,7 @@
 // when one fails.
 #pragma once
 
-#include <arpa/inet.h>
 #include <csignal>
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,22 +17,9 @@
 #include <thread>
 #include <vector>
 
-namespace fer_app {
+#include "fer/distributed.h"
 
-// A TCP port free on 127.0.0.1 now (the kernel's pick), for the rendezvous.
-inline int free_local_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) throw std::runtime_error("--nproc: cannot open a socket to find a free port");
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t length = sizeof(address);
-  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-                  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
-  close(fd);
-  if (!ok) throw std::runtime_error("--nproc: cannot bind a port on 127.0.0.1");
-  return ntohs(address.sin_port);
-}
+namespace fer_app {
 
 // argv without `--nproc N` / `--nproc=N`: what each rank runs.
 inline std::vector<std::string> args_without_nproc(int argc, char** argv) {
@@ -89,7 +73,7 @@ inline int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status
 // SIGTERM (then, 30 s later, SIGKILL) to the others.
 inline int launch_local_ranks(int nproc, const std::vector<std::string>& args) {
   if (nproc < 1) throw std::runtime_error("--nproc must be at least 1");
-  const int port = free_local_port();
+  const int port = fer::free_local_port();
   const int threads = std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / nproc);
   std::fprintf(stderr, "fer-train --nproc %d: ranks 0..%d on 127.0.0.1:%d, %s threads each\n", nproc, nproc - 1, port,
                std::getenv("OMP_NUM_THREADS") ? std::getenv("OMP_NUM_THREADS") : std::to_string(threads).c_str());

@@ -4,6 +4,11 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -316,6 +321,20 @@ void use_sync_batchnorm(ClassifierImpl& model, std::shared_ptr<Communicator> com
     else if (auto bn1 = std::dynamic_pointer_cast<torch::nn::BatchNorm1dImpl>(layers[i]))
       sequential->set_step(i, [bn1, comm](at::Tensor x) { return sync_batch_norm(x, *bn1, *comm); });
   }
+}
+
+int free_local_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) throw std::runtime_error("cannot open a socket to find a free port");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+                  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  close(fd);
+  if (!ok) throw std::runtime_error("cannot bind a port on 127.0.0.1");
+  return ntohs(address.sin_port);
 }
 
 }  // namespace fer

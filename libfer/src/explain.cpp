@@ -783,21 +783,15 @@ std::vector<ExplainShard> load_explain_shards(const std::vector<std::string>& di
     return a.record.at("shard").get<int>() < b.record.at("shard").get<int>();
   });
   const auto& identity = shards.front().record.at("identity");
-  const int count = identity.at("shards").get<int>();
-  std::size_t next = 0;
-  for (std::size_t i = 0; i < shards.size(); ++i) {
-    const auto& r = shards[i].record;
-    if (r.at("identity") != identity)
-      throw std::runtime_error(shards[i].dir + " belongs to another batch than " + shards.front().dir +
+  std::vector<ShardExtent> extents;
+  for (const auto& shard : shards) {
+    if (shard.record.at("identity") != identity)
+      throw std::runtime_error(shard.dir + " belongs to another batch than " + shards.front().dir +
                                " (checkpoint, shard count, item count or options differ)");
-    const int index = r.at("shard").get<int>();
-    if (index < static_cast<int>(i))
-      throw std::runtime_error(fmt::format("shard {} is given twice: {} and {}", index, shards[i - 1].dir, shards[i].dir));
-    if (index > static_cast<int>(i)) throw std::runtime_error(fmt::format("shard {} of {} is missing", i, count));
-    if (r.at("begin").get<std::size_t>() != next) throw std::runtime_error(shards[i].dir + ": its items do not follow the previous shard's");
-    next = r.at("end").get<std::size_t>();
+    extents.push_back({shard.dir, shard.record.at("shard").get<int>(), shard.record.at("begin").get<std::size_t>(),
+                       shard.record.at("end").get<std::size_t>()});
   }
-  if (static_cast<int>(shards.size()) != count) throw std::runtime_error(fmt::format("shard {} of {} is missing", shards.size(), count));
+  check_shard_sequence(extents, identity.at("shards").get<int>(), identity.at("total_items").get<std::size_t>(), "items");
   return shards;
 }
 

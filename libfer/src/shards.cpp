@@ -4,9 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <stdexcept>
 
 #include "fer/distributed.h"
@@ -16,14 +14,6 @@ namespace fer {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path.string());
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // What must agree between the shards of one evaluation.
 nlohmann::json evaluation_identity(const nlohmann::json& record) {
@@ -44,8 +34,8 @@ LoadedShard load_shard(const std::string& dir) {
   if (!fs::exists(record_path))
     throw std::runtime_error(dir + " is not an evaluation shard (no shard.json; write one with fer-eval --shard K/N)");
   try {
-    s.record = nlohmann::json::parse(read_file(record_path));
-    const auto npy = parse_npy_float32(read_file(fs::path(dir) / "probabilities.npy"), dir + "/probabilities.npy");
+    s.record = nlohmann::json::parse(read_file(record_path.string()));
+    const auto npy = parse_npy_float32(read_file((fs::path(dir) / "probabilities.npy").string()), dir + "/probabilities.npy");
     s.probabilities = npy.values;
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(record_path.string() + ": " + e.what());
@@ -63,28 +53,34 @@ void check_complete(std::vector<LoadedShard>& shards) {
   std::sort(shards.begin(), shards.end(),
             [](const LoadedShard& a, const LoadedShard& b) { return a.record.at("shard").get<int>() < b.record.at("shard").get<int>(); });
   const auto identity = evaluation_identity(shards.front().record);
-  const int count = identity.at("shards").get<int>();
-  std::size_t next_row = 0;
-  for (std::size_t i = 0; i < shards.size(); ++i) {
-    const auto& r = shards[i].record;
-    if (evaluation_identity(r) != identity)
+  std::vector<ShardExtent> extents;
+  for (const auto& shard : shards) {
+    if (evaluation_identity(shard.record) != identity)
       throw std::runtime_error(fmt::format("{} belongs to another evaluation than {} (split, data, models, options or "
-                                           "shard count differ)", shards[i].dir, shards.front().dir));
-    const int index = r.at("shard").get<int>();
-    if (index < static_cast<int>(i))
-      throw std::runtime_error(fmt::format("shard {} is given twice: {} and {}", index, shards[i - 1].dir, shards[i].dir));
-    if (index > static_cast<int>(i)) throw std::runtime_error(fmt::format("shard {} of {} is missing", i, count));
-    if (r.at("begin").get<std::size_t>() != next_row)
-      throw std::runtime_error(shards[i].dir + ": its rows do not follow the previous shard's");
-    next_row = r.at("end").get<std::size_t>();
+                                           "shard count differ)", shard.dir, shards.front().dir));
+    extents.push_back({shard.dir, shard.record.at("shard").get<int>(), shard.record.at("begin").get<std::size_t>(),
+                       shard.record.at("end").get<std::size_t>()});
   }
-  if (static_cast<int>(shards.size()) != count)
-    throw std::runtime_error(fmt::format("shard {} of {} is missing", shards.size(), count));
-  if (next_row != identity.at("total_rows").get<std::size_t>())
-    throw std::runtime_error(fmt::format("the shards cover {} rows of {}", next_row, identity.at("total_rows").get<std::size_t>()));
+  check_shard_sequence(extents, identity.at("shards").get<int>(), identity.at("total_rows").get<std::size_t>(), "rows");
 }
 
 }  // namespace
+
+void check_shard_sequence(const std::vector<ShardExtent>& shards, int count, std::size_t total, const std::string& unit) {
+  std::size_t next = 0;
+  for (std::size_t i = 0; i < shards.size(); ++i) {
+    const int index = shards[i].index;
+    if (index < static_cast<int>(i))
+      throw std::runtime_error(fmt::format("shard {} is given twice: {} and {}", index, shards[i - 1].dir, shards[i].dir));
+    if (index > static_cast<int>(i)) throw std::runtime_error(fmt::format("shard {} of {} is missing", i, count));
+    if (shards[i].begin != next)
+      throw std::runtime_error(fmt::format("{}: its {} do not follow the previous shard's", shards[i].dir, unit));
+    next = shards[i].end;
+  }
+  if (static_cast<int>(shards.size()) != count)
+    throw std::runtime_error(fmt::format("shard {} of {} is missing", shards.size(), count));
+  if (next != total) throw std::runtime_error(fmt::format("the shards cover {} {} of {}", next, unit, total));
+}
 
 std::string ShardSpec::dir_name() const { return fmt::format("shard-{}-of-{}", index, count); }
 

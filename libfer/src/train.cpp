@@ -7,8 +7,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "fer/background.h"
 #include "fer/evaluate.h"
@@ -22,13 +20,6 @@ namespace fer {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_text(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // Rank 0 logs to the console and train.log; the other ranks print only
 // warnings and errors, tagged with their rank.
@@ -66,7 +57,7 @@ bool prepare_run_dir(const TrainRequest& request) {
   const bool have_last = fs::exists(path("last.pt"));
   if (request.resume && have_last) {
     Config previous = request.config;  // keys the saved file lacks (added since) keep today's values
-    apply_yaml(previous, read_text(path("config.yaml")), path("config.yaml"));
+    apply_yaml(previous, read_file(path("config.yaml")), path("config.yaml"));
     std::string changed;
     for (const auto& difference : config_differences(previous, request.config))
       if (!may_change_on_resume(difference.substr(0, difference.find(':')))) changed += "\n  " + difference;

@@ -118,4 +118,8 @@ class DataParallelHook : public HookBase {
 // sequential architecture (fer/model.h); throws std::invalid_argument otherwise.
 void use_sync_batchnorm(ClassifierImpl& model, std::shared_ptr<Communicator> comm);
 
+// A TCP port free on 127.0.0.1 now (the kernel's pick), for a one-machine
+// rendezvous. Throws std::runtime_error when no socket can be bound.
+int free_local_port();
+
 }  // namespace fer

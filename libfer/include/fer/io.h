@@ -24,6 +24,9 @@ class DataError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The whole file's bytes. Throws std::runtime_error("cannot read PATH").
+std::string read_file(const std::string& path);
+
 // --- whole files, replaced atomically: a killed run never leaves half a file ---
 
 // Writes `text` to path.tmp, then renames it over `path`.

@@ -26,6 +26,19 @@ struct ShardSpec {
 // Parses "K/N" with 0 <= K < N. Throws std::invalid_argument naming the text.
 ShardSpec parse_shard(const std::string& text);
 
+// Where one shard's directory says it sits in the whole run.
+struct ShardExtent {
+  std::string dir;
+  int index = 0;
+  std::size_t begin = 0, end = 0;  // its rows or items [begin, end)
+};
+
+// Checks shards given in index order: 0..count-1, each once, each beginning
+// where the previous one ended, together covering [0, total). `unit` names
+// what they hold ("rows", "items"). Throws std::runtime_error naming the
+// shard that is missing or duplicated, or the directory that does not follow.
+void check_shard_sequence(const std::vector<ShardExtent>& shards, int count, std::size_t total, const std::string& unit);
+
 // The shard's contiguous slice of `data` (fer::shard_range): images, labels and sources.
 Dataset dataset_shard(const Dataset& data, const ShardSpec& shard);
 
