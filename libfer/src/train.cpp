@@ -114,8 +114,8 @@ TrainData to_device(const Dataset& split, const torch::Device& device) {
 // This rank's contiguous share of the validation split (sharded validation).
 TrainData val_shard(const Dataset& val, const Communicator& comm, const torch::Device& device) {
   const auto [begin, end] = shard_range(static_cast<int64_t>(val.size()), comm.rank(), comm.world_size());
-  const auto all = to_device(val, device);
-  return {all.images.slice(0, begin, end), all.labels.slice(0, begin, end)};
+  // Sliced on the host: only this rank's share goes to its device.
+  return {images_tensor(val).slice(0, begin, end).to(device), labels_tensor(val).slice(0, begin, end).to(device)};
 }
 
 // The hooks of a run, in the order they run after each epoch: average across

@@ -27,7 +27,7 @@ struct DeepShapOptions {
   // 0: one image per pass on CPU (fastest there), 8192 rows elsewhere.
   int64_t max_rows_per_pass = 0;
   // The multipliers go back through each stride-1 conv in bf16 (the rest
-  // stays fp32): ~1.5x on CPUs with AMX/AVX512-BF16, attributions off
+  // stays fp32): ~1.8x on CPUs with AMX/AVX512-BF16, attributions off
   // fp32's by a few 1e-3 of their scale (README).
   bool bf16_convs = false;
   // The fast path's per-pair multipliers (ReLU, tiling max-pool) come from
