@@ -655,9 +655,11 @@ std::vector<DeepShapResult> DeepShapExplainer::explain_pass(const torch::Tensor&
   b.n_img = inputs.size(0);
   b.n_cls = static_cast<int64_t>(classes.front().size());
   b.k = background_.size(0);
-  auto g = torch::zeros({b.n_img, b.n_cls, b.k, num_outputs}, x.options());
+  auto one_hot = torch::zeros({b.n_img, b.n_cls, 1, num_outputs});  // built on the host: no kernel per entry
+  auto seeds = one_hot.accessor<float, 4>();
   for (int64_t i = 0; i < b.n_img; ++i)
-    for (int64_t c = 0; c < b.n_cls; ++c) g[i][c].select(1, classes[i][c]).fill_(1.0);
+    for (int64_t c = 0; c < b.n_cls; ++c) seeds[i][c][0][classes[i][c]] = 1.0f;
+  auto g = one_hot.to(device_).expand({b.n_img, b.n_cls, b.k, num_outputs}).contiguous();
   torch::Tensor outputs = logits;
   if (options_.explain_probabilities) {
     const auto p = torch::softmax(logits, 1);
