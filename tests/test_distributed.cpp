@@ -438,7 +438,6 @@ int wait_exit(pid_t pid, double seconds) {
   return -1;
 }
 
-
 std::size_t history_rows(const std::string& run) {
   const auto path = run + "/history.csv";
   return fer_test::fs::exists(path) ? fer::read_history_csv(path).size() : 0;
