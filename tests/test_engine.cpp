@@ -10,6 +10,7 @@
 #include "fer/augment.h"
 #include "fer/checkpoint.h"
 #include "fer/engine.h"
+#include "fer/evaluate.h"
 #include "fer/hooks.h"
 #include "fer/inference.h"
 #include "fer/optim.h"
@@ -345,6 +346,38 @@ TEST(Ensemble, OfOneModelEqualsThatModelAndOfTwoIsTheMean) {
   const auto pb = fer::predict_probabilities(*b.model, images, torch::kCPU);
   EXPECT_TRUE(fer::predict_ensemble_probabilities({a}, images, torch::kCPU).equal(pa));
   EXPECT_TRUE(torch::allclose(fer::predict_ensemble_probabilities({a, b}, images, torch::kCPU), (pa + pb) / 2, 1e-6, 1e-7));
+}
+
+// A shipped ensemble's manifest: members relative to its folder, in order; each
+// malformed manifest named in the error with what is wrong.
+TEST(Ensemble, ManifestMembersResolveBesideItAndEachFaultIsNamed) {
+  fer_test::TempDir dir;
+  fer_test::fs::create_directories(dir / "a");
+  fer_test::fs::create_directories(dir / "b");
+  fer_test::fs::create_directories(dir / "ens");
+  fer_test::write_file(dir / "a/best.pt", "x");
+  fer_test::write_file(dir / "b/best.pt", "x");
+  const std::string manifest = dir / "ens/ensemble.json";
+  fer_test::write_file(manifest, R"({"members": ["../b/best.pt", "../a/best.pt"]})");
+  EXPECT_EQ(fer::read_ensemble_members(manifest),
+            (std::vector<std::string>{dir / "b/best.pt", dir / "a/best.pt"}));
+
+  const auto expect_error = [&](const std::string& text, const std::string& says) {
+    fer_test::write_file(manifest, text);
+    try {
+      fer::read_ensemble_members(manifest);
+      ADD_FAILURE() << "accepted " << text;
+    } catch (const std::runtime_error& e) {
+      EXPECT_NE(std::string(e.what()).find(manifest), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  };
+  expect_error(R"({"members": ["../a/best.pt"]})", "at least two");
+  expect_error(R"({"member": ["../a/best.pt", "../b/best.pt"]})", "\"members\"");
+  expect_error(R"({"members": ["../a/best.pt", "../c/best.pt"]})", "'../c/best.pt'");
+  expect_error(R"({"members": ["../a/best.pt", "../a/../a/best.pt"]})", "listed twice");
+  expect_error(R"({"members": ["../a/best.pt", 3]})", "non-string");
+  expect_error(R"({"members": [)", "not valid JSON");
 }
 
 TEST(Engine, DivergenceGuardTripsOnAPlantedNanAndKeepsTheLastGoodCheckpoint) {

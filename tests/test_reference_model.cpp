@@ -1,6 +1,7 @@
-// Accuracy regression guard: every shipped model (experiments/*/best.pt) on
-// FER-2013 PublicTest reproduces the metrics recorded beside it: metrics.json
-// and each PublicTest record one folder down (tta/, tencrop/: other TTA modes).
+// Accuracy regression guard: every shipped model (experiments/*/best.pt) and
+// ensemble (experiments/*/ensemble.json) on FER-2013 PublicTest reproduces the
+// metrics recorded beside it: metrics.json and each PublicTest record one
+// folder down (tta/, tencrop/: other TTA modes).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -28,10 +29,25 @@ std::string recorded_tta(const nlohmann::json& metrics) {
   return tta.get<std::string>();
 }
 
-// Evaluates `model` as `metrics_path` records (split val, its TTA, fp32) and
-// holds it to the record: no more than 0.5 points below, and exactly equal on
-// the LibTorch that recorded it (another version's kernels may round differently).
-void check_against_record(const std::string& model, const fer_test::fs::path& metrics_path,
+// The LibTorch that recorded the models' metrics: their run's environment.json
+// (an ensemble's members all recorded on one version, else "mixed": no exact check).
+std::string recorded_libtorch(const std::vector<std::string>& models) {
+  std::string version;
+  for (const auto& model : models) {
+    const auto v = read_json(fer_test::fs::path(model).parent_path() / "environment.json")
+                       .at("libtorch_version")
+                       .get<std::string>();
+    if (!version.empty() && v != version) return "mixed";
+    version = v;
+  }
+  return version;
+}
+
+// Evaluates `models` (one, or an ensemble's members) as `metrics_path` records
+// (split val, its TTA, fp32) and holds them to the record: no more than 0.5
+// points below, and exactly equal on the LibTorch that recorded it (another
+// version's kernels may round differently).
+void check_against_record(const std::vector<std::string>& models, const fer_test::fs::path& metrics_path,
                           const fer::DatasetSplits& splits, const std::string& recorded_libtorch,
                           bool twice) {
   SCOPED_TRACE(metrics_path.string());
@@ -44,9 +60,9 @@ void check_against_record(const std::string& model, const fer_test::fs::path& me
   options.device = "cpu";
   options.tta = recorded_tta(recorded);
   fer_test::TempDir out;
-  const auto first = fer::evaluate_checkpoint(model, splits.val, out / "a", options);
+  const auto first = fer::evaluate_checkpoints(models, splits.val, out / "a", options);
   if (twice) {  // the single pass: two evaluations must agree prediction for prediction
-    const auto second = fer::evaluate_checkpoint(model, splits.val, out / "b", options);
+    const auto second = fer::evaluate_checkpoints(models, splits.val, out / "b", options);
     EXPECT_EQ(first.predicted, second.predicted) << "predictions differ between two runs";
   }
   const double accuracy = recorded.at("accuracy").get<double>();
@@ -69,14 +85,17 @@ TEST(ReferenceModel, EveryShippedModelReproducesItsPublicTestMetrics) {
   int shipped = 0;
   for (const auto& entry : fer_test::fs::directory_iterator(kExperiments)) {
     const auto dir = entry.path();
-    if (!fer_test::fs::exists(dir / "best.pt")) continue;
+    std::vector<std::string> models;
+    if (fer_test::fs::exists(dir / "best.pt")) models = {(dir / "best.pt").string()};
+    else if (fer_test::fs::exists(dir / "ensemble.json")) models = fer::read_ensemble_members((dir / "ensemble.json").string());
+    else continue;
     ++shipped;
-    const auto libtorch = read_json(dir / "environment.json").at("libtorch_version").get<std::string>();
-    check_against_record((dir / "best.pt").string(), dir / "metrics.json", splits, libtorch, true);
+    const auto libtorch = recorded_libtorch(models);
+    check_against_record(models, dir / "metrics.json", splits, libtorch, true);
     for (const auto& sub : fer_test::fs::directory_iterator(dir)) {
       const auto record = sub.path() / "metrics.json";
       if (fer_test::fs::exists(record) && read_json(record).value("split", "") == "val")
-        check_against_record((dir / "best.pt").string(), record, splits, libtorch, false);
+        check_against_record(models, record, splits, libtorch, false);
     }
   }
   EXPECT_TRUE(fer_test::fs::exists(kExperiments / "fer2013_paper_cnn" / "best.pt")) << "the default model is missing";

@@ -7,6 +7,9 @@
 #include <filesystem>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "fer/evaluate.h"
 
 namespace fer_app {
 
@@ -42,25 +45,48 @@ inline std::filesystem::path experiments_dir(const char* argv0) {
 // the shipped single model with the best PublicTest accuracy.
 inline const char* const kDefaultModel = "paper_cnn_long";
 
-// A --model value: a checkpoint file, or the name of a shipped model,
-// experiments/<name>/best.pt or experiments/fer2013_<name>/best.pt (e.g.
-// "paper_cnn"). Throws naming the value and the shipped names.
-inline std::string resolve_model(const std::string& value, const char* argv0) {
-  namespace fs = std::filesystem;
-  if (fs::is_regular_file(value)) return value;
-  const fs::path dir = experiments_dir(argv0);
-  for (const auto& run : {fs::path(value), fs::path("fer2013_" + value)})
-    if (fs::is_regular_file(dir / run / "best.pt")) return (dir / run / "best.pt").string();
-  std::string shipped;
+// A shipped model's folder, experiments/<name> or experiments/fer2013_<name>,
+// holds best.pt (one network) or ensemble.json (several, fer::read_ensemble_members).
+inline bool is_shipped_model_dir(const std::filesystem::path& dir) {
+  return std::filesystem::is_regular_file(dir / "best.pt") || std::filesystem::is_regular_file(dir / "ensemble.json");
+}
+
+inline std::string shipped_model_names(const std::filesystem::path& dir) {
+  std::string names;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (fs::is_regular_file(entry.path() / "best.pt")) {
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
+    if (is_shipped_model_dir(entry.path())) {
       std::string name = entry.path().filename().string();
       if (name.rfind("fer2013_", 0) == 0) name = name.substr(8);
-      shipped += (shipped.empty() ? "" : ", ") + name;
+      names += (names.empty() ? "" : ", ") + name;
     }
+  return names.empty() ? "none found in " + dir.string() : names;
+}
+
+// A --model value: a checkpoint file, an ensemble.json, or the name of a
+// shipped model or ensemble (e.g. "paper_cnn"). Returns its checkpoints: one,
+// or an ensemble's members. Throws naming the value and the shipped names.
+inline std::vector<std::string> resolve_models(const std::string& value, const char* argv0) {
+  namespace fs = std::filesystem;
+  if (fs::is_regular_file(value))
+    return fs::path(value).extension() == ".json" ? fer::read_ensemble_members(value) : std::vector<std::string>{value};
+  const fs::path dir = experiments_dir(argv0);
+  for (const auto& run : {fs::path(value), fs::path("fer2013_" + value)}) {
+    if (fs::is_regular_file(dir / run / "best.pt")) return {(dir / run / "best.pt").string()};
+    if (fs::is_regular_file(dir / run / "ensemble.json")) return fer::read_ensemble_members((dir / run / "ensemble.json").string());
+  }
   throw std::runtime_error("--model '" + value + "' is neither a checkpoint file nor a shipped model (shipped: " +
-                           (shipped.empty() ? "none found in " + dir.string() : shipped) + ")");
+                           shipped_model_names(dir) + ")");
+}
+
+// The one checkpoint of an app that runs a single network: an ensemble is an
+// error naming it (fer-eval takes ensembles).
+inline std::string resolve_model(const std::string& value, const char* argv0) {
+  const auto models = resolve_models(value, argv0);
+  if (models.size() > 1)
+    throw std::runtime_error("--model '" + value + "' is an ensemble of " + std::to_string(models.size()) +
+                             " networks; this app runs one (give one of them, or use fer-eval)");
+  return models.front();
 }
 
 // Runs `body`; any exception becomes "error: ..." on stderr and exit status 1.

@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
   bool no_charts = false, detect_faces = false;
   int batch_size = 64, threads = 0;
   app.add_option("--model", models,
-                 "Checkpoint (.pt) or shipped model name (paper_cnn, ...); several: an ensemble averaging their probabilities")
+                 "Checkpoint (.pt), ensemble.json or shipped model name (paper_cnn, ...); several: an ensemble averaging their probabilities")
       ->capture_default_str();
   app.add_option("--data", data, "FER-2013 CSV(.gz) or image-folder root (else $FER2013_CSV, data/fer2013.csv)");
   app.add_option("--split", split, "train | val | test | all")->check(CLI::IsMember({"train", "val", "test", "all"}))->capture_default_str();
@@ -124,8 +124,11 @@ int main(int argc, char** argv) {
       print_files(result.files);
       return 0;
     }
+    std::vector<std::string> checkpoints;  // a shipped ensemble's name stands for its members
+    for (const auto& m : models)
+      for (auto& c : fer_app::resolve_models(m, argv[0])) checkpoints.push_back(std::move(c));
+    models = std::move(checkpoints);
     if (models.size() > 1 && detect_faces) throw std::runtime_error("--detect-faces evaluates one --model, not an ensemble");
-    for (auto& m : models) m = fer_app::resolve_model(m, argv[0]);
     const std::string& model = models.front();
     const std::string data_path = fer_app::resolve_data_path(data);
     if (detect_faces) {

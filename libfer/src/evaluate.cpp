@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "fer/checkpoint.h"
@@ -129,6 +130,30 @@ EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoin
   const auto probs = predict_ensemble_probabilities(members, images_tensor(data), device, predict).contiguous();
   return {std::vector<float>(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel()),
           members.front().meta.class_names};
+}
+
+std::vector<std::string> read_ensemble_members(const std::string& ensemble_json) {
+  nlohmann::json manifest;
+  try {
+    manifest = nlohmann::json::parse(read_file(ensemble_json));
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(ensemble_json + ": not valid JSON: " + e.what());
+  }
+  const auto members = manifest.find("members");
+  if (members == manifest.end() || !members->is_array() || members->size() < 2)
+    throw std::runtime_error(ensemble_json + ": \"members\" must be an array of at least two checkpoint paths");
+  const fs::path base = fs::path(ensemble_json).parent_path();
+  std::vector<std::string> paths;
+  for (const auto& member : *members) {
+    if (!member.is_string()) throw std::runtime_error(ensemble_json + ": \"members\" holds a non-string: " + member.dump());
+    const std::string path = (base / member.get<std::string>()).lexically_normal().string();
+    if (!fs::is_regular_file(path))
+      throw std::runtime_error(ensemble_json + ": member '" + member.get<std::string>() + "' (" + path + ") does not exist");
+    if (std::find(paths.begin(), paths.end(), path) != paths.end())
+      throw std::runtime_error(ensemble_json + ": member '" + member.get<std::string>() + "' is listed twice");
+    paths.push_back(path);
+  }
+  return paths;
 }
 
 EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,

@@ -44,6 +44,14 @@ EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const D
 EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
                                       const std::string& out_dir, const EvaluationOptions& options);
 
+// A shipped ensemble: a file ensemble.json, {"members": ["../a/best.pt", ...]},
+// whose member paths are relative to the file's folder (so the folder can sit
+// beside its members anywhere). Returns the members' paths, in order, ready
+// for evaluate_checkpoints. Requires at least two members, each an existing
+// file, none repeated; throws std::runtime_error naming the file and the
+// offending key or member.
+std::vector<std::string> read_ensemble_members(const std::string& ensemble_json);
+
 // The model part alone: the (ensemble-mean) probabilities [n, classes] row-major.
 // Throws as evaluate_checkpoints.
 struct EnsemblePrediction {
