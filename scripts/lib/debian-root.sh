@@ -19,9 +19,10 @@ _need_host_tools() {
   local missing=()
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v unshare >/dev/null || missing+=(util-linux)
+  # To stderr: debian_root's caller reads the root's path from its stdout.
   if ((${#missing[@]})); then
-    _as_root apt-get update -q
-    DEBIAN_FRONTEND=noninteractive _as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+    _as_root apt-get update -q >&2
+    DEBIAN_FRONTEND=noninteractive _as_root apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
   fi
 }
 
