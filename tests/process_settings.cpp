@@ -1,7 +1,17 @@
 // The test binary is a program like the apps: it makes the process-wide CPU
-// settings once, at start (the library never does; fer/runtime.h).
+// settings once, at start (the library never does; fer/runtime.h), including
+// the oneDNN gradient check, so the tests train with correct gradients.
+#include <cstdio>
+#include <string>
+
 #include "fer/runtime.h"
 
 namespace {
-const int kThreads = fer::configure_cpu_runtime(0);
+int configure() {
+  const int threads = fer::configure_cpu_runtime(0);
+  const std::string warning = fer::turn_off_onednn_if_its_gradients_are_wrong();
+  if (!warning.empty()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
+  return threads;
+}
+const int kThreads = configure();
 }  // namespace

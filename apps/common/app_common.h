@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "fer/evaluate.h"
+#include "fer/runtime.h"
 
 namespace fer_app {
 
@@ -87,6 +88,15 @@ inline std::string resolve_model(const std::string& value, const char* argv0) {
     throw std::runtime_error("--model '" + value + "' is an ensemble of " + std::to_string(models.size()) +
                              " networks; this app runs one (give one of them, or use fer-eval)");
   return models.front();
+}
+
+// The apps' process settings: fer::configure_cpu_runtime, then the oneDNN
+// gradient check, whose warning goes to stderr. Returns the threads in use.
+inline int configure_runtime(int threads, bool keep_freed_memory = true) {
+  const int used = fer::configure_cpu_runtime(threads, keep_freed_memory);
+  const std::string warning = fer::turn_off_onednn_if_its_gradients_are_wrong();
+  if (!warning.empty()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
+  return used;
 }
 
 // Runs `body`; any exception becomes "error: ..." on stderr and exit status 1.

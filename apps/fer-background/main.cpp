@@ -35,7 +35,7 @@ int main(int argc, char** argv) {
                     static_cast<long long>(stored->centroids.size(0)), static_cast<long long>(stored->faces));
       return 0;
     }
-    fer::configure_cpu_runtime(0);
+    fer_app::configure_runtime(0);
     const std::string source = fer_app::resolve_data_path(data);
     const auto splits = fer::load_dataset(source);
     const auto started = std::chrono::steady_clock::now();

@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
-    const int used_threads = fer::configure_cpu_runtime(threads, !default_allocator);
+    const int used_threads = fer_app::configure_runtime(threads, !default_allocator);
     const auto device = fer::resolve_device(device_spec);
     std::printf("# device %s, %d threads, LibTorch %s, allocator %s\n", device.str().c_str(), used_threads,
                 TORCH_VERSION, default_allocator ? "glibc defaults" : "keep freed memory");

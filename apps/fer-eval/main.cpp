@@ -113,7 +113,7 @@ int main(int argc, char** argv) {
   else if (tta.empty()) tta = "flip";
 
   return fer_app::run_main([&] {
-    fer::configure_cpu_runtime(threads);
+    fer_app::configure_runtime(threads);
     if (!merge.empty()) {
       if (out.empty()) throw std::runtime_error("--merge needs --out, the directory of the merged evaluation");
       fer::EvaluationOptions options;

@@ -142,7 +142,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
-    fer::configure_cpu_runtime(threads);
+    fer_app::configure_runtime(threads);
     if (!merge.empty()) {
       const auto s = fer::merge_explanation_shards(merge, out);
       std::printf("merged %zu shards: %d images explained (%d failed); worst DeepSHAP additivity error %.2g\n",

@@ -53,7 +53,7 @@ int main(int argc, char** argv) {
     fer::LiveOptions options;
     options.config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
     for (const auto& o : overrides) fer::apply_override(options.config, o);
-    cv::setNumThreads(fer::configure_cpu_runtime(options.config.live.threads, /*keep_freed_memory=*/false));
+    cv::setNumThreads(fer_app::configure_runtime(options.config.live.threads, /*keep_freed_memory=*/false));
     options.source = source;
     if (out.empty()) {
       const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());

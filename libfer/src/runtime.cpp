@@ -2,7 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Context.h>
+
 #include <algorithm>
+#include <cstdio>
 #include <thread>
 #ifdef __GLIBC__
 #include <malloc.h>
@@ -20,6 +23,44 @@ int configure_cpu_runtime(int threads, bool keep_freed_memory) {
   const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   torch::set_num_threads(n);
   return torch::get_num_threads();
+}
+
+namespace {
+// d(sum(conv2(conv1(x)) * r)) / d(conv1.weight): the gradient the bad oneDNN got wrong.
+torch::Tensor two_conv_weight_gradient() {
+  torch::manual_seed(0);
+  torch::nn::Conv2d first(torch::nn::Conv2dOptions(1, 8, 3).padding(1));
+  torch::nn::Conv2d second(torch::nn::Conv2dOptions(8, 8, 3).padding(1));
+  const auto x = torch::rand({28, 1, 48, 48});
+  const auto r = torch::rand({28, 8, 48, 48});
+  (second(first(x)) * r).sum().backward();
+  return first->weight.grad().clone();
+}
+}  // namespace
+
+std::string turn_off_onednn_if_its_gradients_are_wrong() {
+  auto& context = at::globalContext();
+  if (!at::hasMKLDNN() || !context.userEnabledMkldnn()) return "";
+  const int threads = torch::get_num_threads();
+  context.setUserEnabledMkldnn(false);
+  torch::set_num_threads(1);
+  const auto reference = two_conv_weight_gradient();
+  context.setUserEnabledMkldnn(true);
+  double worst = 0;
+  for (const int n : {1, threads, threads}) {
+    torch::set_num_threads(n);
+    const auto g = two_conv_weight_gradient();
+    worst = std::max(worst, ((g - reference).abs().max() / reference.abs().max()).item<double>());
+  }
+  torch::set_num_threads(threads);
+  if (worst < 1e-3) return "";
+  context.setUserEnabledMkldnn(false);
+  char text[320];
+  std::snprintf(text, sizeof text,
+                "this LibTorch's oneDNN computes wrong convolution gradients on this CPU (%.0f%% off LibTorch's own "
+                "kernels): oneDNN is off for this run (correct, slower); use another LibTorch build to get it back",
+                100 * worst);
+  return text;
 }
 
 }  // namespace fer

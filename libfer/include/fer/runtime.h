@@ -2,6 +2,8 @@
 // test binary), never by the library's functions.
 #pragma once
 
+#include <string>
+
 namespace fer {
 
 // CPU settings for LibTorch work; returns the threads in use.
@@ -12,5 +14,15 @@ namespace fer {
 //   unmapped on every pass: a 256-image forward pass ran at ~120 img/s instead
 //   of ~1000, and a training step at ~210 instead of ~330 img/s (fer-bench).
 int configure_cpu_runtime(int threads, bool keep_freed_memory = true);
+
+// Some oneDNN builds compute wrong convolution gradients on some CPUs (seen:
+// Debian 13's LibTorch 2.6 with oneDNN 3.7.2 on an AMD EPYC: in a chain of two
+// convolutions the first one's weight gradient was 50-80% off, varying from
+// run to run; training and DeepSHAP were wrong). Computes that gradient with
+// oneDNN and with LibTorch's native kernels, on one thread and on the threads
+// in use; when they disagree, turns oneDNN off for the process (correct,
+// slower) and returns a sentence saying so for the caller to show; returns ""
+// when they agree or LibTorch has no oneDNN. Call after configure_cpu_runtime.
+std::string turn_off_onednn_if_its_gradients_are_wrong();
 
 }  // namespace fer
