@@ -4,11 +4,13 @@
 # Python's torch) and none of the other -dev packages, with no network during
 # the build. Makes third_party/ first (scripts/prepare-gpu-bundle.sh) if missing.
 #   scripts/check-gpu-build.sh [--test]
+#   scripts/check-gpu-build.sh --root-only   only make the root (.ci/run does it early)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/debian-root.sh
-[ -f third_party/include/nlohmann/json.hpp ] || scripts/prepare-gpu-bundle.sh
 root=$(debian_root gpu-bare main build-essential cmake ninja-build libtorch-dev python3-torch)
+[ "${1:-}" != --root-only ] || exit 0
+[ -f third_party/include/nlohmann/json.hpp ] || scripts/prepare-gpu-bundle.sh
 # The build must not find any of the packages the bundle replaces.
 # (zlib.h is there: Debian's libtorch-dev depends on zlib1g-dev; the build uses the bundled zlib anyway.)
 for header in yaml-cpp/yaml.h spdlog/spdlog.h fmt/core.h nlohmann/json.hpp CLI/CLI.hpp gtest/gtest.h opencv4/opencv2/core.hpp; do

@@ -24,5 +24,7 @@ cmake -S . -B build-gpu "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
 cmake --build build-gpu -j "$(nproc)"
 echo "gpu-build: built $(ls build-gpu/bin | tr '\n' ' ')"
 if [ "${1:-}" = "--test" ]; then
+  source scripts/lib/onednn-isa.sh
+  onednn_isa_for_tests build-gpu/bin/fer_tests
   cd build-gpu && ctest --output-on-failure --timeout 1800
 fi

@@ -5,6 +5,7 @@
 #   source scripts/lib/debian-root.sh
 #   root=$(debian_root NAME "component list" pkg...)   # made once, cached
 #   in_debian_root "$root" COMMAND...                  # runs in /work/libfer
+#   debian_root_host_tools                             # installs debootstrap first
 # The cache lives in $FER_ROOT_CACHE (default ~/.cache/libfer); a root is
 # rebuilt when missing or when its package list changed. Needs root privileges.
 
@@ -15,7 +16,9 @@ FER_ROOT_CACHE=${FER_ROOT_CACHE:-$HOME/.cache/libfer}
 
 _as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
-_need_host_tools() {
+# Installs what making a root needs on the host (debootstrap, unshare). Call it
+# before making several roots at once: their installs would race for apt's lock.
+debian_root_host_tools() {
   local missing=()
   command -v debootstrap >/dev/null || missing+=(debootstrap)
   command -v unshare >/dev/null || missing+=(util-linux)
@@ -36,7 +39,7 @@ debian_root() {
   if [ -f "$root/.fer-root-ready" ] && [ "$(cat "$root/.fer-root-ready")" = "$want" ]; then
     echo "$root"; return
   fi
-  _need_host_tools
+  debian_root_host_tools
   echo "debian-root: making $root (Debian 13, $*)" >&2
   _as_root rm -rf "$root"
   mkdir -p "$FER_ROOT_CACHE"
