@@ -3,7 +3,7 @@
 # has only what a bare GPU machine has (a compiler, CMake, ninja, LibTorch and
 # Python's torch) and none of the other -dev packages, with no network during
 # the build. Makes third_party/ first (scripts/prepare-gpu-bundle.sh) if missing.
-#   scripts/check-gpu-build.sh [--test]
+#   scripts/check-gpu-build.sh [--test [ctest arguments]]
 #   scripts/check-gpu-build.sh --root-only   only make the root (.ci/run does it early)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -6,7 +6,7 @@
 # scripts/prepare-gpu-bundle.sh and carried here with the repository.
 # OpenCV is not needed: this is the training path (FER_WITH_OPENCV=OFF).
 #   scripts/gpu-build.sh          build into build-gpu/
-#   scripts/gpu-build.sh --test   and run the tests
+#   scripts/gpu-build.sh --test [ctest arguments]   and run the tests
 # LibTorch is found through python3's torch (torch.utils.cmake_prefix_path),
 # or $TORCH_CMAKE_PREFIX, or CMake's default search.
 set -euo pipefail
@@ -26,5 +26,6 @@ echo "gpu-build: built $(ls build-gpu/bin | tr '\n' ' ')"
 if [ "${1:-}" = "--test" ]; then
   source scripts/lib/onednn-isa.sh
   onednn_isa_for_tests build-gpu/bin/fer_tests
-  cd build-gpu && ctest --output-on-failure --timeout 1800
+  shift
+  cd build-gpu && ctest --output-on-failure --timeout 1800 "$@"
 fi
