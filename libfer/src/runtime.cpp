@@ -31,7 +31,7 @@ torch::Tensor two_conv_weight_gradient() {
   torch::manual_seed(0);
   torch::nn::Conv2d first(torch::nn::Conv2dOptions(1, 8, 3).padding(1));
   torch::nn::Conv2d second(torch::nn::Conv2dOptions(8, 8, 3).padding(1));
-  // Small enough to cost milliseconds; at this size the bad oneDNN was 79% off
+  // Small enough to cost ~70 ms a process; at this size the bad oneDNN was 79% off
   // on every one-thread run (and off on two threads more often than not).
   const auto x = torch::rand({8, 1, 24, 24});
   const auto r = torch::rand({8, 8, 24, 24});
