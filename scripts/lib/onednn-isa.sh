@@ -8,14 +8,20 @@
 # machine. oneDNN's AVX2 kernels were right there. So where the test binary's
 # own start-up check reports the fault, the tests run with
 # ONEDNN_MAX_CPU_ISA=AVX2; the check still runs in each test process under it.
+# True when the test binary's start-up check reports the fault (it runs at
+# static initialisation, so listing the tests is enough).
+_onednn_fault_reported() {
+  local report
+  report=$("$1" --gtest_list_tests 2>&1 >/dev/null || true)
+  [[ $report == *"oneDNN computes wrong"* ]]
+}
+
 onednn_isa_for_tests() {
-  local tests=$1 report
+  local tests=$1
   [ -z "${ONEDNN_MAX_CPU_ISA:-}" ] || return 0
-  report=$("$tests" --gtest_list_tests 2>&1 >/dev/null || true)
-  [[ $report == *"oneDNN computes wrong"* ]] || return 0
+  _onednn_fault_reported "$tests" || return 0
   export ONEDNN_MAX_CPU_ISA=AVX2
-  report=$("$tests" --gtest_list_tests 2>&1 >/dev/null || true)
-  if [[ $report == *"oneDNN computes wrong"* ]]; then
+  if _onednn_fault_reported "$tests"; then
     echo "onednn: this LibTorch's oneDNN is wrong here with its AVX2 kernels too: the tests run without oneDNN (slow)" >&2
     unset ONEDNN_MAX_CPU_ISA
   else
