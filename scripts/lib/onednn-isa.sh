@@ -8,6 +8,7 @@
 # machine. oneDNN's AVX2 kernels were right there. So where the test binary's
 # own start-up check reports the fault, the tests run with
 # ONEDNN_MAX_CPU_ISA=AVX2; the check still runs in each test process under it.
+
 # True when the test binary's start-up check reports the fault (it runs at
 # static initialisation, so listing the tests is enough).
 _onednn_fault_reported() {
