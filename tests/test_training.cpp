@@ -16,7 +16,7 @@
 
 namespace {
 
-fer::Config tiny_config(const std::string& csv) { return fer_test::tiny_config(csv, 3); }
+fer::Config training_config(const std::string& csv) { return fer_test::tiny_config(csv, 3); }
 using fer_test::SyntheticData;
 using fer_test::expect_same_history;
 
@@ -25,7 +25,7 @@ using fer_test::expect_same_history;
 TEST(Training, ResumeContinuesAtTheNextEpochAndMatchesAnUninterruptedRun) {
   SyntheticData data;
   fer_test::TempDir runs;
-  auto config = tiny_config(data.csv);
+  auto config = training_config(data.csv);
 
   config.train.epochs = 2;
   const auto first = fer::train({config, runs / "resumed", false});
@@ -52,7 +52,7 @@ TEST(Training, ResumeContinuesAtTheNextEpochAndMatchesAnUninterruptedRun) {
 TEST(Training, ResumeRefusesADifferentConfigAndFreshRunsRefuseToOverwrite) {
   SyntheticData data;
   fer_test::TempDir runs;
-  auto config = tiny_config(data.csv);
+  auto config = training_config(data.csv);
   config.train.epochs = 1;
   fer::train({config, runs / "r", false});
   EXPECT_THROW(fer::train({config, runs / "r", false}), std::runtime_error);  // would overwrite

@@ -18,7 +18,7 @@
 namespace fer {
 namespace {
 
-SupervisedTrainer& supervised(TrainerBase& trainer) {
+SupervisedTrainer& data_parallel_trainer(TrainerBase& trainer) {
   auto* t = dynamic_cast<SupervisedTrainer*>(&trainer);
   if (!t) throw std::logic_error("DataParallelHook needs a SupervisedTrainer");
   return *t;
@@ -190,7 +190,7 @@ void average_float_buffers(Communicator& comm, torch::nn::Module& model) {
 }  // namespace
 
 void DataParallelHook::before_train(TrainerBase& trainer) {
-  auto& t = supervised(trainer);
+  auto& t = data_parallel_trainer(trainer);
   torch::NoGradGuard no_grad;
   flat_collective(weights_and_buffers(*t.model()), [&](at::Tensor& flat) {
     std::vector<at::Tensor> v{flat};
@@ -199,7 +199,7 @@ void DataParallelHook::before_train(TrainerBase& trainer) {
 }
 
 void DataParallelHook::after_backward(TrainerBase& trainer) {
-  auto& t = supervised(trainer);
+  auto& t = data_parallel_trainer(trainer);
   auto& p = trainer.progress();
   torch::NoGradGuard no_grad;
   std::vector<at::Tensor> bucket;
@@ -226,7 +226,7 @@ void DataParallelHook::after_backward(TrainerBase& trainer) {
 }
 
 void DataParallelHook::after_epoch(TrainerBase& trainer) {
-  auto& t = supervised(trainer);
+  auto& t = data_parallel_trainer(trainer);
   auto& p = trainer.progress();
   auto& r = p.record;
   torch::NoGradGuard no_grad;

@@ -335,7 +335,7 @@ struct BatchReport {
   double worst_additivity = 0;
 };
 
-nlohmann::json card_json(const GalleryCard& c) {
+nlohmann::json manifest_card_json(const GalleryCard& c) {
   return {{"index", c.index},         {"source", c.source},       {"image", c.image},
           {"true_label", c.true_label}, {"predicted", c.predicted}, {"confidence", c.confidence},
           {"faithfulness", std::isnan(c.faithfulness) ? nlohmann::json(nullptr) : nlohmann::json(c.faithfulness)},
@@ -357,7 +357,7 @@ GalleryCard card_from_json(const nlohmann::json& j) {
 
 nlohmann::json report_json(const BatchReport& r) {
   nlohmann::json cards = nlohmann::json::array();
-  for (const auto& c : r.cards) cards.push_back(card_json(c));
+  for (const auto& c : r.cards) cards.push_back(manifest_card_json(c));
   return {{"class_names", r.class_names},  {"shap", r.shap},
           {"save_raw", r.save_raw},        {"global_sum", r.global_sum},
           {"global_count", r.global_count}, {"faithfulness", r.faithfulness.state_json()},

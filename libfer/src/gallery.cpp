@@ -157,7 +157,7 @@ std::string script_safe(std::string json) {
   return json;
 }
 
-nlohmann::json card_json(const GalleryCard& c) {
+nlohmann::json gallery_card_json(const GalleryCard& c) {
   return {{"index", c.index},
           {"source", c.source},
           {"image", c.image},
@@ -174,7 +174,7 @@ std::string gallery_html(const GalleryPage& page) {
   nlohmann::json data = {{"classes", page.class_names},
                          {"faithfulness_method", page.faithfulness_method},
                          {"cards", nlohmann::json::array()}};
-  for (const auto& c : page.cards) data["cards"].push_back(card_json(c));
+  for (const auto& c : page.cards) data["cards"].push_back(gallery_card_json(c));
 
   std::string head = kHead;
   head.replace(head.find("@TITLE@"), 7, escape_html(page.title));
