@@ -13,6 +13,7 @@
 #include "fer/evaluate.h"
 #include "fer/hooks.h"
 #include "fer/inference.h"
+#include "fer/model_store.h"
 #include "fer/optim.h"
 #include "fer/plot.h"
 #include "fer/precision.h"
@@ -496,4 +497,50 @@ TEST(Regularisers, MixWeightsFollowTheirBetaDistribution) {
     EXPECT_NEAR(mean, 0.5, 0.025) << "alpha " << alpha;
     EXPECT_NEAR(variance / expected_variance, 1.0, 0.15) << "alpha " << alpha;
   }
+}
+
+// Shipped names resolve through the search folders in order (the first that
+// has the model wins); a file path is taken as it is; a missing name's error
+// lists every folder searched with what it holds.
+TEST(ModelStore, NamesResolveInSearchOrderAndTheErrorListsEveryFolder) {
+  fer_test::TempDir dir;
+  for (const char* folder : {"first/fer2013_shared", "second/shared", "second/only_here", "second/ens"})
+    fer_test::fs::create_directories(dir / folder);
+  fer_test::write_file(dir / "first/fer2013_shared/best.pt", "x");
+  fer_test::write_file(dir / "second/shared/best.pt", "x");
+  fer_test::write_file(dir / "second/only_here/best.pt", "x");
+  fer_test::write_file(dir / "second/ens/ensemble.json", R"({"members": ["../shared/best.pt", "../only_here/best.pt"]})");
+  const std::vector<fer::ModelDir> dirs{{dir / "missing", "one"}, {dir / "first", "two"}, {dir / "second", "three"}};
+
+  EXPECT_EQ(fer::resolve_models("shared", dirs), std::vector<std::string>{dir / "first/fer2013_shared/best.pt"});
+  EXPECT_EQ(fer::resolve_models("only_here", dirs), std::vector<std::string>{dir / "second/only_here/best.pt"});
+  EXPECT_EQ(fer::resolve_models("ens", dirs),
+            (std::vector<std::string>{dir / "second/shared/best.pt", dir / "second/only_here/best.pt"}));
+  EXPECT_EQ(fer::resolve_models(dir / "second/shared/best.pt", {}), std::vector<std::string>{dir / "second/shared/best.pt"});
+  EXPECT_EQ(fer::shipped_model_names(dir / "second"), (std::vector<std::string>{"ens", "only_here", "shared"}));
+
+  try {
+    fer::resolve_models("absent", dirs);
+    ADD_FAILURE() << "resolved a model that is nowhere";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("'absent'"), std::string::npos) << what;
+    EXPECT_NE(what.find(dir / "missing" + " (one: no such folder)"), std::string::npos) << what;
+    EXPECT_NE(what.find(dir / "first" + " (two: shared)"), std::string::npos) << what;
+    EXPECT_NE(what.find(dir / "second" + " (three: ens, only_here, shared)"), std::string::npos) << what;
+  }
+}
+
+// $FER_MODEL_DIR comes first, then the source tree this build came from
+// (whose experiments/ holds the shipped default model).
+TEST(ModelStore, EnvironmentFolderComesFirstThenTheSourceTree) {
+  fer_test::TempDir dir;
+  setenv("FER_MODEL_DIR", dir.path().c_str(), 1);
+  const auto dirs = fer::shipped_model_dirs();
+  unsetenv("FER_MODEL_DIR");
+  ASSERT_GE(dirs.size(), 2u);
+  EXPECT_EQ(dirs[0].path, dir.path().string());
+  EXPECT_EQ(fer_test::fs::path(dirs[1].path), fer_test::fs::path(FER_SOURCE_DIR) / "experiments");
+  EXPECT_EQ(fer::resolve_models("paper_cnn_long").front(),
+            (fer_test::fs::path(FER_SOURCE_DIR) / "experiments/fer2013_paper_cnn_long/best.pt").string());
 }

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "fer/evaluate.h"
+#include "fer/model_store.h"
 #include "fer/runtime.h"
 
 namespace fer_app {
@@ -31,59 +31,15 @@ inline int threads_or_omp(int configured) {
   return n > 0 ? n : 0;
 }
 
-// The shipped models live in experiments/<run>/best.pt, found from the working
-// directory or next to the binary's repository (build/bin/../../experiments).
-inline std::filesystem::path experiments_dir(const char* argv0) {
-  if (std::filesystem::is_directory("experiments")) return "experiments";
-  std::error_code ec;
-  const auto exe = std::filesystem::canonical(argv0, ec);
-  if (!ec && std::filesystem::is_directory(exe.parent_path().parent_path().parent_path() / "experiments"))
-    return exe.parent_path().parent_path().parent_path() / "experiments";
-  return "experiments";
-}
-
-// The model the apps use when --model is not given (by name, see resolve_model):
-// the shipped single model with the best PublicTest accuracy.
+// The model the apps use when --model is not given (by name, see
+// fer::resolve_models): the shipped single model with the best PublicTest accuracy.
 inline const char* const kDefaultModel = "paper_cnn_long";
 
-// A shipped model's folder, experiments/<name> or experiments/fer2013_<name>,
-// holds best.pt (one network) or ensemble.json (several, fer::read_ensemble_members).
-inline bool is_shipped_model_dir(const std::filesystem::path& dir) {
-  return std::filesystem::is_regular_file(dir / "best.pt") || std::filesystem::is_regular_file(dir / "ensemble.json");
-}
-
-inline std::string shipped_model_names(const std::filesystem::path& dir) {
-  std::string names;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, ec))
-    if (is_shipped_model_dir(entry.path())) {
-      std::string name = entry.path().filename().string();
-      if (name.rfind("fer2013_", 0) == 0) name = name.substr(8);
-      names += (names.empty() ? "" : ", ") + name;
-    }
-  return names.empty() ? "none found in " + dir.string() : names;
-}
-
-// A --model value: a checkpoint file, an ensemble.json, or the name of a
-// shipped model or ensemble (e.g. "paper_cnn"). Returns its checkpoints: one,
-// or an ensemble's members. Throws naming the value and the shipped names.
-inline std::vector<std::string> resolve_models(const std::string& value, const char* argv0) {
-  namespace fs = std::filesystem;
-  if (fs::is_regular_file(value))
-    return fs::path(value).extension() == ".json" ? fer::read_ensemble_members(value) : std::vector<std::string>{value};
-  const fs::path dir = experiments_dir(argv0);
-  for (const auto& run : {fs::path(value), fs::path("fer2013_" + value)}) {
-    if (fs::is_regular_file(dir / run / "best.pt")) return {(dir / run / "best.pt").string()};
-    if (fs::is_regular_file(dir / run / "ensemble.json")) return fer::read_ensemble_members((dir / run / "ensemble.json").string());
-  }
-  throw std::runtime_error("--model '" + value + "' is neither a checkpoint file nor a shipped model (shipped: " +
-                           shipped_model_names(dir) + ")");
-}
-
-// The one checkpoint of an app that runs a single network: an ensemble is an
-// error naming it (fer-eval takes ensembles).
-inline std::string resolve_model(const std::string& value, const char* argv0) {
-  const auto models = resolve_models(value, argv0);
+// The one checkpoint of an app that runs a single network (a path or a
+// shipped name, fer::resolve_models): an ensemble is an error naming it
+// (fer-eval takes ensembles).
+inline std::string resolve_model(const std::string& value) {
+  const auto models = fer::resolve_models(value);
   if (models.size() > 1)
     throw std::runtime_error("--model '" + value + "' is an ensemble of " + std::to_string(models.size()) +
                              " networks; this app runs one (give one of them, or use fer-eval)");

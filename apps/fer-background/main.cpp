@@ -26,7 +26,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
-    model = fer_app::resolve_model(model, argv[0]);
+    model = fer_app::resolve_model(model);
     if (show) {
       const auto stored = fer::load_background(model);
       if (!stored) std::printf("%s stores no SHAP background\n", model.c_str());

@@ -126,7 +126,7 @@ int main(int argc, char** argv) {
     }
     std::vector<std::string> checkpoints;  // a shipped ensemble's name stands for its members
     for (const auto& m : models)
-      for (auto& c : fer_app::resolve_models(m, argv[0])) checkpoints.push_back(std::move(c));
+      for (auto& c : fer::resolve_models(m)) checkpoints.push_back(std::move(c));
     models = std::move(checkpoints);
     if (models.size() > 1 && detect_faces) throw std::runtime_error("--detect-faces evaluates one --model, not an ensemble");
     const std::string& model = models.front();

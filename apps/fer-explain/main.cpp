@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (inputs.empty()) throw std::runtime_error("--input is required (a FER-2013 CSV, an image folder or image files)");
-    model = fer_app::resolve_model(model, argv[0]);
+    model = fer_app::resolve_model(model);
     fer::Config config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
     for (const auto& o : overrides) fer::apply_override(config, o);
     std::unique_ptr<fer::FaceDetector> detector;

@@ -49,7 +49,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   return fer_app::run_main([&] {
-    model = fer_app::resolve_model(model, argv[0]);
+    model = fer_app::resolve_model(model);
     fer::LiveOptions options;
     options.config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
     for (const auto& o : overrides) fer::apply_override(options.config, o);

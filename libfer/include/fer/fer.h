@@ -48,6 +48,7 @@
 #include "fer/io.h"
 #include "fer/metrics.h"
 #include "fer/model.h"
+#include "fer/model_store.h"
 #include "fer/optim.h"
 #include "fer/plot.h"
 #include "fer/precision.h"

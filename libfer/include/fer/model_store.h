@@ -1,0 +1,43 @@
+// Shipped models by name: experiments/<name>/ (or fer2013_<name>/) folders
+// holding best.pt (one network) or ensemble.json (several), searched in a
+// fixed order, so an app finds them from any build folder and any working
+// directory, and installed.
+//
+//   const auto checkpoints = fer::resolve_models("paper_cnn_long");  // or a .pt / ensemble.json path
+//   fer::evaluate_checkpoints(checkpoints, data, "out", options);
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace fer {
+
+// One folder the search visits, and why it is in the list.
+struct ModelDir {
+  std::string path;
+  std::string origin;  // "$FER_MODEL_DIR", "source tree", "install"
+};
+
+// The folders searched for shipped models, in order:
+//   1. $FER_MODEL_DIR, when set;
+//   2. experiments/ of the source tree libfer was built from;
+//   3. <program>/../share/libfer/models (where `cmake --install` puts them).
+// Every folder is listed whether or not it exists (errors show them all).
+std::vector<ModelDir> shipped_model_dirs();
+
+// The names of the shipped models in `dir` (a folder's name without its
+// "fer2013_" prefix), sorted; none when `dir` does not exist.
+std::vector<std::string> shipped_model_names(const std::string& dir);
+
+// A model given by path or by name. `value` is a checkpoint file, an
+// ensemble.json file, or the name of a shipped model or ensemble, looked up
+// in shipped_model_dirs() (the first folder that has it wins). Returns its
+// checkpoints: one, or an ensemble's members (read_ensemble_members).
+// Throws std::runtime_error naming the value and every folder searched with
+// what it holds.
+std::vector<std::string> resolve_models(const std::string& value);
+
+// The same lookup over the given folders.
+std::vector<std::string> resolve_models(const std::string& value, const std::vector<ModelDir>& dirs);
+
+}  // namespace fer
