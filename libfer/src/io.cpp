@@ -11,6 +11,13 @@
 namespace fer {
 namespace fs = std::filesystem;
 
+std::string program_share_dir() {
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  return (exe.parent_path().parent_path() / "share" / "libfer").string();
+}
+
 // --- atomic files ---
 
 void replace_file_atomically(const std::string& path, const std::function<void(const std::string& tmp)>& write) {

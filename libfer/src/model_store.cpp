@@ -6,19 +6,12 @@
 #include <stdexcept>
 
 #include "fer/evaluate.h"
+#include "fer/io.h"
 
 namespace fer {
 namespace fs = std::filesystem;
 
 namespace {
-
-// <program>/../share/libfer/models for the running program (Linux: /proc/self/exe).
-std::string installed_models_dir() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  return (exe.parent_path().parent_path() / "share" / "libfer" / "models").string();
-}
 
 std::string joined(const std::vector<std::string>& names) {
   std::string text;
@@ -42,7 +35,8 @@ std::vector<ModelDir> shipped_model_dirs() {
 #ifdef FER_SOURCE_EXPERIMENTS_DIR
   dirs.push_back({FER_SOURCE_EXPERIMENTS_DIR, "source tree"});
 #endif
-  if (auto installed = installed_models_dir(); !installed.empty()) dirs.push_back({installed, "install"});
+  if (const auto share = program_share_dir(); !share.empty())
+    dirs.push_back({(fs::path(share) / "models").string(), "install"});
   return dirs;
 }
 

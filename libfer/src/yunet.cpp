@@ -1,4 +1,5 @@
 #include "fer/yunet.h"
+#include "fer/io.h"
 
 #include <algorithm>
 #include <cmath>
@@ -19,12 +20,10 @@ std::string model_file_name(int input_size) {
   return "yunet_s_" + std::to_string(input_size) + "_" + std::to_string(input_size) + ".onnx";
 }
 
-// <bin>/../share/libfer/yunet for the running program (Linux: /proc/self/exe).
+// <bin>/../share/libfer/yunet for the running program.
 std::string beside_program() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  return (exe.parent_path().parent_path() / "share" / "libfer" / "yunet").string();
+  const std::string share = program_share_dir();
+  return share.empty() ? "" : (fs::path(share) / "yunet").string();
 }
 
 // Checks one output's shape [1, anchors, width] and returns its data.

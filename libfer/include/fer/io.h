@@ -32,6 +32,11 @@ std::string read_file(const std::string& path);
 // Writes `text` to path.tmp, then renames it over `path`.
 void write_text_atomic(const std::string& path, const std::string& text);
 
+// <the running program's folder>/../share/libfer: where an install, and the
+// build tree beside build/bin, keep data files (YuNet, shipped models).
+// Empty when the program's path is unknown (read from /proc/self/exe).
+std::string program_share_dir();
+
 // Calls write(path.tmp) (for writers that want a path: LibTorch's archives),
 // then renames the file over `path`. A throwing writer leaves `path` as it was.
 void replace_file_atomically(const std::string& path, const std::function<void(const std::string& tmp)>& write);
