@@ -13,6 +13,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A shipped model's folder holds best.pt (one network) or ensemble.json (several).
+bool holds_model(const fs::path& folder) {
+  return fs::is_regular_file(folder / "best.pt") || fs::is_regular_file(folder / "ensemble.json");
+}
+
 std::string joined(const std::vector<std::string>& names) {
   std::string text;
   for (const auto& n : names) text += (text.empty() ? "" : ", ") + n;
@@ -45,7 +50,7 @@ std::vector<std::string> shipped_model_names(const std::string& dir) {
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(dir, ec)) {
     const auto& p = entry.path();
-    if (!fs::is_regular_file(p / "best.pt") && !fs::is_regular_file(p / "ensemble.json")) continue;
+    if (!holds_model(p)) continue;
     std::string name = p.filename().string();
     if (name.rfind("fer2013_", 0) == 0) name = name.substr(8);
     names.push_back(name);
