@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Checks scripts/gpu-build.sh where no GPU is: in a cached Debian 13 root that
 # has only what a bare GPU machine has (a compiler, CMake, ninja, LibTorch and
-# Python's torch) and none of the other -dev packages, with no network during
+# Python's torch; ccache) and none of the other -dev packages, with no network during
 # the build. Makes third_party/ first (scripts/prepare-gpu-bundle.sh) if missing.
 #   scripts/check-gpu-build.sh [--test [ctest arguments]]
 #   scripts/check-gpu-build.sh --root-only   only make the root (.ci/run does it early)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/debian-root.sh
-root=$(debian_root gpu-bare main build-essential cmake ninja-build libtorch-dev python3-torch)
+# (ccache is no -dev package: the build uses it when present, here to make CI's second run fast.)
+root=$(debian_root gpu-bare main build-essential cmake ninja-build ccache libtorch-dev python3-torch)
 [ "${1:-}" != --root-only ] || exit 0
 [ -f third_party/include/nlohmann/json.hpp ] || scripts/prepare-gpu-bundle.sh
 # The build must not find any of the packages the bundle replaces.

@@ -6,6 +6,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake ninja-build pkg-config git
+  ccache  # rebuilds (CI's second run, the roots' builds) compile only what changed
   libtorch-dev libopenblas0-openmp
   libgloo-dev  # headers of c10d's Gloo process group: distributed training
   libopencv-dev libopencv-contrib-dev opencv-data

@@ -347,6 +347,19 @@ TEST(Ensemble, OfOneModelEqualsThatModelAndOfTwoIsTheMean) {
   const auto pb = fer::predict_probabilities(*b.model, images, torch::kCPU);
   EXPECT_TRUE(fer::predict_ensemble_probabilities({a}, images, torch::kCPU).equal(pa));
   EXPECT_TRUE(torch::allclose(fer::predict_ensemble_probabilities({a, b}, images, torch::kCPU), (pa + pb) / 2, 1e-6, 1e-7));
+  // Bit for bit the mean of the members' own probabilities: the accuracy guard checks ensembles that way.
+  EXPECT_TRUE(fer::predict_ensemble_probabilities({a, b}, images, torch::kCPU).equal(fer::mean_probabilities({pa, pb})));
+}
+
+TEST(Ensemble, MeanProbabilitiesIsTheHandComputedMeanAndRefusesMismatchedShapes) {
+  const auto p = torch::tensor({0.25f, 0.75f, 1.0f, 0.0f}).view({2, 2});
+  const auto q = torch::tensor({0.75f, 0.25f, 0.5f, 0.5f}).view({2, 2});
+  const auto r = torch::tensor({0.5f, 0.5f, 0.0f, 1.0f}).view({2, 2});
+  EXPECT_TRUE(fer::mean_probabilities({p}).equal(p));
+  EXPECT_TRUE(fer::mean_probabilities({p, q}).equal(torch::tensor({0.5f, 0.5f, 0.75f, 0.25f}).view({2, 2})));
+  EXPECT_TRUE(fer::mean_probabilities({p, q, r}).equal(torch::tensor({0.5f, 0.5f, 0.5f, 0.5f}).view({2, 2})));
+  EXPECT_THROW(fer::mean_probabilities({}), std::invalid_argument);
+  EXPECT_THROW(fer::mean_probabilities({p, torch::zeros({2, 3})}), std::invalid_argument);
 }
 
 // A shipped ensemble's manifest: members relative to its folder, in order; each

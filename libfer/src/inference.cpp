@@ -118,16 +118,27 @@ torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& 
 torch::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const torch::Tensor& images_u8,
                                              const torch::Device& device, const PredictOptions& options) {
   if (members.empty()) throw std::invalid_argument("an ensemble needs at least one model");
-  torch::Tensor sum;
+  std::vector<torch::Tensor> probabilities;
   for (std::size_t m = 0; m < members.size(); ++m) {
     PredictOptions o = options;
     o.input_size = members[m].meta.model.input_size;
     if (options.progress) o.progress_label = options.progress_label + " [" + std::to_string(m + 1) + "/" +
                                              std::to_string(members.size()) + "]";
-    const auto p = predict_probabilities(*members[m].model, images_u8, device, o);
-    sum = sum.defined() ? sum + p : p;
+    probabilities.push_back(predict_probabilities(*members[m].model, images_u8, device, o));
   }
-  return members.size() == 1 ? sum : sum / static_cast<double>(members.size());
+  return mean_probabilities(probabilities);
+}
+
+torch::Tensor mean_probabilities(const std::vector<torch::Tensor>& member_probabilities) {
+  if (member_probabilities.empty()) throw std::invalid_argument("mean_probabilities: no member probabilities");
+  torch::Tensor sum = member_probabilities.front();
+  for (std::size_t m = 1; m < member_probabilities.size(); ++m) {
+    if (!member_probabilities[m].sizes().equals(sum.sizes()))
+      throw std::invalid_argument("mean_probabilities: member " + std::to_string(m) + " has shape " +
+                                  c10::str(member_probabilities[m].sizes()) + ", member 0 " + c10::str(sum.sizes()));
+    sum = sum + member_probabilities[m];
+  }
+  return member_probabilities.size() == 1 ? sum : sum / static_cast<double>(member_probabilities.size());
 }
 
 BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device, Precision precision,

@@ -8,6 +8,8 @@
 #   debian_root_host_tools                             # installs debootstrap first
 # The cache lives in $FER_ROOT_CACHE (default ~/.cache/libfer); a root is
 # rebuilt when missing or when its package list changed. Needs root privileges.
+# Builds inside the roots share one ccache folder, $FER_ROOT_CACHE/ccache (the
+# checkout is always /work/libfer there, so every clone hits the same entries).
 
 set -euo pipefail
 
@@ -75,16 +77,19 @@ _in_root() {
       mkdir -p "$dst"; mount --bind "$src" "$dst"
     done
     exec chroot "$root" env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-      LANG=C.UTF-8 bash -c "cd \"\$0\" && exec \"\$@\"" "$dir" "$@"
+      LANG=C.UTF-8 ${FER_ROOT_ENV:-} bash -c "cd \"\$0\" && exec \"\$@\"" "$dir" "$@"
   ' _ "$root" "$dir" "$@"
 }
 
 # in_debian_root ROOT COMMAND...: runs COMMAND in /work/libfer, which is this
-# repository; ../shared beside the repository is /work/shared when present.
+# repository; ../shared beside the repository is /work/shared when present;
+# $FER_ROOT_CACHE/ccache is /work/ccache and CCACHE_DIR.
 in_debian_root() {
   local root=$1; shift
   local repo; repo=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
   local binds="$repo=/work/libfer"
   [ -d "$repo/../shared" ] && binds="$binds $(cd "$repo/../shared" && pwd)=/work/shared"
-  FER_ROOT_BINDS="$binds" _in_root "$root" /work/libfer "$@"
+  mkdir -p "$FER_ROOT_CACHE/ccache"
+  binds="$binds $FER_ROOT_CACHE/ccache=/work/ccache"
+  FER_ROOT_BINDS="$binds" FER_ROOT_ENV="CCACHE_DIR=/work/ccache" _in_root "$root" /work/libfer "$@"
 }

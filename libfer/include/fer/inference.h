@@ -51,8 +51,15 @@ at::Tensor predict_probabilities(ClassifierImpl& model, const at::Tensor& images
 
 // The mean of the members' probabilities (an ensemble); each member is fed at
 // its own input size (`options.input_size` is ignored). Requires members.
+// The mean is mean_probabilities' (below), so probabilities computed member by
+// member and averaged there are the same floats.
 at::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const at::Tensor& images_u8,
                                              const c10::Device& device, const PredictOptions& options = {});
+
+// An ensemble's mean: the members' probabilities [N,classes] summed in member
+// order, divided by their count. Requires at least one tensor, all one shape;
+// throws std::invalid_argument otherwise.
+at::Tensor mean_probabilities(const std::vector<at::Tensor>& member_probabilities);
 
 // A LIME predictor over `model`: float images [n, 48*48] in [0,1] -> softmax
 // probabilities [n, classes], computed on `device` in `precision`, centre
