@@ -20,7 +20,7 @@ generator=()
 command -v ninja >/dev/null && [ ! -f build-gpu/CMakeCache.txt ] && generator=(-G Ninja)
 cmake -S . -B build-gpu "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
       -DFER_WITH_OPENCV=OFF -DFER_VENDOR_DIR=third_party -DFER_BUILD_TESTS=ON \
-      -DCMAKE_GTEST_DISCOVER_TESTS_DISCOVERY_MODE=PRE_TEST ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"}
+      ${prefix:+-DCMAKE_PREFIX_PATH="$prefix"}
 cmake --build build-gpu -j "$(nproc)"
 echo "gpu-build: built $(ls build-gpu/bin | tr '\n' ' ')"
 if [ "${1:-}" = "--test" ]; then

@@ -110,13 +110,13 @@ TEST(Config, ResolvedYamlRoundTrips) {
 
 TEST(Config, ShippedConfigsLoad) {
   for (const char* name : {"configs/paper_cnn.yaml", "configs/smoke.yaml", "configs/live.yaml"}) {
-    const auto c = fer::load_config(std::string(FER_SOURCE_DIR) + "/" + name);
+    const auto c = fer::load_config(std::string(fer_test::source_dir()) + "/" + name);
     EXPECT_EQ(c.model.architecture, "paper_cnn") << name;
   }
-  EXPECT_EQ(fer::load_config(std::string(FER_SOURCE_DIR) + "/configs/paper_cnn.yaml").name, "fer2013_paper_cnn");
-  for (const auto& entry : fer_test::fs::directory_iterator(std::string(FER_SOURCE_DIR) + "/configs"))
+  EXPECT_EQ(fer::load_config(std::string(fer_test::source_dir()) + "/configs/paper_cnn.yaml").name, "fer2013_paper_cnn");
+  for (const auto& entry : fer_test::fs::directory_iterator(std::string(fer_test::source_dir()) + "/configs"))
     if (entry.path().extension() == ".yaml") EXPECT_NO_THROW(fer::load_config(entry.path().string())) << entry.path();
-  const auto vgg = fer::load_config(std::string(FER_SOURCE_DIR) + "/configs/vgg_fer.yaml");
+  const auto vgg = fer::load_config(std::string(fer_test::source_dir()) + "/configs/vgg_fer.yaml");
   EXPECT_EQ(vgg.model.architecture, "vgg_fer");
   EXPECT_EQ(vgg.augment.crop_size, 40);  // the model's input: 40x40 crops
 }
@@ -125,4 +125,17 @@ TEST(Config, EveryKeyIsDocumented) {
   const auto keys = fer::config_keys();
   EXPECT_GT(keys.size(), 30u);
   for (const auto& k : keys) EXPECT_FALSE(k.help.empty()) << k.key;
+}
+
+// docs/config.md's table is the key table as fer-train --list-keys prints it
+// (scripts/gen-config-docs.sh writes it): the docs cannot drift from the code.
+TEST(Config, DocsTableIsTheKeyTable) {
+  const std::string doc = fer_test::read_text(std::string(fer_test::source_dir()) + "/docs/config.md");
+  const std::string begin = "<!-- key table: written by scripts/gen-config-docs.sh -->\n";
+  const std::string end = "<!-- end of key table -->";
+  const auto from = doc.find(begin), to = doc.find(end);
+  ASSERT_NE(from, std::string::npos) << "docs/config.md lost its key-table markers";
+  ASSERT_NE(to, std::string::npos) << "docs/config.md lost its key-table markers";
+  EXPECT_EQ(doc.substr(from + begin.size(), to - from - begin.size()), fer::config_keys_markdown())
+      << "docs/config.md is stale: run scripts/gen-config-docs.sh";
 }

@@ -446,7 +446,7 @@ std::size_t history_rows(const std::string& run) {
 struct DistributedRun {
   fer_test::SyntheticData data{16, 2};
   fer_test::TempDir dir;
-  std::string bin = std::string(FER_BIN_DIR) + "/fer-train";
+  std::string bin = std::string(fer_test::bin_dir()) + "/fer-train";
   std::string config = dir / "dp.yaml";
   explicit DistributedRun(int epochs, int timeout_s = 60) {
     fer_test::write_file(config, "name: dp\nmodel: {filters: [8, 16, 32], dense_units: 64}\n"
@@ -568,7 +568,7 @@ std::vector<std::vector<std::string>> csv_rows(const std::string& path) {
 TEST(ShardedEvaluation, TwoShardsMergeToTheUnshardedEvaluation) {
   fer_test::SyntheticData data(9, 2);  // 63 Training, 42 PublicTest and 14 PrivateTest rows
   fer_test::TempDir dir;
-  const std::string model = random_checkpoint(dir), bin = std::string(FER_BIN_DIR) + "/fer-eval";
+  const std::string model = random_checkpoint(dir), bin = std::string(fer_test::bin_dir()) + "/fer-eval";
   const std::string common = bin + " --model " + model + " --data " + data.csv + " --split all --no-charts --threads 1";
   for (const char* shard : {"0/2", "1/2"})
     ASSERT_EQ(std::system((common + " --shard " + shard + " --out " + (dir / "sharded") + " > /dev/null 2>&1").c_str()), 0);
@@ -599,7 +599,7 @@ TEST(ShardedEvaluation, TwoShardsMergeToTheUnshardedEvaluation) {
 TEST(ShardedEvaluation, MergeNamesAMissingOrRepeatedShard) {
   fer_test::SyntheticData data(3, 1);
   fer_test::TempDir dir;
-  const std::string model = random_checkpoint(dir), bin = std::string(FER_BIN_DIR) + "/fer-eval";
+  const std::string model = random_checkpoint(dir), bin = std::string(fer_test::bin_dir()) + "/fer-eval";
   const std::string common = bin + " --model " + model + " --data " + data.csv + " --split all --no-charts --threads 1 --out " +
                              (dir / "s");
   for (const char* shard : {"0/3", "2/3"})

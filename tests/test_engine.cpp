@@ -553,7 +553,7 @@ TEST(ModelStore, EnvironmentFolderComesFirstThenTheSourceTree) {
   unsetenv("FER_MODEL_DIR");
   ASSERT_GE(dirs.size(), 2u);
   EXPECT_EQ(dirs[0].path, dir.path().string());
-  EXPECT_EQ(fer_test::fs::path(dirs[1].path), fer_test::fs::path(FER_SOURCE_DIR) / "experiments");
+  EXPECT_EQ(fer_test::fs::path(dirs[1].path), fer_test::fs::path(fer_test::source_dir()) / "experiments");
   EXPECT_EQ(fer::resolve_models("paper_cnn_long").front(),
-            (fer_test::fs::path(FER_SOURCE_DIR) / "experiments/fer2013_paper_cnn_long/best.pt").string());
+            (fer_test::fs::path(fer_test::source_dir()) / "experiments/fer2013_paper_cnn_long/best.pt").string());
 }

@@ -93,7 +93,7 @@ TEST(DeepShap, AdditivityHoldsOnThePaperCnnWithRandomWeights) {
 
 TEST(DeepShap, AdditivityHoldsWithTrainedWeights) {
   // Trained weights: the shipped reference model when present, else a few Adam steps on synthetic faces.
-  const auto shipped = fer_test::fs::path(FER_SOURCE_DIR) / "experiments/fer2013_paper_cnn/best.pt";
+  const auto shipped = fer_test::fs::path(fer_test::source_dir()) / "experiments/fer2013_paper_cnn/best.pt";
   fer::Classifier model;
   if (fer_test::fs::exists(shipped)) {
     model = fer::load_checkpoint(shipped.string(), torch::kCPU).model;
@@ -427,7 +427,7 @@ TEST(Explain, TheShippedModelExplainsFullPhotosWithNoDatasetPresent) {
     if (i % 25 == 0) cv::imwrite(dir / ("photos/frame" + std::to_string(i) + ".png"), frame);
   // Run from an empty folder with $FER2013_CSV pointing nowhere: no dataset can be found.
   const std::string command = "cd " + dir.path().string() + " && FER2013_CSV=" + (dir / "absent.csv") + " " +
-                              std::string(FER_BIN_DIR) + "/fer-explain --input photos --detect-faces --method shap" +
+                              std::string(fer_test::bin_dir()) + "/fer-explain --input photos --detect-faces --method shap" +
                               " --classes all --out out --threads 2 > log.txt 2>&1";
   const int status = std::system(command.c_str());
   const std::string log = fer_test::read_text(dir / "log.txt");
@@ -457,7 +457,7 @@ TEST(Explain, TwoShardsMergeToTheUnshardedBatch) {
   fer::ModelOptions o;
   fer::save_checkpoint(dir / "m.pt", *paper_cnn_with_batchnorm_statistics(5),
                        {o, {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}, {}});
-  const std::string bin = std::string(FER_BIN_DIR) + "/fer-explain";
+  const std::string bin = std::string(fer_test::bin_dir()) + "/fer-explain";
   const std::string common = bin + " --model " + (dir / "m.pt") + " --input " + data.csv +
                              " --limit 7 --samples 64 --background 6 --save-raw --threads 1";
   for (const char* shard : {"0/2", "1/2"})
@@ -645,7 +645,7 @@ TEST(Explain, LimeTakesTheGivenBackgroundAsItsFaithfulnessBaseline) {
   fer::ModelOptions o;
   fer::save_checkpoint(dir / "m.pt", *paper_cnn_with_batchnorm_statistics(7),
                        {o, {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}, {}});
-  const std::string common = std::string(FER_BIN_DIR) + "/fer-explain --model " + (dir / "m.pt") + " --input " +
+  const std::string common = std::string(fer_test::bin_dir()) + "/fer-explain --model " + (dir / "m.pt") + " --input " +
                              data.csv + " --limit 2 --samples 64 --method lime --threads 1";
   ASSERT_EQ(std::system((common + " --background 6 --out " + (dir / "given") + " > /dev/null 2>&1").c_str()), 0);
   ASSERT_EQ(std::system((common + " --out " + (dir / "none") + " > /dev/null 2>&1").c_str()), 0);

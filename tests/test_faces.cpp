@@ -268,7 +268,7 @@ TEST(LiveWithYunet, TheClipRunsEndToEndWithFacesAndTracks) {
   options.config.faces.detector = "yunet";
   options.config.faces.align = true;
   const auto summary = fer::run_live(
-      (fs::path(FER_SOURCE_DIR) / "experiments" / "fer2013_paper_cnn" / "best.pt").string(), options);
+      (fs::path(fer_test::source_dir()) / "experiments" / "fer2013_paper_cnn" / "best.pt").string(), options);
   EXPECT_EQ(summary.frames, 275);
   EXPECT_GT(summary.frames_with_faces, 100);
   EXPECT_GE(summary.tracks, 1);

@@ -31,7 +31,7 @@ using fer_test::TempDir;
 using fer_test::write_file;
 namespace fs = std::filesystem;
 
-const std::string kModel = (fs::path(FER_SOURCE_DIR) / "experiments" / "fer2013_paper_cnn" / "best.pt").string();
+const std::string kModel = (fs::path(fer_test::source_dir()) / "experiments" / "fer2013_paper_cnn" / "best.pt").string();
 
 using fer_test::real_clip;
 
@@ -526,7 +526,7 @@ TEST(LiveVideo, FerLiveBinaryFinishesTheSessionOnSigterm) {
   TempDir dir;
   const std::string out = dir / "session";
   // Full scans on every frame keep it running long enough to be interrupted.
-  const std::string command = "timeout -s TERM 4 " + std::string(FER_BIN_DIR) + "/fer-live --model " + kModel +
+  const std::string command = "timeout -s TERM 4 " + std::string(fer_test::bin_dir()) + "/fer-live --model " + kModel +
                               " --source " + clip + " --no-display --no-charts --out " + out +
                               " --set live.full_scan_interval=1 --set live.threads=1 --set faces.detect_scale=1 >" +
                               (dir / "log.txt") + " 2>&1";

@@ -1,5 +1,7 @@
 // Augmentation, model, checkpoint and inference: the tensor side of libfer.
 #include <gtest/gtest.h>
+
+#include <map>
 #include <torch/torch.h>
 
 
@@ -243,6 +245,37 @@ TEST(Inference, ChunkedPredictionEqualsOneForwardPassAndTtaIsMirrorAverage) {
   const auto tta = fer::predict_probabilities(*model, images, torch::kCPU, chunked);
   const auto mirrored = torch::softmax(model->forward(x.flip({3})), 1);
   EXPECT_TRUE(torch::allclose(tta, (reference + mirrored) / 2, 1e-5, 1e-6));
+}
+
+// The accuracy guard computes each checkpoint's views once and takes every TTA
+// mode's probabilities from them: that must be predict_probabilities bit for bit.
+TEST(Inference, ViewProbabilitiesAveragedArePredictProbabilitiesBitForBit) {
+  torch::manual_seed(7);
+  auto gen = fer::make_cpu_generator(8);
+  const auto images = torch::randint(0, 256, {11, 48, 48}, gen, torch::kUInt8);
+  for (const int64_t input_size : {48, 40}) {
+    SCOPED_TRACE("input size " + std::to_string(input_size));
+    fer::ModelOptions small;
+    small.filters = {4, 8};
+    small.dense_units = 16;
+    small.input_size = input_size;
+    auto model = fer::make_model(small);
+    fer::PredictOptions o;
+    o.batch_size = 4;  // several batches, the last one short
+    o.input_size = input_size;
+    std::map<fer::Tta, torch::Tensor> predicted;
+    for (const auto tta : {fer::Tta::none, fer::Tta::flip, fer::Tta::tencrop}) {
+      o.tta = tta;
+      predicted[tta] = fer::predict_probabilities(*model, images, torch::kCPU, o);
+      const auto views = fer::predict_view_probabilities(*model, images, torch::kCPU, o);
+      ASSERT_EQ(views.size(), fer::tta_views(torch::zeros({1, 1, 48, 48}), tta, input_size).size());
+      EXPECT_TRUE(fer::mean_probabilities(views).equal(predicted[tta])) << fer::tta_name(tta);
+    }
+    o.tta = fer::Tta::tencrop;
+    const auto ten = fer::predict_view_probabilities(*model, images, torch::kCPU, o);
+    EXPECT_TRUE(ten[8].equal(predicted[fer::Tta::none]));  // the centre crop ...
+    EXPECT_TRUE(fer::mean_probabilities({ten[8], ten[9]}).equal(predicted[fer::Tta::flip]));  // ... and its mirror
+  }
 }
 
 TEST(Inference, DeviceSpecsResolve) {

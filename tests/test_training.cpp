@@ -80,7 +80,7 @@ TEST(Config, DifferencesNameEachChangedKeyWithBothValues) {
 TEST(Training, KilledProcessResumesFromItsLastCompletedEpoch) {
   SyntheticData data;
   fer_test::TempDir runs;
-  const std::string bin = std::string(FER_BIN_DIR) + "/fer-train";
+  const std::string bin = std::string(fer_test::bin_dir()) + "/fer-train";
   ASSERT_TRUE(fer_test::fs::exists(bin)) << bin;
   const std::string config_path = runs / "kill.yaml";
   fer_test::write_file(config_path,
@@ -145,7 +145,7 @@ TEST(Training, SmokeRunOnFer2013LearnsBeyondChance) {
     fer_test::write_file(csv, fer_test::synthetic_csv(60, 10, 0, 2));
     min_accuracy = 0.5;
   }
-  auto config = fer::load_config(std::string(FER_SOURCE_DIR) + "/configs/smoke.yaml");
+  auto config = fer::load_config(std::string(fer_test::source_dir()) + "/configs/smoke.yaml");
   config.data.path = csv;
   const auto summary = fer::train({config, dir / "smoke", false});
   const auto history = fer::read_history_csv(dir / "smoke/history.csv");

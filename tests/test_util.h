@@ -19,6 +19,12 @@
 namespace fer_test {
 namespace fs = std::filesystem;
 
+// The source tree (shipped models, configs, ../shared) and the folder of the
+// built binaries. Only tests/test_paths.cpp has them compiled in, so every
+// other test source compiles to the same object from any checkout (ccache hits).
+const char* source_dir();
+const char* bin_dir();
+
 // A fresh directory under the system temp dir, removed when the object dies.
 class TempDir {
  public:
@@ -118,13 +124,13 @@ inline std::string synthetic_csv(int train_per_class, int val_per_class, int tes
 // ../shared/data/fer2013/fer2013.csv.gz beside the repository, or $FER2013_CSV.
 inline std::string real_fer2013() {
   if (const char* env = std::getenv("FER2013_CSV"); env && *env && fs::exists(env)) return env;
-  const fs::path shared = fs::path(FER_SOURCE_DIR) / ".." / "shared" / "data" / "fer2013" / "fer2013.csv.gz";
+  const fs::path shared = fs::path(fer_test::source_dir()) / ".." / "shared" / "data" / "fer2013" / "fer2013.csv.gz";
   return fs::exists(shared) ? shared.lexically_normal().string() : "";
 }
 
 // The real 9-second speaker clip in ../shared, or "" when it is not there.
 inline std::string real_clip() {
-  const fs::path clip = fs::path(FER_SOURCE_DIR) / ".." / "shared" / "data" / "video" / "face_clip_640x360.mp4";
+  const fs::path clip = fs::path(fer_test::source_dir()) / ".." / "shared" / "data" / "video" / "face_clip_640x360.mp4";
   return fs::exists(clip) ? clip.lexically_normal().string() : "";
 }
 

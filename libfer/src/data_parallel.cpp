@@ -74,7 +74,7 @@ void check_env(const DistributedEnv& e) {
 DistributedEnv DistributedEnv::from_environment(const std::function<const char*(const char*)>& lookup) {
   const EnvReader env(lookup ? lookup : [](const char* name) -> const char* { return std::getenv(name); });
   DistributedEnv e;
-  const char* master_hint = "torchrun sets it; under SLURM the batch script exports it, see the README";
+  const char* master_hint = "torchrun sets it; under SLURM the batch script exports it, see docs/distributed.md";
   if (env.raw("RANK")) {
     e.rank = env.integer("RANK", 0);
     e.world_size = env.required("WORLD_SIZE", "RANK is set, so WORLD_SIZE must be too");

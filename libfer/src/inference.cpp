@@ -74,45 +74,68 @@ std::vector<torch::Tensor> tta_views(const torch::Tensor& x, Tta tta, int64_t si
 }
 
 namespace {
-// The mean softmax over the TTA views of one batch.
-torch::Tensor batch_probabilities(ClassifierImpl& model, const torch::Tensor& x, const torch::Device& device,
-                                  const PredictOptions& o) {
-  torch::Tensor sum;
-  const auto views = tta_views(x, o.tta, o.input_size);
-  for (const auto& view : views) {
+// The softmax of each TTA view of one batch, [B,classes] float32 on `device`.
+std::vector<torch::Tensor> batch_view_probabilities(ClassifierImpl& model, const torch::Tensor& x,
+                                                    const torch::Device& device, const PredictOptions& o) {
+  std::vector<torch::Tensor> probabilities;
+  for (const auto& view : tta_views(x, o.tta, o.input_size)) {
     torch::Tensor logits;
     {
       AutocastScope autocast(device, o.precision);
       logits = model.forward(view.contiguous()).to(torch::kFloat32);
     }
-    const auto p = torch::softmax(logits, 1);
-    sum = sum.defined() ? sum + p : p;
+    probabilities.push_back(torch::softmax(logits, 1));
   }
-  return views.size() == 1 ? sum : sum / static_cast<double>(views.size());
+  return probabilities;
 }
-}  // namespace
 
-torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& images_u8, const torch::Device& device,
-                                    const PredictOptions& options) {
+// Calls `per_batch(start, end, x)` for each batch of model inputs, with the progress bar.
+template <typename PerBatch>
+void for_each_batch(const torch::Tensor& images_u8, const torch::Device& device, const PredictOptions& options,
+                    PerBatch per_batch) {
   TORCH_CHECK(images_u8.dim() == 3 && images_u8.scalar_type() == torch::kUInt8,
               "predict_probabilities expects uint8 images [N,H,W], got ", images_u8.sizes());
   TORCH_CHECK(options.batch_size > 0, "batch_size must be > 0");
-  torch::NoGradGuard no_grad;
-  model.eval();
   const int64_t n = images_u8.size(0);
-  std::vector<torch::Tensor> chunks;
   std::unique_ptr<ProgressSink> bar;
   if (options.progress) bar = options.progress(n, options.progress_label);
   for (int64_t start = 0; start < n; start += options.batch_size) {
     const int64_t end = std::min(n, start + options.batch_size);
     const auto idx = torch::arange(start, end, torch::kInt64).to(images_u8.device());
-    const auto x = to_model_input(images_u8, idx, device);
-    chunks.push_back(batch_probabilities(model, x, device, options).to(torch::kCPU, torch::kFloat32));
+    per_batch(to_model_input(images_u8, idx, device));
     if (bar) bar->advance(end - start, end - start);
   }
   if (bar) bar->finish();
+}
+}  // namespace
+
+torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& images_u8, const torch::Device& device,
+                                    const PredictOptions& options) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  std::vector<torch::Tensor> chunks;
+  for_each_batch(images_u8, device, options, [&](const torch::Tensor& x) {
+    // The views' mean is taken on the device, batch by batch.
+    const auto mean = mean_probabilities(batch_view_probabilities(model, x, device, options));
+    chunks.push_back(mean.to(torch::kCPU, torch::kFloat32));
+  });
   if (chunks.empty()) return torch::empty({0, 0}, torch::kFloat32);
   return torch::cat(chunks, 0);
+}
+
+std::vector<torch::Tensor> predict_view_probabilities(ClassifierImpl& model, const torch::Tensor& images_u8,
+                                                      const torch::Device& device, const PredictOptions& options) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  std::vector<std::vector<torch::Tensor>> chunks;  // [view][batch]
+  for_each_batch(images_u8, device, options, [&](const torch::Tensor& x) {
+    const auto views = batch_view_probabilities(model, x, device, options);
+    chunks.resize(views.size());
+    for (std::size_t v = 0; v < views.size(); ++v) chunks[v].push_back(views[v].to(torch::kCPU, torch::kFloat32));
+  });
+  std::vector<torch::Tensor> per_view;
+  for (const auto& view : chunks) per_view.push_back(torch::cat(view, 0));
+  return per_view;
 }
 
 torch::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const torch::Tensor& images_u8,
@@ -129,16 +152,16 @@ torch::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>
   return mean_probabilities(probabilities);
 }
 
-torch::Tensor mean_probabilities(const std::vector<torch::Tensor>& member_probabilities) {
-  if (member_probabilities.empty()) throw std::invalid_argument("mean_probabilities: no member probabilities");
-  torch::Tensor sum = member_probabilities.front();
-  for (std::size_t m = 1; m < member_probabilities.size(); ++m) {
-    if (!member_probabilities[m].sizes().equals(sum.sizes()))
-      throw std::invalid_argument("mean_probabilities: member " + std::to_string(m) + " has shape " +
-                                  c10::str(member_probabilities[m].sizes()) + ", member 0 " + c10::str(sum.sizes()));
-    sum = sum + member_probabilities[m];
+torch::Tensor mean_probabilities(const std::vector<torch::Tensor>& probabilities) {
+  if (probabilities.empty()) throw std::invalid_argument("mean_probabilities: no probabilities to average");
+  torch::Tensor sum = probabilities.front();
+  for (std::size_t m = 1; m < probabilities.size(); ++m) {
+    if (!probabilities[m].sizes().equals(sum.sizes()))
+      throw std::invalid_argument("mean_probabilities: tensor " + std::to_string(m) + " has shape " +
+                                  c10::str(probabilities[m].sizes()) + ", tensor 0 " + c10::str(sum.sizes()));
+    sum = sum + probabilities[m];
   }
-  return member_probabilities.size() == 1 ? sum : sum / static_cast<double>(member_probabilities.size());
+  return probabilities.size() == 1 ? sum : sum / static_cast<double>(probabilities.size());
 }
 
 BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device, Precision precision,

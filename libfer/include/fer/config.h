@@ -141,7 +141,7 @@ struct Config {
   AlertConfig alert;
 };
 
-// One row of the key table: what `fer-train --list-keys` and the README show.
+// One row of the key table: what `fer-train --list-keys` and docs/config.md show.
 struct ConfigKeyInfo {
   std::string key;      // dotted path, e.g. "train.lr"
   std::string type;     // int | float | bool | string | int list | string list
@@ -173,7 +173,7 @@ std::string to_yaml(const Config& config);
 // in key-table order.
 std::vector<std::string> config_differences(const Config& a, const Config& b);
 
-// Markdown table of all keys (for the README).
+// Markdown table of all keys (fer-train --list-keys; docs/config.md).
 std::string config_keys_markdown();
 
 }  // namespace fer

@@ -49,6 +49,15 @@ struct PredictOptions {
 at::Tensor predict_probabilities(ClassifierImpl& model, const at::Tensor& images_u8, const c10::Device& device,
                                     const PredictOptions& options = {});
 
+// The softmax probabilities of each TTA view (tta_views' order), each
+// [N,classes] float32 on the CPU; empty for no images. On the CPU,
+// mean_probabilities of them (or of the views a narrower TTA mode has: for
+// tencrop, views 8 and 9 are the centre crop and its mirror, which none and
+// flip take) is predict_probabilities' result bit for bit. Requires as
+// predict_probabilities.
+std::vector<at::Tensor> predict_view_probabilities(ClassifierImpl& model, const at::Tensor& images_u8,
+                                                   const c10::Device& device, const PredictOptions& options = {});
+
 // The mean of the members' probabilities (an ensemble); each member is fed at
 // its own input size (`options.input_size` is ignored). Requires members.
 // The mean is mean_probabilities' (below), so probabilities computed member by
@@ -56,10 +65,11 @@ at::Tensor predict_probabilities(ClassifierImpl& model, const at::Tensor& images
 at::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const at::Tensor& images_u8,
                                              const c10::Device& device, const PredictOptions& options = {});
 
-// An ensemble's mean: the members' probabilities [N,classes] summed in member
-// order, divided by their count. Requires at least one tensor, all one shape;
+// The mean that TTA takes over views and an ensemble over members: the
+// probabilities [N,classes] summed in order, divided by their count (one
+// tensor is returned as it is). Requires at least one tensor, all one shape;
 // throws std::invalid_argument otherwise.
-at::Tensor mean_probabilities(const std::vector<at::Tensor>& member_probabilities);
+at::Tensor mean_probabilities(const std::vector<at::Tensor>& probabilities);
 
 // A LIME predictor over `model`: float images [n, 48*48] in [0,1] -> softmax
 // probabilities [n, classes], computed on `device` in `precision`, centre
