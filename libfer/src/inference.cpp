@@ -89,7 +89,7 @@ std::vector<torch::Tensor> batch_view_probabilities(ClassifierImpl& model, const
   return probabilities;
 }
 
-// Calls `per_batch(start, end, x)` for each batch of model inputs, with the progress bar.
+// Calls `per_batch(x)` with each batch of model inputs, advancing the progress bar.
 template <typename PerBatch>
 void for_each_batch(const torch::Tensor& images_u8, const torch::Device& device, const PredictOptions& options,
                     PerBatch per_batch) {
