@@ -21,5 +21,5 @@ in_debian_root "$root" bash -c '
   source scripts/lib/onednn-isa.sh
   onednn_isa_for_tests build-libtorch2/bin/fer_tests
   cd build-libtorch2
-  ctest --output-on-failure --timeout 1800 "$@"
+  ctest --output-on-failure --timeout 1800 --parallel "${FER_TEST_JOBS:-$(nproc)}" "$@"
 ' _ "$@"

@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
 scripts/build.sh -DFER_BUILD_TESTS=ON
 cd build
-ctest --output-on-failure --timeout 1800 "$@"
+ctest --output-on-failure --timeout 1800 --parallel "${FER_TEST_JOBS:-$(nproc)}" "$@"

@@ -83,7 +83,8 @@ _in_root() {
 
 # in_debian_root ROOT COMMAND...: runs COMMAND in /work/libfer, which is this
 # repository; ../shared beside the repository is /work/shared when present;
-# $FER_ROOT_CACHE/ccache is /work/ccache and CCACHE_DIR.
+# $FER_ROOT_CACHE/ccache is /work/ccache and CCACHE_DIR; FER_TEST_JOBS (how
+# many suites ctest runs at once) passes through when set.
 in_debian_root() {
   local root=$1; shift
   local repo; repo=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
@@ -91,5 +92,5 @@ in_debian_root() {
   [ -d "$repo/../shared" ] && binds="$binds $(cd "$repo/../shared" && pwd)=/work/shared"
   mkdir -p "$FER_ROOT_CACHE/ccache"
   binds="$binds $FER_ROOT_CACHE/ccache=/work/ccache"
-  FER_ROOT_BINDS="$binds" FER_ROOT_ENV="CCACHE_DIR=/work/ccache" _in_root "$root" /work/libfer "$@"
+  FER_ROOT_BINDS="$binds" FER_ROOT_ENV="CCACHE_DIR=/work/ccache${FER_TEST_JOBS:+ FER_TEST_JOBS=$FER_TEST_JOBS}" _in_root "$root" /work/libfer "$@"
 }
