@@ -12,8 +12,8 @@ compiler=${command%% *}
 flags=$(echo "$command" | tr ' ' '\n' | grep -E '^(-D|-std)' | grep -v -- '-DNDEBUG' | tr '\n' ' ')
 system_includes=$(echo "$command" | grep -oE -- '-isystem [^ ]+' | tr '\n' ' ')
 total_ms=0
-for header in "$src"/libfer/include/fer/*.h; do
-  name=$(basename "$header")
+for header in "$src"/libfer/include/fer/*.h "$src"/libfer/include/fer/*/*.h; do
+  name=${header#"$src"/libfer/include/fer/}
   best_ms=
   for _ in 1 2 3; do
     start=$(date +%s%N)
@@ -21,7 +21,7 @@ for header in "$src"/libfer/include/fer/*.h; do
     ms=$(( ($(date +%s%N) - start) / 1000000 ))
     if [ -z "$best_ms" ] || [ "$ms" -lt "$best_ms" ]; then best_ms=$ms; fi
   done
-  printf "%-18s %5d ms\n" "$name" "$best_ms"
+  printf "%-28s %5d ms\n" "$name" "$best_ms"
   total_ms=$(( total_ms + best_ms ))
 done
-printf "%-18s %5d ms\n" "sum" "$total_ms"
+printf "%-28s %5d ms\n" "sum" "$total_ms"

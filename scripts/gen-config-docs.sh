@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Writes the config key table (fer-train --list-keys, from libfer/src/config.cpp's
+# Writes the config key table (fer-train --list-keys, from libfer/src/config/config.cpp's
 # key table) into docs/config.md between its two marker comments.
 #   scripts/gen-config-docs.sh [FER_TRAIN]   default build/bin/fer-train
 set -euo pipefail

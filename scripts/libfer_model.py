@@ -1,7 +1,7 @@
 """A libfer checkpoint as a plain PyTorch module, for side-by-side benchmarks
 with Python libraries (scripts/bench-lime-python.py, scripts/bench-captum.py).
 The checkpoint stores weights and metadata (torch.jit.load reads them); the
-network is rebuilt here as libfer builds it (libfer/src/model.cpp)."""
+network is rebuilt here as libfer builds it (libfer/src/models/model.cpp)."""
 import argparse
 import csv
 import gzip

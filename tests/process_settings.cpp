@@ -1,10 +1,10 @@
 // The test binary is a program like the apps: it makes the process-wide CPU
-// settings once, at start (the library never does; fer/runtime.h), including
+// settings once, at start (the library never does; fer/report/runtime.h), including
 // the oneDNN gradient check, so the tests train with correct gradients.
 #include <cstdio>
 #include <string>
 
-#include "fer/runtime.h"
+#include "fer/report/runtime.h"
 
 namespace {
 int configure() {

@@ -5,9 +5,9 @@
 #include <gtest/gtest.h>
 #include <zlib.h>
 
-#include "fer/config.h"
-#include "fer/plot.h"
-#include "fer/trends.h"
+#include "fer/config/config.h"
+#include "fer/report/plot.h"
+#include "fer/report/trends.h"
 
 #include <cstdlib>
 #include <filesystem>

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "fer/model_store.h"
-#include "fer/runtime.h"
+#include "fer/report/model_store.h"
+#include "fer/report/runtime.h"
 
 namespace fer_app {
 

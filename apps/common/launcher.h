@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "fer/distributed.h"
+#include "fer/distributed/distributed.h"
 
 namespace fer_app {
 

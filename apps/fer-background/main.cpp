@@ -5,10 +5,10 @@
 #include <cstdio>
 
 #include "app_common.h"
-#include "fer/background.h"
-#include "fer/dataset.h"
-#include "fer/inference.h"
-#include "fer/runtime.h"
+#include "fer/data/dataset.h"
+#include "fer/explain/background.h"
+#include "fer/inference/inference.h"
+#include "fer/report/runtime.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Add a DeepSHAP background summary (k-means centroids of the training faces) to a checkpoint, atomically"};

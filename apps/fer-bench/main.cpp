@@ -5,15 +5,15 @@
 #include <cstdio>
 
 #include "app_common.h"
-#include "fer/augment.h"
-#include "fer/engine.h"
-#include "fer/optim.h"
-#include "fer/precision.h"
-#include "fer/deepshap.h"
-#include "fer/lime.h"
-#include "fer/inference.h"
-#include "fer/model.h"
-#include "fer/runtime.h"
+#include "fer/common/precision.h"
+#include "fer/data/augment.h"
+#include "fer/engine/engine.h"
+#include "fer/engine/optim.h"
+#include "fer/explain/deepshap.h"
+#include "fer/explain/lime.h"
+#include "fer/inference/inference.h"
+#include "fer/models/model.h"
+#include "fer/report/runtime.h"
 
 namespace {
 

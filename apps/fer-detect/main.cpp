@@ -19,10 +19,10 @@
 #include <random>
 
 #include "app_common.h"
-#include "fer/config.h"
-#include "fer/dataset.h"
-#include "fer/faces.h"
-#include "fer/io.h"
+#include "fer/common/io.h"
+#include "fer/config/config.h"
+#include "fer/data/dataset.h"
+#include "fer/faces/faces.h"
 
 namespace fs = std::filesystem;
 

@@ -4,14 +4,14 @@
 #include <filesystem>
 
 #include "app_common.h"
-#include "fer/dataset.h"
-#include "fer/config.h"
-#include "fer/evaluate.h"
-#include "fer/distributed.h"
-#include "fer/runtime.h"
-#include "fer/shards.h"
+#include "fer/config/config.h"
+#include "fer/data/dataset.h"
+#include "fer/distributed/distributed.h"
+#include "fer/report/evaluate.h"
+#include "fer/report/runtime.h"
+#include "fer/report/shards.h"
 #if FER_WITH_OPENCV
-#include "fer/faces.h"
+#include "fer/faces/faces.h"
 #endif
 
 namespace fs = std::filesystem;

@@ -5,13 +5,14 @@
 #include <memory>
 
 #include "app_common.h"
-#include "fer/background.h"
-#include "fer/config.h"
-#include "fer/dataset.h"
-#include "fer/distributed.h"
-#include "fer/explain.h"
-#include "fer/faces.h"
-#include "fer/runtime.h"
+#include "fer/config/config.h"
+#include "fer/data/dataset.h"
+#include "fer/data/sampler.h"
+#include "fer/distributed/distributed.h"
+#include "fer/explain/background.h"
+#include "fer/faces/faces.h"
+#include "fer/report/explain.h"
+#include "fer/report/runtime.h"
 
 namespace {
 namespace fs = std::filesystem;

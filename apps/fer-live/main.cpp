@@ -9,9 +9,9 @@
 #include <thread>
 
 #include "app_common.h"
-#include "fer/config.h"
-#include "fer/live.h"
-#include "fer/runtime.h"
+#include "fer/config/config.h"
+#include "fer/report/live.h"
+#include "fer/report/runtime.h"
 
 namespace {
 std::atomic<bool> g_stop{false};

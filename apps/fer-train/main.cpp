@@ -5,9 +5,9 @@
 
 #include "app_common.h"
 #include "launcher.h"
-#include "fer/config.h"
-#include "fer/runtime.h"
-#include "fer/train.h"
+#include "fer/config/config.h"
+#include "fer/report/runtime.h"
+#include "fer/report/train.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Train a facial emotion recognition model from a YAML config"};

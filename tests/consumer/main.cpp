@@ -4,7 +4,7 @@
 
 #include <cstdio>
 
-#include "fer/model.h"
+#include "fer/models/model.h"
 
 int main() {
   fer::Classifier net = fer::make_model(fer::ModelOptions{});

@@ -1,0 +1,21 @@
+// Which items each rank (or shard) takes: the index maths of data-parallel
+// training, sharded evaluation and sharded explanation batches.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <utility>
+
+namespace fer {
+
+// The slice [begin, end) of n items that rank `rank` of `world` evaluates:
+// contiguous, disjoint, covering all n (the first n % world ranks get one more).
+std::pair<int64_t, int64_t> shard_range(int64_t n, int rank, int world);
+
+// PyTorch's DistributedSampler on an epoch permutation: padded with its own
+// head to a multiple of world_size, then every world_size-th index from rank.
+// Every rank gets ceil(n / world) indices; the union covers all n.
+at::Tensor distributed_sampler_indices(const at::Tensor& permutation, int rank, int world_size);
+
+}  // namespace fer

@@ -1,0 +1,159 @@
+// The training engine, after detectron2's TrainerBase and HookBase: a short
+// epoch loop, and every concern (schedule, evaluation, early stopping,
+// checkpoints, history, logging, the divergence guard, EMA) a hook with its own
+// resumable state. New behaviour is a new hook, not an edit of the loop.
+//
+//   fer::SupervisedTrainer trainer(model, std::move(optimizer), data, step_options);
+//   trainer.register_hook(std::make_shared<fer::EvalHook>(...));
+//   trainer.train();   // epochs progress().epoch+1 .. max_epochs, until a hook stops it
+#pragma once
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <torch/optim/optimizer.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "fer/common/precision.h"
+#include "fer/data/augment.h"
+#include "fer/engine/history.h"
+#include "fer/models/checkpoint.h"
+#include "fer/models/model.h"
+
+namespace fer {
+
+class TrainerBase;
+
+// A hook's resumable state: JSON, plus named byte blobs for tensors.
+struct HookState {
+  nlohmann::json json;
+  Blobs blobs;
+};
+
+class HookBase {
+ public:
+  virtual ~HookBase() = default;
+  // The key of this hook's state in last.pt; stateless hooks return "".
+  virtual std::string name() const { return ""; }
+  virtual void before_train(TrainerBase&) {}
+  virtual void before_epoch(TrainerBase&) {}
+  // Gradients are computed (and unscaled), the optimizer has not stepped.
+  virtual void after_backward(TrainerBase&) {}
+  virtual void after_step(TrainerBase&) {}
+  virtual void after_epoch(TrainerBase&) {}
+  virtual void after_train(TrainerBase&) {}
+  virtual HookState state_dict() const { return {}; }
+  virtual void load_state_dict(const HookState&) {}
+};
+
+// What the loop and the hooks share.
+struct TrainProgress {
+  int epoch = 0;                 // the running epoch (1-based); between epochs, the last completed
+  int max_epochs = 0;
+  std::int64_t step = 0;         // batch index within the epoch
+  std::int64_t steps_per_epoch = 0;
+  std::int64_t images_in_step = 0;
+  std::int64_t images_in_epoch = 0;
+  at::Tensor loss;            // the last step's loss, detached
+  EpochRecord record;            // this epoch: lr, train_* and seconds from the trainer, val_* from the evaluation hook
+  bool improved = false;         // this epoch's model is the best so far (set by BestModelHook)
+  bool stop = false;             // set by a hook to end training after this epoch
+  std::string stop_reason;
+  double train_seconds = 0;      // all completed epochs
+};
+
+class TrainerBase {
+ public:
+  virtual ~TrainerBase() = default;
+  // Hooks run in registration order at every point of the loop.
+  void register_hook(std::shared_ptr<HookBase> hook);
+  void train();
+
+  TrainProgress& progress() { return progress_; }
+  const std::vector<std::shared_ptr<HookBase>>& hooks() const { return hooks_; }
+  // Every named hook's state, by name; and back (hooks absent from `states` keep theirs).
+  std::map<std::string, HookState> hook_states() const;
+  void load_hook_states(const std::map<std::string, HookState>& states);
+
+ protected:
+  virtual void begin_epoch() = 0;  // e.g. shuffle; sets progress().steps_per_epoch
+  virtual void run_step() = 0;     // one batch; calls notify_after_backward() before the optimizer step
+  virtual void end_epoch() = 0;    // fills progress().record's train_* fields
+  void notify_after_backward();
+
+ private:
+  void call(void (HookBase::*point)(TrainerBase&));
+  std::vector<std::shared_ptr<HookBase>> hooks_;
+  TrainProgress progress_;
+};
+
+// The data one supervised run trains on: uint8 images [N,48,48] and labels [N]
+// on the training device.
+struct TrainData {
+  at::Tensor images, labels;
+};
+
+// How a step turns a batch into a loss.
+struct StepOptions {
+  int64_t batch_size = 64;
+  AugmentOptions augment;
+  MixOptions mix;
+  double label_smoothing = 0.0;
+  at::Tensor class_weights;  // optional [classes]
+  Precision precision = Precision::fp32;
+  bool channels_last = false;
+  int seed = 42;                // with the epoch, seeds shuffling, dropout and every augmentation draw
+  // Data parallelism: every rank shuffles alike and trains on its DistributedSampler
+  // slice (fer/distributed/distributed.h) with its own dropout and augmentation draws; rank 0
+  // of a world of one draws exactly what a run without ranks does.
+  int rank = 0;
+  int world_size = 1;
+};
+
+// Cross-entropy with optional class weights and label smoothing (PyTorch's
+// definition: the target is (1 - s) one-hot + s / classes), mean over the batch.
+at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& target, double label_smoothing,
+                                  const at::Tensor& class_weights = {});
+
+// Per-epoch seeds: a resumed run draws exactly what an uninterrupted one would.
+uint64_t epoch_seed(int seed, int epoch, uint64_t stream);
+
+// Mini-batch training of a classifier: each epoch a seeded shuffle, batches
+// gathered on the device, augmented, optionally mixed, forward/backward under
+// autocast, a gradient-scaled optimizer step.
+class SupervisedTrainer : public TrainerBase {
+ public:
+  SupervisedTrainer(Classifier model, std::unique_ptr<torch::optim::Optimizer> optimizer, TrainData data,
+                    StepOptions options, c10::Device device);
+
+  Classifier model() const { return model_; }
+  // The model that is validated and saved as best.pt: the trained one unless a hook (EMA) replaces it.
+  Classifier eval_model() const { return eval_model_ ? eval_model_ : model_; }
+  void set_eval_model(Classifier model) { eval_model_ = std::move(model); }
+  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  GradScaler& scaler() { return scaler_; }
+  const c10::Device& device() const { return device_; }
+  const StepOptions& options() const { return options_; }
+
+ protected:
+  void begin_epoch() override;
+  void run_step() override;
+  void end_epoch() override;
+
+ private:
+  Classifier model_, eval_model_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  TrainData data_;
+  StepOptions options_;
+  c10::Device device_;
+  GradScaler scaler_;
+  at::Generator generator_;
+  at::Tensor order_, loss_sum_, correct_;
+  int64_t usable_ = 0;
+};
+
+}  // namespace fer

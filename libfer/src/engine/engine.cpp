@@ -1,0 +1,142 @@
+#include "fer/engine/engine.h"
+
+#include <torch/torch.h>
+
+#include <chrono>
+
+#include "fer/data/sampler.h"
+#include "fer/engine/optim.h"
+
+namespace fer {
+
+void TrainerBase::register_hook(std::shared_ptr<HookBase> hook) { hooks_.push_back(std::move(hook)); }
+
+void TrainerBase::call(void (HookBase::*point)(TrainerBase&)) {
+  for (auto& hook : hooks_) ((*hook).*point)(*this);
+}
+
+void TrainerBase::notify_after_backward() { call(&HookBase::after_backward); }
+
+void TrainerBase::train() {
+  call(&HookBase::before_train);
+  while (!progress_.stop && progress_.epoch < progress_.max_epochs) {
+    ++progress_.epoch;
+    progress_.record = EpochRecord{};
+    progress_.record.epoch = progress_.epoch;
+    progress_.improved = false;
+    call(&HookBase::before_epoch);
+    const auto start = std::chrono::steady_clock::now();
+    begin_epoch();
+    for (progress_.step = 0; progress_.step < progress_.steps_per_epoch; ++progress_.step) {
+      run_step();
+      call(&HookBase::after_step);
+    }
+    end_epoch();
+    progress_.record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    call(&HookBase::after_epoch);
+  }
+  call(&HookBase::after_train);
+}
+
+std::map<std::string, HookState> TrainerBase::hook_states() const {
+  std::map<std::string, HookState> states;
+  for (const auto& hook : hooks_)
+    if (!hook->name().empty()) states[hook->name()] = hook->state_dict();
+  return states;
+}
+
+void TrainerBase::load_hook_states(const std::map<std::string, HookState>& states) {
+  for (auto& hook : hooks_) {
+    const auto it = states.find(hook->name());
+    if (!hook->name().empty() && it != states.end()) hook->load_state_dict(it->second);
+  }
+}
+
+torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tensor& target, double label_smoothing,
+                                  const torch::Tensor& class_weights) {
+  namespace F = torch::nn::functional;
+  auto opts = F::CrossEntropyFuncOptions();
+  if (label_smoothing > 0) opts = opts.label_smoothing(label_smoothing);
+  if (class_weights.defined()) opts = opts.weight(class_weights);
+  return F::cross_entropy(logits, target, opts);
+}
+
+uint64_t epoch_seed(int seed, int epoch, uint64_t stream) {
+  uint64_t x = (static_cast<uint64_t>(static_cast<uint32_t>(seed)) << 32) ^ (uint64_t(epoch) * 0x9E3779B97F4A7C15ull) ^
+               (stream * 0xBF58476D1CE4E5B9ull);
+  x ^= x >> 31;
+  x *= 0x94D049BB133111EBull;
+  return x ^ (x >> 29);
+}
+
+SupervisedTrainer::SupervisedTrainer(Classifier model, std::unique_ptr<torch::optim::Optimizer> optimizer,
+                                     TrainData data, StepOptions options, torch::Device device)
+    : model_(std::move(model)),
+      optimizer_(std::move(optimizer)),
+      data_(std::move(data)),
+      options_(std::move(options)),
+      device_(device),
+      scaler_(options_.precision == Precision::fp16),
+      generator_(make_cpu_generator(0)) {
+  TORCH_CHECK(options_.batch_size > 0, "batch_size must be > 0");
+  TORCH_CHECK(options_.world_size >= 1 && options_.rank >= 0 && options_.rank < options_.world_size,
+              "rank must be in 0..world_size-1");
+  const int64_t w = options_.world_size, n = (data_.images.size(0) + w - 1) / w;  // this rank's share
+  // A final batch of one image would break BatchNorm in training mode.
+  usable_ = (n % options_.batch_size == 1) ? n - 1 : n;
+}
+
+void SupervisedTrainer::begin_epoch() {
+  const int epoch = progress().epoch;
+  const uint64_t rank_streams = 1000 * static_cast<uint64_t>(options_.rank);  // rank 0: the single-process streams
+  torch::manual_seed(epoch_seed(options_.seed, epoch, 1 + rank_streams));    // dropout
+  generator_ = make_cpu_generator(epoch_seed(options_.seed, epoch, 2));
+  const auto permutation = torch::randperm(data_.images.size(0), generator_, torch::kInt64);  // alike on every rank
+  order_ = distributed_sampler_indices(permutation, options_.rank, options_.world_size).to(device_);
+  if (options_.rank > 0) generator_ = make_cpu_generator(epoch_seed(options_.seed, epoch, 2 + rank_streams));
+  loss_sum_ = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device_));
+  correct_ = torch::zeros({}, torch::TensorOptions(torch::kInt64).device(device_));
+  progress().steps_per_epoch = (usable_ + options_.batch_size - 1) / options_.batch_size;
+  progress().images_in_epoch = usable_;
+  progress().record.lr = optimizer_lr(*optimizer_);
+  model_->train();
+}
+
+void SupervisedTrainer::run_step() {
+  auto& p = progress();
+  const int64_t b = p.step, bs = options_.batch_size;
+  const auto idx = order_.slice(0, b * bs, std::min(usable_, (b + 1) * bs));
+  auto x = augment_batch(to_model_input(data_.images, idx, device_), options_.augment, generator_);
+  const auto y = data_.labels.index_select(0, idx);
+  MixedBatch mixed{x, y, y, 1.0};
+  if (options_.mix.enabled()) mixed = mix_batch(x, y, options_.mix, generator_);
+  if (options_.channels_last) mixed.x = mixed.x.contiguous(torch::MemoryFormat::ChannelsLast);
+
+  optimizer_->zero_grad();
+  torch::Tensor logits, loss;
+  {
+    AutocastScope autocast(device_, options_.precision);
+    logits = model_->forward(mixed.x).to(torch::kFloat32);
+  }
+  const double s = options_.label_smoothing;
+  loss = classification_loss(logits, mixed.target_a, s, options_.class_weights);
+  if (mixed.lam < 1.0)
+    loss = loss * mixed.lam + classification_loss(logits, mixed.target_b, s, options_.class_weights) * (1 - mixed.lam);
+  scaler_.scale_loss(loss).backward();
+  scaler_.unscale(*optimizer_);
+  p.loss = loss.detach();
+  p.images_in_step = idx.size(0);
+  notify_after_backward();
+  scaler_.step(*optimizer_);
+  scaler_.update();
+  loss_sum_ += p.loss.to(torch::kFloat64) * idx.size(0);
+  correct_ += logits.detach().argmax(1).eq(mixed.target_a).sum();
+}
+
+void SupervisedTrainer::end_epoch() {
+  auto& r = progress().record;
+  r.train_loss = loss_sum_.item<double>() / usable_;
+  r.train_accuracy = double(correct_.item<int64_t>()) / usable_;
+}
+
+}  // namespace fer

@@ -1,0 +1,190 @@
+#include "fer/inference/inference.h"
+
+#include <torch/torch.h>
+
+#include "fer/data/augment.h"
+
+namespace fer {
+
+torch::Device resolve_device(const std::string& spec) {
+  if (spec == "auto") return torch::cuda::is_available() ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  torch::Device device(torch::kCPU);
+  try {
+    device = torch::Device(spec);
+  } catch (const c10::Error&) {
+    throw std::runtime_error("invalid device '" + spec + "' (expected auto, cpu, cuda or cuda:N)");
+  }
+  if (device.is_cuda()) {
+    if (!torch::cuda::is_available())
+      throw std::runtime_error("device '" + spec + "' requested but this LibTorch build sees no CUDA device");
+    const auto count = static_cast<int64_t>(torch::cuda::device_count());
+    if (device.has_index() && device.index() >= count)
+      throw std::runtime_error("device '" + spec + "' requested but only " + std::to_string(count) +
+                               " CUDA device(s) are present");
+  }
+  return device;
+}
+
+torch::Tensor images_tensor(const Dataset& data) {
+  const auto n = static_cast<int64_t>(data.size());
+  if (n == 0) return torch::empty({0, kImageSize, kImageSize}, torch::kUInt8);
+  return torch::from_blob(const_cast<std::uint8_t*>(data.pixels.data()), {n, kImageSize, kImageSize}, torch::kUInt8)
+      .clone();
+}
+
+torch::Tensor labels_tensor(const Dataset& data) {
+  return torch::tensor(data.labels, torch::kInt64);
+}
+
+Tta parse_tta(const std::string& name) {
+  if (name == "none" || name == "false") return Tta::none;
+  if (name == "flip" || name == "true") return Tta::flip;
+  if (name == "tencrop") return Tta::tencrop;
+  throw std::invalid_argument("unknown test-time augmentation '" + name + "' (expected none, flip or tencrop)");
+}
+
+std::string tta_name(Tta tta) {
+  switch (tta) {
+    case Tta::flip: return "flip";
+    case Tta::tencrop: return "tencrop";
+    default: return "none";
+  }
+}
+
+std::vector<torch::Tensor> tta_views(const torch::Tensor& x, Tta tta, int64_t size, int64_t tencrop_padding) {
+  if (tta != Tta::tencrop) {
+    const auto centre = center_crop(x, size);
+    if (tta == Tta::none) return {centre};
+    return {centre, centre.flip({3})};
+  }
+  namespace F = torch::nn::functional;
+  const auto source = size < x.size(3) ? x
+                                       : F::pad(x, F::PadFuncOptions({tencrop_padding, tencrop_padding, tencrop_padding,
+                                                                      tencrop_padding})
+                                                       .mode(torch::kReplicate));
+  const int64_t h = source.size(2), w = source.size(3);
+  const int64_t corners[5][2] = {{0, 0}, {0, w - size}, {h - size, 0}, {h - size, w - size}, {(h - size) / 2, (w - size) / 2}};
+  std::vector<torch::Tensor> views;
+  for (const auto& c : corners) {
+    const auto crop = source.narrow(2, c[0], size).narrow(3, c[1], size);
+    views.push_back(crop);
+    views.push_back(crop.flip({3}));
+  }
+  return views;
+}
+
+namespace {
+// The softmax of each TTA view of one batch, [B,classes] float32 on `device`.
+std::vector<torch::Tensor> batch_view_probabilities(ClassifierImpl& model, const torch::Tensor& x,
+                                                    const torch::Device& device, const PredictOptions& o) {
+  std::vector<torch::Tensor> probabilities;
+  for (const auto& view : tta_views(x, o.tta, o.input_size)) {
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(device, o.precision);
+      logits = model.forward(view.contiguous()).to(torch::kFloat32);
+    }
+    probabilities.push_back(torch::softmax(logits, 1));
+  }
+  return probabilities;
+}
+
+// Calls `per_batch(x)` with each batch of model inputs, advancing the progress bar.
+template <typename PerBatch>
+void for_each_batch(const torch::Tensor& images_u8, const torch::Device& device, const PredictOptions& options,
+                    PerBatch per_batch) {
+  TORCH_CHECK(images_u8.dim() == 3 && images_u8.scalar_type() == torch::kUInt8,
+              "predict_probabilities expects uint8 images [N,H,W], got ", images_u8.sizes());
+  TORCH_CHECK(options.batch_size > 0, "batch_size must be > 0");
+  const int64_t n = images_u8.size(0);
+  std::unique_ptr<ProgressSink> bar;
+  if (options.progress) bar = options.progress(n, options.progress_label);
+  for (int64_t start = 0; start < n; start += options.batch_size) {
+    const int64_t end = std::min(n, start + options.batch_size);
+    const auto idx = torch::arange(start, end, torch::kInt64).to(images_u8.device());
+    per_batch(to_model_input(images_u8, idx, device));
+    if (bar) bar->advance(end - start, end - start);
+  }
+  if (bar) bar->finish();
+}
+}  // namespace
+
+torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& images_u8, const torch::Device& device,
+                                    const PredictOptions& options) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  std::vector<torch::Tensor> chunks;
+  for_each_batch(images_u8, device, options, [&](const torch::Tensor& x) {
+    // The views' mean is taken on the device, batch by batch.
+    const auto mean = mean_probabilities(batch_view_probabilities(model, x, device, options));
+    chunks.push_back(mean.to(torch::kCPU, torch::kFloat32));
+  });
+  if (chunks.empty()) return torch::empty({0, 0}, torch::kFloat32);
+  return torch::cat(chunks, 0);
+}
+
+std::vector<torch::Tensor> predict_view_probabilities(ClassifierImpl& model, const torch::Tensor& images_u8,
+                                                      const torch::Device& device, const PredictOptions& options) {
+  torch::NoGradGuard no_grad;
+  model.eval();
+  std::vector<std::vector<torch::Tensor>> chunks;  // [view][batch]
+  for_each_batch(images_u8, device, options, [&](const torch::Tensor& x) {
+    const auto views = batch_view_probabilities(model, x, device, options);
+    chunks.resize(views.size());
+    for (std::size_t v = 0; v < views.size(); ++v) chunks[v].push_back(views[v].to(torch::kCPU, torch::kFloat32));
+  });
+  std::vector<torch::Tensor> per_view;
+  for (const auto& view : chunks) per_view.push_back(torch::cat(view, 0));
+  return per_view;
+}
+
+torch::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const torch::Tensor& images_u8,
+                                             const torch::Device& device, const PredictOptions& options) {
+  if (members.empty()) throw std::invalid_argument("an ensemble needs at least one model");
+  std::vector<torch::Tensor> probabilities;
+  for (std::size_t m = 0; m < members.size(); ++m) {
+    PredictOptions o = options;
+    o.input_size = members[m].meta.model.input_size;
+    if (options.progress) o.progress_label = options.progress_label + " [" + std::to_string(m + 1) + "/" +
+                                             std::to_string(members.size()) + "]";
+    probabilities.push_back(predict_probabilities(*members[m].model, images_u8, device, o));
+  }
+  return mean_probabilities(probabilities);
+}
+
+torch::Tensor mean_probabilities(const std::vector<torch::Tensor>& probabilities) {
+  if (probabilities.empty()) throw std::invalid_argument("mean_probabilities: no probabilities to average");
+  torch::Tensor sum = probabilities.front();
+  for (std::size_t m = 1; m < probabilities.size(); ++m) {
+    if (!probabilities[m].sizes().equals(sum.sizes()))
+      throw std::invalid_argument("mean_probabilities: tensor " + std::to_string(m) + " has shape " +
+                                  c10::str(probabilities[m].sizes()) + ", tensor 0 " + c10::str(sum.sizes()));
+    sum = sum + probabilities[m];
+  }
+  return probabilities.size() == 1 ? sum : sum / static_cast<double>(probabilities.size());
+}
+
+BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device& device, Precision precision,
+                                     int64_t input_size) {
+  // Inputs follow the conv weights' layout (channels-last after use_channels_last).
+  auto format = torch::MemoryFormat::Contiguous;
+  for (const auto& p : model.parameters())  // (a one-channel kernel is contiguous both ways: look at them all)
+    if (p.dim() == 4 && !p.is_contiguous() && p.is_contiguous(torch::MemoryFormat::ChannelsLast))
+      format = torch::MemoryFormat::ChannelsLast;
+  return [&model, device, precision, input_size, format](const std::vector<float>& images, int n) {
+    torch::NoGradGuard no_grad;
+    model.eval();
+    const auto x = center_crop(
+        torch::from_blob(const_cast<float*>(images.data()), {n, 1, kImageSize, kImageSize}, torch::kFloat32).to(device),
+        input_size);
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(device, precision);
+      logits = model.forward(x.contiguous(format)).to(torch::kFloat32);
+    }
+    const auto p = torch::softmax(logits, 1).to(torch::kCPU).contiguous();
+    return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+  };
+}
+
+}  // namespace fer

@@ -1,0 +1,161 @@
+#include "fer/models/checkpoint.h"
+
+#include <caffe2/serialize/inline_container.h>
+#include <torch/script.h>
+
+#include <filesystem>
+#include <set>
+
+#include "fer/common/io.h"
+
+namespace fer {
+namespace {
+
+constexpr const char* kMetaFile = "libfer_meta.json";
+constexpr const char* kFormat = "libfer-checkpoint";
+constexpr int kFormatVersion = 1;
+
+// Returns the TorchScript submodule for a dotted prefix, creating the chain.
+torch::jit::Module& submodule_for(std::map<std::string, torch::jit::Module>& modules,
+                                  const std::shared_ptr<torch::jit::CompilationUnit>& cu, const std::string& path) {
+  auto it = modules.find(path);
+  if (it != modules.end()) return it->second;
+  const auto dot = path.rfind('.');
+  const std::string parent_path = dot == std::string::npos ? "" : path.substr(0, dot);
+  const std::string name = dot == std::string::npos ? path : path.substr(dot + 1);
+  torch::jit::Module& parent = submodule_for(modules, cu, parent_path);
+  std::string type_name = path;
+  std::replace(type_name.begin(), type_name.end(), '.', '_');
+  torch::jit::Module child(c10::QualifiedName("__torch__.libfer." + type_name), cu, /*shouldMangle=*/true);
+  parent.register_module(name, child);
+  return modules.emplace(path, child).first->second;
+}
+
+std::pair<std::string, std::string> split_name(const std::string& full) {
+  const auto dot = full.rfind('.');
+  if (dot == std::string::npos) return {"", full};
+  return {full.substr(0, dot), full.substr(dot + 1)};
+}
+
+}  // namespace
+
+nlohmann::json CheckpointMeta::preprocessing() {
+  return {{"color", "grayscale"},
+          {"layout", "NCHW"},
+          {"height", 48},
+          {"width", 48},
+          {"scale", 1.0 / 255.0},
+          {"description", "uint8 pixels divided by 255; no mean/std normalisation; output is logits"}};
+}
+
+nlohmann::json CheckpointMeta::to_json() const {
+  return {{"format", kFormat},         {"format_version", kFormatVersion}, {"model", model.to_json()},
+          {"class_names", class_names}, {"preprocessing", preprocessing()}, {"info", info}};
+}
+
+CheckpointMeta CheckpointMeta::from_json(const nlohmann::json& j) {
+  if (j.value("format", "") != kFormat) throw std::runtime_error("not a libfer checkpoint (format field missing)");
+  CheckpointMeta m;
+  m.model = ModelOptions::from_json(j.at("model"));
+  m.class_names = j.at("class_names").get<std::vector<std::string>>();
+  m.info = j.value("info", nlohmann::json::object());
+  return m;
+}
+
+void save_checkpoint(const std::string& path, ClassifierImpl& model, const CheckpointMeta& meta, const Blobs& blobs) {
+  auto cu = std::make_shared<torch::jit::CompilationUnit>();
+  std::map<std::string, torch::jit::Module> modules;
+  modules.emplace("", torch::jit::Module(c10::QualifiedName("__torch__.libfer.Checkpoint"), cu, true));
+  torch::NoGradGuard no_grad;
+  for (const auto& item : model.named_parameters(/*recurse=*/true)) {
+    auto [prefix, name] = split_name(item.key());
+    submodule_for(modules, cu, prefix).register_parameter(name, item.value().detach().to(torch::kCPU).clone(), false);
+  }
+  for (const auto& item : model.named_buffers(/*recurse=*/true)) {
+    auto [prefix, name] = split_name(item.key());
+    submodule_for(modules, cu, prefix).register_buffer(name, item.value().detach().to(torch::kCPU).clone());
+  }
+  const std::string meta_text = meta.to_json().dump(2);
+  modules.at("").register_attribute("libfer_meta", c10::StringType::get(), meta_text);
+
+  torch::jit::ExtraFilesMap extra{{kMetaFile, meta_text}};
+  for (const auto& [name, data] : blobs) extra[name] = data;
+
+  const std::filesystem::path target(path);
+  if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
+  replace_file_atomically(path, [&](const std::string& tmp) {
+    try {
+      modules.at("").save(tmp, extra);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("cannot write checkpoint '" + tmp + "': " + e.what_without_backtrace());
+    }
+  });
+}
+
+std::vector<std::string> checkpoint_blob_names(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
+  std::vector<std::string> names;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    for (const auto& record : reader.getAllRecords())
+      if (record.rfind("extra/", 0) == 0 && record != std::string("extra/") + kMetaFile) names.push_back(record.substr(6));
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
+  }
+  return names;
+}
+
+LoadedCheckpoint load_checkpoint(const std::string& path, const torch::Device& device,
+                                 const std::vector<std::string>& blob_names) {
+  if (!std::filesystem::exists(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
+  torch::jit::ExtraFilesMap extra{{kMetaFile, ""}};
+  for (const auto& name : blob_names) extra[name] = "";
+  torch::jit::Module archive;
+  try {
+    archive = torch::jit::load(path, torch::kCPU, extra);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
+  }
+  if (extra[kMetaFile].empty())
+    throw std::runtime_error("checkpoint '" + path + "' has no libfer metadata (not written by libfer?)");
+
+  LoadedCheckpoint out;
+  try {
+    out.meta = CheckpointMeta::from_json(nlohmann::json::parse(extra[kMetaFile]));
+    out.model = make_model(out.meta.model);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("checkpoint '" + path + "': " + e.what());
+  }
+
+  std::map<std::string, torch::Tensor> stored;
+  for (const auto& p : archive.named_parameters(/*recurse=*/true)) stored[p.name] = p.value;
+  for (const auto& b : archive.named_buffers(/*recurse=*/true)) stored[b.name] = b.value;
+
+  torch::NoGradGuard no_grad;
+  std::set<std::string> used;
+  auto copy_into = [&](const std::string& name, torch::Tensor& target) {
+    const auto it = stored.find(name);
+    if (it == stored.end())
+      throw std::runtime_error("checkpoint '" + path + "' lacks the tensor '" + name + "' of architecture '" +
+                               out.meta.model.architecture + "'");
+    if (it->second.sizes() != target.sizes())
+      throw std::runtime_error("checkpoint '" + path + "': tensor '" + name + "' has shape " +
+                               c10::str(it->second.sizes()) + ", the model expects " + c10::str(target.sizes()));
+    target.copy_(it->second);
+    used.insert(name);
+  };
+  for (auto& item : out.model->named_parameters(true)) copy_into(item.key(), item.value());
+  for (auto& item : out.model->named_buffers(true)) copy_into(item.key(), item.value());
+  for (const auto& [name, _] : stored)
+    if (!used.count(name))
+      throw std::runtime_error("checkpoint '" + path + "' has the tensor '" + name + "' that the architecture '" +
+                               out.meta.model.architecture + "' does not");
+
+  out.model->to(device);
+  out.model->eval();
+  for (const auto& name : blob_names)
+    if (!extra[name].empty()) out.blobs[name] = extra[name];
+  return out;
+}
+
+}  // namespace fer

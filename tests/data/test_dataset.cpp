@@ -1,0 +1,199 @@
+#include <gtest/gtest.h>
+
+#if FER_WITH_OPENCV
+#include <opencv2/imgcodecs.hpp>
+#endif
+
+#include "fer/data/dataset.h"
+#include "fer/report/train.h"
+#include "test_util.h"
+
+using fer_test::pixels_text;
+using fer_test::TempDir;
+
+namespace {
+
+const std::string kHeader = "emotion,pixels,Usage\n";
+
+std::string row(int label, const std::string& pixels, const std::string& usage) {
+  return std::to_string(label) + "," + pixels + "," + usage + "\n";
+}
+
+// Loads `csv` from a temp file and returns the DataError message ("" if none).
+std::string load_error(const std::string& csv, std::string* path_out = nullptr) {
+  static TempDir dir;
+  static int n = 0;
+  const std::string path = dir / ("bad" + std::to_string(n++) + ".csv");
+  fer_test::write_file(path, csv);
+  if (path_out) *path_out = path;
+  try {
+    fer::load_fer2013_csv(path);
+  } catch (const fer::DataError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Fer2013Csv, ParsesRowsIntoCanonicalSplits) {
+  TempDir dir;
+  const auto path = dir / "f.csv";
+  std::string px = pixels_text(48 * 48, 7);
+  px[0] = '9';  // first pixel 9, the rest 7
+  fer_test::write_file(path, kHeader + row(3, px, "Training") + row(0, pixels_text(2304, 255), "PublicTest") +
+                                 row(6, pixels_text(2304, 0), "PrivateTest") + row(5, px, "Training"));
+  const auto s = fer::load_fer2013_csv(path);
+  ASSERT_EQ(s.train.size(), 2u);
+  ASSERT_EQ(s.val.size(), 1u);
+  ASSERT_EQ(s.test.size(), 1u);
+  EXPECT_EQ(s.train.labels, (std::vector<std::int64_t>{3, 5}));
+  EXPECT_EQ(s.train.image(0)[0], 9);
+  EXPECT_EQ(s.train.image(0)[1], 7);
+  EXPECT_EQ(s.val.image(0)[2303], 255);
+  EXPECT_EQ(s.test.labels[0], 6);
+  EXPECT_EQ(s.train.sources[1], path + ":5");
+}
+
+TEST(Fer2013Csv, ReadsGzipLikePlainAndToleratesCrlf) {
+  TempDir dir;
+  const std::string text = kHeader + row(1, pixels_text(2304, 3), "Training") + row(2, pixels_text(2304, 4), "PublicTest");
+  std::string crlf;
+  for (char c : text) crlf += (c == '\n') ? std::string("\r\n") : std::string(1, c);
+  fer_test::write_gz(dir / "f.csv.gz", crlf);
+  const auto s = fer::load_fer2013_csv(dir / "f.csv.gz");
+  ASSERT_EQ(s.train.size(), 1u);
+  ASSERT_EQ(s.val.size(), 1u);
+  EXPECT_EQ(s.val.labels[0], 2);
+  EXPECT_EQ(s.val.image(0)[100], 4);
+}
+
+TEST(Fer2013Csv, FileWithoutPrivateTestHasEmptyTestSplit) {
+  TempDir dir;
+  fer_test::write_file(dir / "f.csv", kHeader + row(1, pixels_text(2304, 3), "Training") + row(2, pixels_text(2304, 4), "PublicTest"));
+  const auto s = fer::load_fer2013_csv(dir / "f.csv");
+  EXPECT_EQ(s.test.size(), 0u);
+}
+
+TEST(Fer2013Csv, EachMalformedRowIsAnErrorNamingFileAndLine) {
+  std::string path;
+  const std::string good = row(0, pixels_text(2304, 1), "Training");
+  struct Case {
+    std::string bad_row, expect;
+  } cases[] = {
+      {"3," + pixels_text(2304, 1) + "\n", "expected 3 fields, found 2"},
+      {row(0, pixels_text(2303, 1), "Training"), "expected 2304 pixels (48x48), found 2303"},
+      {row(0, pixels_text(2305, 1), "Training"), "found 2305"},
+      {row(0, pixels_text(2303, 1) + " 256", "Training"), "pixel 2304 = 256 out of range 0..255"},
+      {row(0, "x" + pixels_text(2303, 1), "Training"), "pixel 1 is not an integer"},
+      {row(7, pixels_text(2304, 1), "Training"), "emotion 7 out of range 0..6"},
+      {row(-1, pixels_text(2304, 1), "Training"), "out of range 0..6"},
+      {"happy," + pixels_text(2304, 1) + ",Training\n", "emotion 'happy' is not an integer"},
+      {row(0, pixels_text(2304, 1), "Validation"), "unknown Usage 'Validation'"},
+  };
+  for (const auto& c : cases) {
+    const auto msg = load_error(kHeader + good + c.bad_row, &path);
+    EXPECT_NE(msg.find(path + ":3: "), std::string::npos) << "message: " << msg;
+    EXPECT_NE(msg.find(c.expect), std::string::npos) << "message: " << msg;
+  }
+  EXPECT_NE(load_error("a,b,c\n").find(":1: header must name"), std::string::npos);
+  EXPECT_NE(load_error(kHeader).find("no data rows"), std::string::npos);
+  EXPECT_THROW(fer::load_fer2013_csv("/nonexistent/fer.csv"), fer::DataError);
+}
+
+#if FER_WITH_OPENCV  // image folders are read with OpenCV
+TEST(ImageFolder, ReadsSplitsAndCaseInsensitiveClassFolders) {
+  TempDir dir;
+  auto put = [&](const std::string& rel, int value, int size = 48) {
+    fer_test::fs::create_directories((dir.path() / rel).parent_path());
+    cv::imwrite(dir / rel, cv::Mat(size, size, CV_8UC1, cv::Scalar(value)));
+  };
+  put("train/Happy/a.png", 10);
+  put("train/happy/b.jpg", 20);  // same class, different case, lossy format
+  put("train/ANGRY/c.bmp", 30);
+  put("test/surprise/d.png", 40);
+  put("validation/neutral/e.png", 50);
+  const auto s = fer::load_dataset(dir.path().string());
+  ASSERT_EQ(s.train.size(), 3u);
+  ASSERT_EQ(s.val.size(), 1u);
+  ASSERT_EQ(s.test.size(), 1u);
+  const auto counts = fer::class_counts(s.train);
+  EXPECT_EQ(counts[3], 2);  // happy
+  EXPECT_EQ(counts[0], 1);  // angry
+  EXPECT_EQ(s.test.labels[0], 5);
+  EXPECT_EQ(s.val.labels[0], 6);
+  EXPECT_EQ(s.val.image(0)[0], 50);
+
+  put("train/contempt/x.png", 1);
+  try {
+    fer::load_dataset(dir.path().string());
+    ADD_FAILURE() << "unknown class folder accepted";
+  } catch (const fer::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("contempt"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ImageFolder, WrongSizeNamesTheFile) {
+  TempDir dir;
+  fer_test::fs::create_directories(dir.path() / "train" / "sad");
+  cv::imwrite(dir / "train/sad/big.png", cv::Mat(64, 64, CV_8UC1, cv::Scalar(1)));
+  try {
+    fer::load_dataset(dir.path().string());
+    ADD_FAILURE() << "64x64 image accepted";
+  } catch (const fer::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("big.png: image is 64x64, expected 48x48"), std::string::npos) << e.what();
+  }
+}
+
+#endif
+
+TEST(Splits, StratifiedSplitKeepsClassSharesAndIsSeeded) {
+  fer::DatasetSplits all;
+  std::vector<std::uint8_t> img(fer::kImagePixels, 0);
+  for (int c = 0; c < 7; ++c)
+    for (int i = 0; i < 100 * (c + 1); ++i) {
+      img[0] = static_cast<std::uint8_t>(i % 256);
+      all.train.add(img.data(), c, "r" + std::to_string(c) + "_" + std::to_string(i));
+    }
+  const auto a = fer::stratified_split(all, 0.1, 0.1, 5);
+  const auto b = fer::stratified_split(all, 0.1, 0.1, 5);
+  const auto c = fer::stratified_split(all, 0.1, 0.1, 6);
+  EXPECT_EQ(a.train.size() + a.val.size() + a.test.size(), all.train.size());
+  const auto val_counts = fer::class_counts(a.val);
+  for (int k = 0; k < 7; ++k) EXPECT_EQ(val_counts[k], 10 * (k + 1));  // exactly 10% per class
+  EXPECT_EQ(a.val.sources, b.val.sources);
+  EXPECT_NE(a.val.sources, c.val.sources);
+}
+
+TEST(Splits, EmptyValidationSplitIsAClearError) {
+  TempDir dir;
+  fer_test::write_file(dir / "f.csv", kHeader + row(1, pixels_text(2304, 3), "Training"));
+  fer::Config cfg;
+  cfg.data.path = dir / "f.csv";
+  try {
+    fer::load_configured_splits(cfg);
+    ADD_FAILURE() << "empty validation split accepted";
+  } catch (const fer::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find("validation split is empty"), std::string::npos) << e.what();
+  }
+  cfg.data.split = "stratified";  // carving a validation split out of the rows works
+  fer_test::write_file(dir / "f.csv", kHeader + row(1, pixels_text(2304, 3), "Training") +
+                                          row(1, pixels_text(2304, 3), "Training") + row(1, pixels_text(2304, 3), "Training") +
+                                          row(1, pixels_text(2304, 3), "Training") + row(1, pixels_text(2304, 3), "Training"));
+  cfg.data.val_fraction = 0.2;
+  cfg.data.test_fraction = 0.2;
+  const auto s = fer::load_configured_splits(cfg);
+  EXPECT_EQ(s.val.size(), 1u);
+  EXPECT_EQ(s.train.size(), 3u);
+}
+
+TEST(Splits, InverseFrequencyWeightsMatchSklearnBalanced) {
+  fer::Dataset d;
+  std::vector<std::uint8_t> img(fer::kImagePixels, 0);
+  for (int i = 0; i < 6; ++i) d.add(img.data(), 0, "");
+  for (int i = 0; i < 2; ++i) d.add(img.data(), 3, "");
+  const auto w = fer::inverse_frequency_weights(d);
+  EXPECT_FLOAT_EQ(w[0], 8.0f / (7 * 6));
+  EXPECT_FLOAT_EQ(w[3], 8.0f / (7 * 2));
+  EXPECT_FLOAT_EQ(w[1], 0.0f);
+}

@@ -1,0 +1,195 @@
+// Accuracy regression guard: every shipped model (experiments/*/best.pt) and
+// ensemble (experiments/*/ensemble.json) on FER-2013 PublicTest reproduces the
+// metrics recorded beside it: metrics.json and each PublicTest record one
+// folder down (tta/, tencrop/: other TTA modes).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "fer/data/dataset.h"
+#include "fer/inference/inference.h"
+#include "fer/models/checkpoint.h"
+#include "fer/report/evaluate.h"
+#include "test_util.h"
+
+namespace {
+const fer_test::fs::path kExperiments = fer_test::fs::path(fer_test::source_dir()) / "experiments";
+
+nlohmann::json read_json(const fer_test::fs::path& path) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error("missing " + path.string());
+  return nlohmann::json::parse(in);
+}
+
+// Recorded before TTA modes had names: false / true mean none / flip.
+std::string recorded_tta(const nlohmann::json& metrics) {
+  const auto& tta = metrics.at("tta");
+  if (tta.is_boolean()) return tta.get<bool>() ? "flip" : "none";
+  return tta.get<std::string>();
+}
+
+// The LibTorch that recorded the models' metrics: their run's environment.json
+// (an ensemble's members all recorded on one version, else "mixed": no exact check).
+std::string recorded_libtorch(const std::vector<std::string>& models) {
+  std::string version;
+  for (const auto& model : models) {
+    const auto v = read_json(fer_test::fs::path(model).parent_path() / "environment.json")
+                       .at("libtorch_version")
+                       .get<std::string>();
+    if (!version.empty() && v != version) return "mixed";
+    version = v;
+  }
+  return version;
+}
+
+// One record to hold a model (or an ensemble's members) to.
+struct Record {
+  std::vector<std::string> models;
+  fer_test::fs::path metrics_path;
+  fer::Tta tta;
+  std::string recorded_libtorch;
+  bool twice;  // also evaluate once more, uncached, and compare predictions
+};
+
+// Every record of every shipped model and ensemble: metrics.json and each
+// PublicTest record one folder down.
+std::vector<Record> shipped_records() {
+  std::vector<Record> records;
+  for (const auto& entry : fer_test::fs::directory_iterator(kExperiments)) {
+    const auto dir = entry.path();
+    std::vector<std::string> models;
+    if (fer_test::fs::exists(dir / "best.pt")) models = {(dir / "best.pt").string()};
+    else if (fer_test::fs::exists(dir / "ensemble.json")) models = fer::read_ensemble_members((dir / "ensemble.json").string());
+    else continue;
+    const auto libtorch = recorded_libtorch(models);
+    // Determinism is checked on single models (the ensemble's members are shipped on their own).
+    records.push_back({models, dir / "metrics.json", fer::parse_tta(recorded_tta(read_json(dir / "metrics.json"))),
+                       libtorch, models.size() == 1});
+    for (const auto& sub : fer_test::fs::directory_iterator(dir)) {
+      const auto path = sub.path() / "metrics.json";
+      if (!fer_test::fs::exists(path)) continue;
+      const auto json = read_json(path);
+      if (json.value("split", "") == "val")
+        records.push_back({models, path, fer::parse_tta(recorded_tta(json)), libtorch, false});
+    }
+  }
+  return records;
+}
+
+static_assert(fer::Tta::none < fer::Tta::flip && fer::Tta::flip < fer::Tta::tencrop,
+              "ProbabilityCache keeps the widest mode by order");
+
+// Which views of `computed`'s make up `wanted`'s, in tta_views' order: tencrop's
+// views 8 and 9 are the centre crop and its mirror, none's and flip's views.
+std::vector<std::size_t> view_indices(fer::Tta wanted, fer::Tta computed) {
+  const std::size_t centre = computed == fer::Tta::tencrop ? 8 : 0;
+  if (wanted == fer::Tta::none) return {centre};
+  if (wanted == fer::Tta::flip) return {centre, centre + 1};
+  return {0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+}
+
+// Each checkpoint's PublicTest views are computed once, for the widest TTA mode
+// its records ask for; every record's probabilities are then the mean of its
+// mode's views (fer::predict_view_probabilities promises that this equals
+// fer-eval's prediction bit for bit) and, for an ensemble, the mean over its
+// members (fer::mean_probabilities, the mean fer-eval takes).
+class ProbabilityCache {
+ public:
+  ProbabilityCache(const fer::Dataset& val, const std::vector<Record>& records) : images_(fer::images_tensor(val)) {
+    for (const auto& record : records)
+      for (const auto& model : record.models) {
+        auto& widest = widest_[key(model)];
+        widest = std::max(widest, record.tta);  // none < flip < tencrop
+      }
+  }
+
+  fer::EnsemblePrediction probabilities(const std::vector<std::string>& models, fer::Tta tta) {
+    std::vector<torch::Tensor> members;
+    std::vector<std::string> class_names;
+    for (const auto& model : models) {
+      const auto& entry = views_of(model);
+      std::vector<torch::Tensor> views;
+      for (const auto v : view_indices(tta, entry.computed)) views.push_back(entry.views.at(v));
+      members.push_back(fer::mean_probabilities(views));
+      if (class_names.empty()) class_names = entry.class_names;
+      EXPECT_EQ(entry.class_names, class_names) << model;
+    }
+    const auto mean = fer::mean_probabilities(members).contiguous();
+    return {std::vector<float>(mean.data_ptr<float>(), mean.data_ptr<float>() + mean.numel()), class_names};
+  }
+
+ private:
+  struct Views {
+    fer::Tta computed;
+    std::vector<torch::Tensor> views;
+    std::vector<std::string> class_names;
+  };
+  static std::string key(const std::string& model) { return fer_test::fs::weakly_canonical(model).string(); }
+
+  const Views& views_of(const std::string& model) {
+    auto found = views_.find(key(model));
+    if (found != views_.end()) return found->second;
+    const auto checkpoint = fer::load_checkpoint(model, torch::kCPU);
+    fer::PredictOptions options;  // as fer::predict_checkpoints sets them for fer::EvaluationOptions' defaults
+    options.batch_size = fer::EvaluationOptions{}.batch_size;
+    options.tta = widest_.at(key(model));
+    options.input_size = checkpoint.meta.model.input_size;
+    Views entry{options.tta, fer::predict_view_probabilities(*checkpoint.model, images_, torch::kCPU, options),
+                checkpoint.meta.class_names};
+    return views_.emplace(key(model), std::move(entry)).first->second;
+  }
+
+  torch::Tensor images_;
+  std::map<std::string, fer::Tta> widest_;
+  std::map<std::string, Views> views_;
+};
+
+// Holds the record's models (one, or an ensemble's members) to it (split val,
+// its TTA, fp32): no more than 0.5 points below, and exactly equal on the
+// LibTorch that recorded it (another version's kernels may round differently).
+void check_against_record(const Record& record, const fer::Dataset& val, ProbabilityCache& cache) {
+  SCOPED_TRACE(record.metrics_path.string());
+  const auto recorded = read_json(record.metrics_path);
+  ASSERT_EQ(recorded.at("split"), "val");
+  ASSERT_EQ(val.size(), static_cast<std::size_t>(recorded.at("n").get<int64_t>()));
+  fer::EvaluationOptions options;
+  options.charts = false;
+  options.progress = false;
+  options.device = "cpu";
+  options.tta = fer::tta_name(record.tta);
+  fer_test::TempDir out;
+  const auto prediction = cache.probabilities(record.models, record.tta);
+  const auto first = fer::write_evaluation(val.labels, prediction.probabilities, prediction.class_names, out / "a",
+                                           options, record.models);
+  if (record.twice) {  // fer-eval itself, uncached: the same predictions
+    const auto second = fer::evaluate_checkpoints(record.models, val, out / "b", options);
+    EXPECT_EQ(first.predicted, second.predicted) << "predictions differ between two runs";
+  }
+  const double accuracy = recorded.at("accuracy").get<double>();
+  EXPECT_GE(first.metrics.accuracy, accuracy - 0.005)
+      << "PublicTest accuracy (TTA " << options.tta << ") fell more than 0.5 points below the recorded " << accuracy;
+  EXPECT_NEAR(first.metrics.balanced_accuracy, recorded.at("balanced_accuracy").get<double>(), 0.01);
+  if (record.recorded_libtorch == TORCH_VERSION) {
+    EXPECT_DOUBLE_EQ(first.metrics.accuracy, accuracy);
+    EXPECT_EQ(first.metrics.confusion, recorded.at("confusion_matrix").get<std::vector<std::vector<std::int64_t>>>());
+  }
+}
+}  // namespace
+
+TEST(ReferenceModel, EveryShippedModelReproducesItsPublicTestMetrics) {
+  const std::string csv = fer_test::real_fer2013();
+  if (csv.empty())
+    GTEST_SKIP() << "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): "
+                    "the accuracy guard did NOT run";
+  const auto splits = fer::load_dataset(csv);
+  const auto records = shipped_records();
+  ProbabilityCache cache(splits.val, records);
+  for (const auto& record : records) check_against_record(record, splits.val, cache);
+  EXPECT_TRUE(fer_test::fs::exists(kExperiments / "fer2013_paper_cnn" / "best.pt")) << "the paper's model is missing";
+  EXPECT_GE(records.size(), 1u);
+}
