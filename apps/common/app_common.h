@@ -1,6 +1,8 @@
 // Shared by the apps: error handling in main and the dataset lookup order.
 #pragma once
 
+#include <c10/util/Exception.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -59,6 +61,9 @@ template <typename Body>
 int run_main(Body body) {
   try {
     return body();
+  } catch (const c10::Error& e) {  // LibTorch's message, without the C++ backtrace it appends
+    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+    return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -637,6 +637,57 @@ TEST(Explain, ImagesSharingADeepShapPassGiveTheOneImageResults) {
   }
 }
 
+// A model of input 40 (as the shipped vgg_fer_cosine) sees the centre 40x40
+// crop of each face, as fer-eval predicts: DeepSHAP explains that crop, and
+// the 4-pixel border, which cannot change the output, gets exactly 0.
+TEST(Explain, AModelWithSmallerInputIsExplainedOnItsCentreCrop) {
+  fer_test::TempDir dir;
+  torch::manual_seed(11);
+  fer::ModelOptions o;
+  o.input_size = 40;
+  auto model = fer::make_model(o);
+  model->train();
+  {
+    torch::NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) model->forward(fer::center_crop(rand_images(16, 60 + i), 40));
+  }
+  model->eval();
+  fer::save_checkpoint(dir / "m.pt", *model, {o, {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}, {}});
+  const auto face = (rand_images(1, 70) * 255).to(torch::kUInt8).contiguous();
+  const auto* p = face.data_ptr<std::uint8_t>();
+  fer::Dataset references;
+  const auto reference_faces = (rand_images(5, 71) * 255).to(torch::kUInt8).contiguous();
+  for (int64_t i = 0; i < 5; ++i) references.add(reference_faces[i].data_ptr<std::uint8_t>(), 0, "ref");
+  const auto background = fer::background_from_images(references);
+  fer::ExplainOptions options;
+  options.method = "shap";
+  options.classes = "pred";
+  options.save_raw = true;
+  options.faithfulness = false;
+  options.progress = false;
+  const auto summary = fer::explain_batch(dir / "m.pt", {{"face", std::vector<std::uint8_t>(p, p + 2304), 0, ""}},
+                                          background, dir / "out", options);
+  ASSERT_EQ(summary.explained, 1);
+  EXPECT_LT(summary.worst_additivity_error, 1e-4);
+  const auto saved = fer::parse_npy_float32(fer_test::read_text(dir / "out/00000_face/shap.npy"), "shap.npy");
+  ASSERT_EQ(saved.values.size(), 2304u);
+  const auto map = torch::tensor(saved.values).view({48, 48});
+  const auto inside = map.slice(0, 4, 44).slice(1, 4, 44);
+  EXPECT_EQ((map.abs().sum() - inside.abs().sum()).item<float>(), 0.0f) << "the border outside the crop has attribution";
+  EXPECT_GT(inside.abs().sum().item<float>(), 0.0f);
+  // The crop's map is DeepSHAP's on the cropped face against the cropped references.
+  auto loaded = fer::load_checkpoint(dir / "m.pt", torch::kCPU);
+  fer::DeepShapOptions shap_options;
+  shap_options.explain_probabilities = options.probabilities;
+  shap_options.background_weights = background.weights;
+  fer::DeepShapExplainer direct(loaded.model, fer::center_crop(background.centroids, 40).contiguous(), torch::kCPU,
+                                shap_options);
+  const auto image = fer::center_crop(face.to(torch::kFloat32).div(255).view({1, 1, 48, 48}), 40).contiguous();
+  const int64_t predicted = loaded.model->forward(image).argmax(1).item<int64_t>();
+  const auto expected = direct.explain(image[0], {predicted}).attributions[0];
+  EXPECT_LT((inside - expected).abs().max().item<float>(), 1e-5f * expected.abs().max().item<float>() + 1e-8f);
+}
+
 // LIME uses a background only as the faithfulness curves' baseline: a given
 // --background N is that baseline; without one (and none stored) it is mid-grey.
 TEST(Explain, LimeTakesTheGivenBackgroundAsItsFaithfulnessBaseline) {

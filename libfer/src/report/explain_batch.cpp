@@ -12,6 +12,7 @@
 
 #include "explain_files.h"
 #include "fer/common/io.h"
+#include "fer/data/augment.h"
 #include "fer/data/sampler.h"
 #include "fer/explain/deepshap.h"
 #include "fer/inference/inference.h"
@@ -24,6 +25,15 @@ namespace fs = std::filesystem;
 using namespace explain_detail;
 
 namespace {
+
+// A model of input size s sees the centre s x s crop of the 48 x 48 face (as
+// fer-eval predicts): DeepSHAP explains that crop, and the pixels outside it,
+// which cannot change the output, get attribution exactly 0.
+torch::Tensor face_sized(const torch::Tensor& crop_attributions) {
+  const int64_t s = crop_attributions.size(-1), before = (kImageSize - s) / 2, after = kImageSize - s - before;
+  if (s == kImageSize) return crop_attributions;
+  return torch::constant_pad_nd(crop_attributions, {before, after, before, after}, 0);
+}
 
 class BatchExplainer {
  public:
@@ -48,7 +58,9 @@ class BatchExplainer {
         throw std::invalid_argument("--shap-precision '" + options.shap_precision + "' (expected fp32 or bf16)");
       shap_options.bf16_convs = options.shap_precision == "bf16";
       shap_options.max_rows_per_pass = options.shap_pass_rows;
-      shap_ = std::make_unique<DeepShapExplainer>(loaded_.model, background.centroids, device, shap_options);
+      shap_ = std::make_unique<DeepShapExplainer>(
+          loaded_.model, center_crop(background.centroids, loaded_.meta.model.input_size).contiguous(), device,
+          shap_options);
     }
     lime_options_.num_samples = options.lime_samples;
     const auto precision = resolve_inference_precision(options.precision, device);
@@ -111,8 +123,11 @@ class BatchExplainer {
           batch[static_cast<int64_t>(j)].copy_(torch::tensor(images[ready[j]]).view({1, kImageSize, kImageSize}));
           classes.push_back(records[ready[j]].classes);
         }
-        auto results = shap_->explain_batch(batch, classes);
-        for (std::size_t j = 0; j < ready.size(); ++j) shap_results[ready[j]] = std::move(results[j]);
+        auto results = shap_->explain_batch(center_crop(batch, loaded_.meta.model.input_size).contiguous(), classes);
+        for (std::size_t j = 0; j < ready.size(); ++j) {
+          results[j].attributions = face_sized(results[j].attributions);
+          shap_results[ready[j]] = std::move(results[j]);
+        }
       } catch (const std::exception& e) {
         for (const auto j : ready) {
           records[j] = ItemRecord{};
