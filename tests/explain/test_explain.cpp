@@ -55,6 +55,14 @@ torch::Tensor rand_images(int64_t n, uint64_t seed) {
   return torch::rand({n, 1, 48, 48}, gen, torch::kFloat32);
 }
 
+// n uniform-noise faces (label 0) as a Dataset: references for DeepSHAP.
+fer::Dataset random_faces(int64_t n, uint64_t seed) {
+  fer::Dataset faces;
+  const auto pixels = (rand_images(n, seed) * 255).to(torch::kUInt8).contiguous();
+  for (int64_t i = 0; i < n; ++i) faces.add(pixels[i].data_ptr<std::uint8_t>(), 0, "ref");
+  return faces;
+}
+
 fer::Classifier paper_cnn_with_batchnorm_statistics(uint64_t seed) {
   torch::manual_seed(seed);
   auto model = fer::make_model(fer::ModelOptions{});
@@ -603,9 +611,7 @@ TEST(Explain, ImagesSharingADeepShapPassGiveTheOneImageResults) {
   options.save_raw = true;
   options.faithfulness = false;
   options.progress = false;
-  fer::Dataset references;
-  const auto reference_faces = (rand_images(6, 98) * 255).to(torch::kUInt8).contiguous();
-  for (int64_t i = 0; i < 6; ++i) references.add(reference_faces[i].data_ptr<std::uint8_t>(), 0, "ref");
+  const auto references = random_faces(6, 98);
   const auto background = fer::background_from_images(references);
   fer::explain_batch(dir / "m.pt", items, background, dir / "single", options);
   options.shap_pass_rows = 3 * 2 * 6;  // three images per pass: passes of 3 and 2 images
@@ -655,9 +661,7 @@ TEST(Explain, AModelWithSmallerInputIsExplainedOnItsCentreCrop) {
   fer::save_checkpoint(dir / "m.pt", *model, {o, {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}, {}});
   const auto face = (rand_images(1, 70) * 255).to(torch::kUInt8).contiguous();
   const auto* p = face.data_ptr<std::uint8_t>();
-  fer::Dataset references;
-  const auto reference_faces = (rand_images(5, 71) * 255).to(torch::kUInt8).contiguous();
-  for (int64_t i = 0; i < 5; ++i) references.add(reference_faces[i].data_ptr<std::uint8_t>(), 0, "ref");
+  const auto references = random_faces(5, 71);
   const auto background = fer::background_from_images(references);
   fer::ExplainOptions options;
   options.method = "shap";
