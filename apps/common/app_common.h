@@ -1,15 +1,19 @@
 // Shared by the apps: error handling in main and the dataset lookup order.
 #pragma once
 
+#include <CLI/CLI.hpp>
 #include <c10/util/Exception.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <map>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "fer/common/precision.h"
 #include "fer/report/model_store.h"
 #include "fer/report/runtime.h"
 
@@ -54,6 +58,29 @@ inline int configure_runtime(int threads, bool keep_freed_memory = true) {
   const std::string warning = fer::turn_off_onednn_if_its_gradients_are_wrong();
   if (!warning.empty()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
   return used;
+}
+
+// An option parsed straight into an enum: a wrong name is CLI11's usage error
+// listing the names. Help shows "TEXT:{a,b,c}=default" in the given order.
+template <typename Enum>
+CLI::Option* add_enum_option(CLI::App& app, const std::string& name, Enum& value,
+                             const std::vector<std::pair<std::string, Enum>>& names, const std::string& help) {
+  std::string text = "TEXT:{", default_name;
+  for (const auto& [n, v] : names) {
+    text += (text.back() == '{' ? "" : ",") + n;
+    if (v == value) default_name = n;
+  }
+  text += "}" + (default_name.empty() ? "" : "=" + default_name);
+  const std::map<std::string, Enum> by_name(names.begin(), names.end());
+  return app.add_option(name, value, help)->transform(CLI::CheckedTransformer(by_name))->option_text(text);
+}
+
+// A --precision option parsed straight into the enum (fp32 | bf16 | fp16).
+inline CLI::Option* add_precision_option(CLI::App& app, const std::string& name, fer::Precision& value,
+                                         const std::string& help) {
+  return add_enum_option(app, name, value,
+                         {{"fp32", fer::Precision::fp32}, {"bf16", fer::Precision::bf16}, {"fp16", fer::Precision::fp16}},
+                         help);
 }
 
 // Runs `body`; any exception becomes "error: ..." on stderr and exit status 1.

@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <memory>
 
 #include "app_common.h"
@@ -76,127 +77,138 @@ void print_summary(const fer::ExplainSummary& s, const std::string& out) {
   std::printf("gallery: %s\n", (fs::path(out) / "index.html").c_str());
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"Explain a model's predictions with DeepSHAP and LIME; writes PNGs and a manifest"};
-  std::string model = fer_app::kDefaultModel, split = "val", out = "explanations", background = "model",
-              data, method = "both", classes = "pred", device = "auto", precision = "auto",
-              shap_precision = "fp32";
-  std::vector<std::string> inputs;
+// The command line, bound to the library's options where one exists.
+struct ExplainArgs {
+  std::string model = fer_app::kDefaultModel, split = "val", out = "explanations", background = "model", data,
+              precision = "auto", shard, config_path;
+  std::vector<std::string> inputs, overrides, merge;
   std::size_t limit = 0;
-  int samples = 1000, threads = 0, top = 5;
-  std::uint64_t seed = 0;
-  bool save_raw = false, probabilities = false, detect_faces = false, no_faithfulness = false;
-  int faithfulness_steps = 20;
-  std::int64_t shap_pass_rows = 0;
-  std::string config_path;
-  std::vector<std::string> overrides, merge;
-  std::string shard_text;
-  app.add_option("--model", model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();
-  app.add_option("--input", inputs, "FER-2013 CSV (rows of --split), image folder or image files (required unless --merge)");
-  app.add_option("--split", split, "Split of a CSV input: train | val | test")->capture_default_str();
-  app.add_option("--method", method, "shap | lime | both")->check(CLI::IsMember({"shap", "lime", "both"}))->capture_default_str();
-  app.add_option("--out", out, "Output directory")->capture_default_str();
-  app.add_option("--limit", limit, "Explain at most N images (0 = all)")->capture_default_str();
-  app.add_option("--classes", classes, "all | pred | top:K")->capture_default_str();
-  app.add_option("--background", background,
+  int threads = 0;
+  bool no_faithfulness = false, detect_faces = false;
+  fer::ExplainOptions options;
+};
+
+void add_input_options(CLI::App& app, ExplainArgs& a) {
+  auto& o = a.options;
+  app.add_option("--model", a.model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();
+  app.add_option("--input", a.inputs, "FER-2013 CSV (rows of --split), image folder or image files (required unless --merge)");
+  app.add_option("--split", a.split, "Split of a CSV input: train | val | test")->capture_default_str();
+  fer_app::add_enum_option(app, "--method", o.method,
+                           {{"shap", fer::ExplainMethod::shap}, {"lime", fer::ExplainMethod::lime},
+                            {"both", fer::ExplainMethod::both}},
+                           "shap | lime | both");
+  app.add_option("--out", a.out, "Output directory")->capture_default_str();
+  app.add_option("--limit", a.limit, "Explain at most N images (0 = all)")->capture_default_str();
+  app.add_option("--classes", o.classes, "all | pred | top:K")->capture_default_str();
+  app.add_option("--background", a.background,
                  "DeepSHAP references: model (the checkpoint's k-means summary of its training faces), N images drawn "
                  "(seeded) from the training split, or a CSV / image folder used in file order")
       ->capture_default_str();
-  app.add_option("--data", data, "Where --background N draws from when no CSV is among the inputs (else $FER2013_CSV, data/fer2013.csv)");
-  app.add_option("--samples", samples, "LIME perturbations")->capture_default_str();
-  app.add_option("--top", top, "LIME superpixels highlighted each way")->capture_default_str();
-  app.add_option("--seed", seed, "Seed of the background draw and LIME")->capture_default_str();
-  app.add_flag("--save-raw", save_raw, "Also write SHAP attributions as .npy (float32 [classes,48,48])");
-  app.add_flag("--probabilities", probabilities, "DeepSHAP on softmax probabilities instead of logits");
-  app.add_flag("--no-faithfulness", no_faithfulness,
+  app.add_option("--data", a.data, "Where --background N draws from when no CSV is among the inputs (else $FER2013_CSV, data/fer2013.csv)");
+  app.add_flag("--detect-faces", a.detect_faces,
+               "Image inputs are full photos: explain each image's largest Haar-detected face");
+  app.add_option("--config", a.config_path, "YAML whose faces.* keys configure --detect-faces");
+  app.add_option("--set", a.overrides, "Override a config key, e.g. --set faces.margin=0.2 (repeatable)");
+}
+
+void add_method_options(CLI::App& app, ExplainArgs& a) {
+  auto& o = a.options;
+  app.add_option("--samples", o.lime_samples, "LIME perturbations")->capture_default_str();
+  app.add_option("--top", o.top_superpixels, "LIME superpixels highlighted each way")->capture_default_str();
+  app.add_option("--seed", o.seed, "Seed of the background draw and LIME")->capture_default_str();
+  app.add_flag("--save-raw", o.save_raw, "Also write SHAP attributions as .npy (float32 [classes,48,48])");
+  app.add_flag("--probabilities", o.probabilities, "DeepSHAP on softmax probabilities instead of logits");
+  app.add_flag("--no-faithfulness", a.no_faithfulness,
                "Skip the deletion/insertion curves (faithfulness.json and .png, the manifest's AUCs): 2 x (steps + 1) "
                "model calls fewer per method and image");
-  app.add_option("--faithfulness-steps", faithfulness_steps, "Points of each deletion/insertion curve, minus one")
+  app.add_option("--faithfulness-steps", o.faithfulness_steps, "Points of each deletion/insertion curve, minus one")
       ->check(CLI::Range(1, 2304))
       ->capture_default_str();
-  app.add_option("--device", device, "auto | cpu | cuda[:N]")->capture_default_str();
-  app.add_option("--threads", threads, "CPU threads (0 = all cores)")->capture_default_str();
-  app.add_option("--precision", precision,
+  app.add_option("--device", o.device, "auto | cpu | cuda[:N]")->capture_default_str();
+  app.add_option("--threads", a.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_option("--precision", a.precision,
                  "Model calls of LIME and the faithfulness curves: auto (bf16 on a CPU with AVX512-BF16/AMX, else fp32), "
                  "fp32, bf16 (such a CPU, or CUDA), fp16 (CUDA); DeepSHAP's is --shap-precision")
       ->check(CLI::IsMember({"auto", "fp32", "bf16", "fp16"}))
       ->capture_default_str();
-  app.add_option("--shap-precision", shap_precision,
-                 "DeepSHAP's backward pass through the convs: fp32, or bf16 (faster on a CPU with AVX512-BF16/AMX; "
-                 "maps within a few 1e-3 of fp32's, additivity reported as always)")
-      ->check(CLI::IsMember({"fp32", "bf16"}))
-      ->capture_default_str();
-  app.add_option("--shap-pass-rows", shap_pass_rows,
+  fer_app::add_enum_option(app, "--shap-precision", o.shap_precision,
+                           {{"fp32", fer::Precision::fp32}, {"bf16", fer::Precision::bf16}},
+                           "DeepSHAP's backward pass through the convs: fp32, or bf16 (faster on a CPU with "
+                           "AVX512-BF16/AMX; maps within a few 1e-3 of fp32's, additivity reported as always)");
+  app.add_option("--shap-pass-rows", o.shap_pass_rows,
                  "Rows (image x class x reference) of one DeepSHAP backward pass; images share a pass when they fit "
                  "(0: one image per pass on CPU, where that is fastest; 8192 rows on a GPU)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_flag("--detect-faces", detect_faces,
-               "Image inputs are full photos: explain each image's largest Haar-detected face");
-  app.add_option("--shard", shard_text,
+  app.add_option("--shard", a.shard,
                  "Explain slice K of N of the inputs (K from 0) into <out>/shard-K-of-N; under torchrun or srun the rank is the shard");
-  app.add_option("--merge", merge, "Shard directories to merge into --out, as one unsharded run writes it");
-  app.add_option("--config", config_path, "YAML whose faces.* keys configure --detect-faces");
-  app.add_option("--set", overrides, "Override a config key, e.g. --set faces.margin=0.2 (repeatable)");
+  app.add_option("--merge", a.merge, "Shard directories to merge into --out, as one unsharded run writes it");
+}
+
+int merge_shards(const ExplainArgs& a) {
+  const auto s = fer::merge_explanation_shards(a.merge, a.out);
+  std::printf("merged %zu shards: %d images explained (%d failed); worst DeepSHAP additivity error %.2g\n",
+              a.merge.size(), s.explained, s.failed, s.worst_additivity_error);
+  std::printf("manifest: %s\ngallery: %s\n", s.manifest.c_str(), (fs::path(a.out) / "index.html").c_str());
+  return 0;
+}
+
+std::vector<fer::ExplainItem> collect_items(const ExplainArgs& a) {
+  fer::Config config = a.config_path.empty() ? fer::Config{} : fer::load_config(a.config_path);
+  for (const auto& o : a.overrides) fer::apply_override(config, o);
+  std::unique_ptr<fer::FaceDetector> detector;
+  if (a.detect_faces) detector = std::make_unique<fer::FaceDetector>(config.faces);
+  auto items = fer::collect_explain_inputs(a.inputs, a.split, a.limit, detector.get());
+  if (items.empty()) throw std::runtime_error("no images found in the inputs");
+  return items;
+}
+
+// This shard's slice of `items` (all of them unsharded); returns its output folder.
+std::string take_shard(std::vector<fer::ExplainItem>& items, const fer::ShardSpec& shard, const std::string& out) {
+  if (!shard.sharded()) return out;
+  const std::size_t total = items.size();
+  const auto [begin, end] = fer::shard_range(static_cast<int64_t>(total), shard.index, shard.count);
+  items = std::vector<fer::ExplainItem>(items.begin() + begin, items.begin() + end);
+  std::fprintf(stderr, "shard %d of %d: items %lld..%lld of %zu\n", shard.index, shard.count,
+               static_cast<long long>(begin), static_cast<long long>(end) - 1, total);
+  return (fs::path(out) / shard.dir_name()).string();
+}
+
+// LIME uses the background only as the faithfulness curves' baseline: a
+// given --background N|FILE is that baseline; by default the stored one, if any.
+fer::BackgroundSummary references(const ExplainArgs& a, const std::string& model) {
+  const bool lime_only = a.options.method == fer::ExplainMethod::lime;
+  if (!lime_only || (a.background != "model" && !a.no_faithfulness))
+    return choose_background(a.background, model, a.data, a.inputs, a.options.seed);
+  if (auto stored = fer::load_background(model)) return std::move(*stored);
+  return {};
+}
+
+int run_explain(ExplainArgs a) {
+  fer_app::configure_runtime(a.threads);
+  if (!a.merge.empty()) return merge_shards(a);
+  if (a.inputs.empty()) throw std::runtime_error("--input is required (a FER-2013 CSV, an image folder or image files)");
+  const std::string model = fer_app::resolve_model(a.model);
+  auto items = collect_items(a);
+  auto& options = a.options;
+  options.shard = chosen_shard(a.shard);
+  options.total_items = items.size();
+  const std::string out_dir = take_shard(items, options.shard, a.out);
+  const auto refs = references(a, model);
+  if (a.precision != "auto") options.precision = fer::parse_precision(a.precision);
+  options.faithfulness = !a.no_faithfulness;
+  const auto s = fer::explain_batch(model, items, refs, out_dir, options);
+  print_summary(s, out_dir);
+  return s.failed > 0 && s.explained == 0 ? 1 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Explain a model's predictions with DeepSHAP and LIME; writes PNGs and a manifest"};
+  ExplainArgs args;
+  add_input_options(app, args);
+  add_method_options(app, args);
   CLI11_PARSE(app, argc, argv);
-
-  return fer_app::run_main([&] {
-    fer_app::configure_runtime(threads);
-    if (!merge.empty()) {
-      const auto s = fer::merge_explanation_shards(merge, out);
-      std::printf("merged %zu shards: %d images explained (%d failed); worst DeepSHAP additivity error %.2g\n",
-                  merge.size(), s.explained, s.failed, s.worst_additivity_error);
-      std::printf("manifest: %s\ngallery: %s\n", s.manifest.c_str(), (fs::path(out) / "index.html").c_str());
-      return 0;
-    }
-    if (inputs.empty()) throw std::runtime_error("--input is required (a FER-2013 CSV, an image folder or image files)");
-    model = fer_app::resolve_model(model);
-    fer::Config config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
-    for (const auto& o : overrides) fer::apply_override(config, o);
-    std::unique_ptr<fer::FaceDetector> detector;
-    if (detect_faces) detector = std::make_unique<fer::FaceDetector>(config.faces);
-    auto items = fer::collect_explain_inputs(inputs, split, limit, detector.get());
-    if (items.empty()) throw std::runtime_error("no images found in the inputs");
-    const auto shard = chosen_shard(shard_text);
-    const std::size_t total_items = items.size();
-    std::string out_dir = out;
-    if (shard.sharded()) {
-      const auto [begin, end] = fer::shard_range(static_cast<int64_t>(items.size()), shard.index, shard.count);
-      items = std::vector<fer::ExplainItem>(items.begin() + begin, items.begin() + end);
-      out_dir = (fs::path(out) / shard.dir_name()).string();
-      std::fprintf(stderr, "shard %d of %d: items %lld..%lld of %zu\n", shard.index, shard.count,
-                   static_cast<long long>(begin), static_cast<long long>(end) - 1, total_items);
-    }
-
-    // LIME uses the background only as the faithfulness curves' baseline: a
-    // given --background N|FILE is that baseline; by default the stored one, if any.
-    fer::BackgroundSummary refs;
-    const bool lime_only = method == "lime";
-    if (!lime_only || (background != "model" && !no_faithfulness))
-      refs = choose_background(background, model, data, inputs, seed);
-    else if (auto stored = fer::load_background(model))
-      refs = std::move(*stored);
-
-    fer::ExplainOptions options;
-    options.method = method;
-    options.classes = classes;
-    options.probabilities = probabilities;
-    options.lime_samples = samples;
-    options.top_superpixels = top;
-    options.seed = seed;
-    options.save_raw = save_raw;
-    options.device = device;
-    options.precision = precision;
-    options.shap_precision = shap_precision;
-    options.shap_pass_rows = shap_pass_rows;
-    options.faithfulness = !no_faithfulness;
-    options.faithfulness_steps = faithfulness_steps;
-    options.shard = shard;
-    options.total_items = total_items;
-    const auto s = fer::explain_batch(model, items, refs, out_dir, options);
-    print_summary(s, out_dir);
-    return s.failed > 0 && s.explained == 0 ? 1 : 0;
-  });
+  return fer_app::run_main([&] { return run_explain(std::move(args)); });
 }

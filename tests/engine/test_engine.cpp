@@ -22,7 +22,7 @@
 
 namespace {
 
-fer::ScheduleOptions schedule(const std::string& kind, double lr, int epochs, int warmup) {
+fer::ScheduleOptions schedule(fer::Schedule kind, double lr, int epochs, int warmup) {
   fer::ScheduleOptions o;
   o.kind = kind;
   o.lr = lr;
@@ -63,13 +63,13 @@ fer::Config full_recipe(const std::string& csv) {
 }  // namespace
 
 TEST(Schedule, CosineWithWarmUpFollowsPyTorchsFormula) {
-  const auto o = schedule("cosine", 0.1, 10, 0);
+  const auto o = schedule(fer::Schedule::cosine, 0.1, 10, 0);
   EXPECT_DOUBLE_EQ(fer::scheduled_lr(o, 0), 0.1);
   EXPECT_NEAR(fer::scheduled_lr(o, 3), 0.05 * (1 + std::cos(M_PI * 0.3)), 1e-15);  // 0.0793893
   EXPECT_NEAR(fer::scheduled_lr(o, 5), 0.05, 1e-15);
   EXPECT_NEAR(fer::scheduled_lr(o, 10), 0.0, 1e-15);
   EXPECT_NEAR(fer::scheduled_lr(o, 12), 0.0, 1e-15);  // stays at min_lr past the end
-  const auto w = schedule("cosine", 0.1, 12, 2);
+  const auto w = schedule(fer::Schedule::cosine, 0.1, 12, 2);
   EXPECT_NEAR(fer::scheduled_lr(w, 0), 0.1 / 3, 1e-15);
   EXPECT_NEAR(fer::scheduled_lr(w, 1), 0.2 / 3, 1e-15);
   EXPECT_DOUBLE_EQ(fer::scheduled_lr(w, 2), 0.1);
@@ -77,7 +77,7 @@ TEST(Schedule, CosineWithWarmUpFollowsPyTorchsFormula) {
 }
 
 TEST(Schedule, StepDecaysEveryStepSizeEpochs) {
-  auto o = schedule("step", 0.1, 100, 0);
+  auto o = schedule(fer::Schedule::step, 0.1, 100, 0);
   o.step_size = 3;
   o.step_gamma = 0.5;
   for (int e : {0, 1, 2}) EXPECT_DOUBLE_EQ(fer::scheduled_lr(o, e), 0.1);
@@ -91,7 +91,7 @@ TEST(Schedule, StepDecaysEveryStepSizeEpochs) {
 }
 
 TEST(Schedule, PlateauDropsAfterMoreThanPatienceFlatEpochs) {
-  auto o = schedule("plateau", 1.0, 100, 0);
+  auto o = schedule(fer::Schedule::plateau, 1.0, 100, 0);
   o.plateau_patience = 2;
   o.plateau_factor = 0.5;
   o.plateau_min_delta = 0.01;
@@ -556,4 +556,112 @@ TEST(ModelStore, EnvironmentFolderComesFirstThenTheSourceTree) {
   EXPECT_EQ(fer_test::fs::path(dirs[1].path), fer_test::fs::path(fer_test::source_dir()) / "experiments");
   EXPECT_EQ(fer::resolve_models("paper_cnn_long").front(),
             (fer_test::fs::path(fer_test::source_dir()) / "experiments/fer2013_paper_cnn_long/best.pt").string());
+}
+
+TEST(Distillation, LossIsTSquaredTimesTheKlOfTheSoftenedDistributions) {
+  // Teacher logits (ln 9, 0) at T = 2 soften to (3/4, 1/4); the student's (0, 0) to (1/2, 1/2).
+  const auto student = torch::zeros({1, 2}, torch::kFloat32);
+  const auto teacher = torch::tensor({{std::log(9.0f), 0.0f}});
+  const double kl = 0.75 * std::log(1.5) + 0.25 * std::log(0.5);
+  EXPECT_NEAR(fer::distillation_loss(student, teacher, 2.0).item<double>(), 4 * kl, 1e-6);
+  EXPECT_NEAR(fer::distillation_loss(student, torch::tensor({{std::log(3.0f), 0.0f}}), 1.0).item<double>(), kl, 1e-6);
+  EXPECT_NEAR(fer::distillation_loss(teacher, teacher, 3.0).item<double>(), 0.0, 1e-7);
+  EXPECT_THROW(fer::distillation_loss(student, torch::zeros({1, 3}), 2.0), c10::Error);
+}
+
+TEST(Distillation, GradientIsTTimesTheGapOfTheSoftenedProbabilitiesOverTheBatch) {
+  torch::manual_seed(3);
+  const auto teacher = torch::randn({4, 7}) * 3;
+  const auto student = (torch::randn({4, 7}) * 3).requires_grad_(true);
+  const double T = 4.0;
+  fer::distillation_loss(student, teacher, T).backward();
+  const auto expected = (torch::softmax(student.detach() / T, 1) - torch::softmax(teacher / T, 1)) * T / 4;
+  EXPECT_LT((student.grad() - expected).abs().max().item<double>(), 1e-6);
+}
+
+namespace {
+
+// Records progress().loss as it stands when this hook's before_backward runs (step 0 only).
+struct LossProbe : fer::HookBase {
+  double loss = NAN;
+  torch::Tensor inputs, logits;
+  void before_backward(fer::TrainerBase& t) override {
+    if (t.progress().step != 0) return;
+    loss = t.progress().loss.item<double>();
+    inputs = t.progress().inputs.detach().clone();
+    logits = t.progress().logits.detach().clone();
+  }
+};
+
+fer::Classifier tiny_model(int64_t input_size, int seed) {
+  torch::manual_seed(seed);
+  fer::ModelOptions o;
+  o.filters = {4, 8, 8};
+  o.dense_units = 16;
+  o.input_size = input_size;
+  return fer::make_model(o);
+}
+
+}  // namespace
+
+TEST(Distillation, TheStepLossIsTheWeightedSumOfHardLossAndTheTeachersTermOnTheCroppedBatch) {
+  SyntheticData data;
+  const auto splits = fer::load_configured_splits(tiny_config(data.csv));
+  auto student = tiny_model(48, 1);
+  auto teacher = tiny_model(40, 2);  // a smaller input: it sees the centre crop
+  fer::StepOptions step;
+  step.batch_size = 16;
+  step.augment.crop_padding = 2;  // the batch is augmented: the teacher must see the same draw
+  fer::SupervisedTrainer trainer(student, fer::make_optimizer(student->parameters(), {}),
+                                 {fer::images_tensor(splits.train), fer::labels_tensor(splits.train)}, step, torch::kCPU);
+  trainer.progress().max_epochs = 1;
+  auto hard = std::make_shared<LossProbe>(), combined = std::make_shared<LossProbe>();
+  const fer::DistillOptions options{0.7, 3.0};
+  trainer.register_hook(hard);
+  trainer.register_hook(std::make_shared<fer::DistillationHook>(teacher, 40, options, "tiny teacher"));
+  trainer.register_hook(combined);
+  trainer.train();
+
+  torch::NoGradGuard no_grad;
+  teacher->eval();
+  const auto teacher_logits = teacher->forward(fer::center_crop(combined->inputs, 40));
+  const double soft = fer::distillation_loss(combined->logits, teacher_logits, 3.0).item<double>();
+  EXPECT_GT(soft, 1e-4);  // the two networks disagree: the term is not vacuous
+  EXPECT_NEAR(combined->loss, 0.3 * hard->loss + 0.7 * soft, 1e-5);
+  EXPECT_TRUE(torch::equal(hard->inputs, combined->inputs));
+}
+
+TEST(Distillation, ResumeEqualsAStraightRunAndAnotherTeacherIsRefused) {
+  SyntheticData data;
+  fer_test::TempDir runs;
+  auto teacher_config = tiny_config(data.csv);
+  teacher_config.train.epochs = 1;
+  fer::train({teacher_config, runs / "teacher", false});
+  teacher_config.train.seed = 6;
+  fer::train({teacher_config, runs / "other_teacher", false});
+
+  auto config = tiny_config(data.csv);
+  config.augment.crop_size = 44;  // the teacher (48 px) must not be bigger than the student: an error
+  config.distill.teacher = runs / "teacher/best.pt";
+  EXPECT_THROW(fer::train({config, runs / "too_small", false}), std::invalid_argument);
+
+  config.augment.crop_size = 48;
+  config.train.epochs = 1;
+  fer::train({config, runs / "resumed", false});
+  config.train.epochs = 2;
+  fer::train({config, runs / "resumed", true});
+  fer::train({config, runs / "straight", false});
+  fer_test::expect_same_history(fer::read_history_csv(runs / "resumed/history.csv"),
+                                fer::read_history_csv(runs / "straight/history.csv"));
+
+  // Another teacher under the same path passes the config check; the hook's fingerprint refuses it.
+  config.train.epochs = 3;
+  std::filesystem::copy_file(runs / "other_teacher/best.pt", runs / "teacher/best.pt",
+                             std::filesystem::copy_options::overwrite_existing);
+  try {
+    fer::train({config, runs / "resumed", true});
+    FAIL() << "resumed with another teacher";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("last.pt was distilled from"), std::string::npos) << e.what();
+  }
 }

@@ -62,7 +62,22 @@ TEST(Training, ResumeRefusesADifferentConfigAndFreshRunsRefuseToOverwrite) {
     FAIL() << "expected a ConfigError";
   } catch (const fer::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("train.lr: 0.001 -> 0.01"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(fer::resume_rule()), std::string::npos) << e.what();
   }
+}
+
+TEST(Training, TheResumeRuleIsOneListStatedAlikeByTheCodeAndTheDocs) {
+  EXPECT_TRUE(fer::may_change_on_resume("train.epochs"));
+  EXPECT_TRUE(fer::may_change_on_resume("faces.margin"));  // a whole section
+  EXPECT_FALSE(fer::may_change_on_resume("train.lr"));
+  EXPECT_FALSE(fer::may_change_on_resume("train.epochs_extra"));  // a key, not a prefix
+  EXPECT_FALSE(fer::may_change_on_resume("distill.teacher"));
+  for (const auto& key : fer::keys_a_resumed_run_may_change())
+    EXPECT_NE(fer::resume_rule().find(key), std::string::npos) << key;
+  // docs/training.md quotes the rule (Markdown escapes the section wildcards).
+  auto doc = fer_test::read_text(std::string(fer_test::source_dir()) + "/docs/training.md");
+  for (std::size_t at; (at = doc.find("\\*")) != std::string::npos;) doc.replace(at, 2, "*");
+  EXPECT_NE(doc.find(fer::resume_rule()), std::string::npos) << "docs/training.md does not quote fer::resume_rule()";
 }
 
 TEST(Config, DifferencesNameEachChangedKeyWithBothValues) {

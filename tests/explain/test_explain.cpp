@@ -353,7 +353,7 @@ TEST(Explain, BatchWritesPngsManifestAndRecordsBadItems) {
   if (fer::gnuplot_available()) EXPECT_TRUE(fer_test::fs::exists(dir / "out/faithfulness.png"));
 
   options.faithfulness = false;
-  options.method = "lime";
+  options.method = fer::ExplainMethod::lime;
   fer::explain_batch(dir / "m.pt", {items[0]}, {}, dir / "fast", options);
   EXPECT_FALSE(fer_test::fs::exists(dir / "fast/faithfulness.json"));
   EXPECT_TRUE(fer_test::fs::exists(dir / "fast/index.html"));
@@ -606,7 +606,7 @@ TEST(Explain, ImagesSharingADeepShapPassGiveTheOneImageResults) {
   }
   items.insert(items.begin() + 2, fer::ExplainItem{"bad.png", {}, -1, "cannot decode image"});
   fer::ExplainOptions options;
-  options.method = "shap";
+  options.method = fer::ExplainMethod::shap;
   options.classes = "top:2";
   options.save_raw = true;
   options.faithfulness = false;
@@ -664,7 +664,7 @@ TEST(Explain, AModelWithSmallerInputIsExplainedOnItsCentreCrop) {
   const auto references = random_faces(5, 71);
   const auto background = fer::background_from_images(references);
   fer::ExplainOptions options;
-  options.method = "shap";
+  options.method = fer::ExplainMethod::shap;
   options.classes = "pred";
   options.save_raw = true;
   options.faithfulness = false;

@@ -14,7 +14,7 @@
 //
 //   fer::DatasetSplits data = fer::load_dataset("fer2013.csv.gz");
 //   fer::EvaluationOptions eval;
-//   eval.tta = "flip";   // or "tencrop"; several checkpoints: fer::evaluate_checkpoints
+//   eval.tta = fer::Tta::flip;   // or tencrop; several checkpoints: fer::evaluate_checkpoints
 //   fer::EvaluationResult r = fer::evaluate_checkpoint(run.best_checkpoint, data.val, "out/", eval);
 //   std::printf("accuracy %.4f\n", r.metrics.accuracy);
 //

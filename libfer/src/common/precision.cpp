@@ -44,7 +44,10 @@ Precision parse_precision(const std::string& name) {
 }
 
 Precision resolve_inference_precision(const std::string& name, const torch::Device& device) {
-  if (name != "auto") return parse_precision(name);
+  return name == "auto" ? default_inference_precision(device) : parse_precision(name);
+}
+
+Precision default_inference_precision(const torch::Device& device) {
   return device.is_cpu() && cpu_has_native_bf16() ? Precision::bf16 : Precision::fp32;
 }
 

@@ -15,6 +15,8 @@ void TrainerBase::call(void (HookBase::*point)(TrainerBase&)) {
   for (auto& hook : hooks_) ((*hook).*point)(*this);
 }
 
+void TrainerBase::notify_before_backward() { call(&HookBase::before_backward); }
+
 void TrainerBase::notify_after_backward() { call(&HookBase::after_backward); }
 
 void TrainerBase::train() {
@@ -122,10 +124,15 @@ void SupervisedTrainer::run_step() {
   loss = classification_loss(logits, mixed.target_a, s, options_.class_weights);
   if (mixed.lam < 1.0)
     loss = loss * mixed.lam + classification_loss(logits, mixed.target_b, s, options_.class_weights) * (1 - mixed.lam);
-  scaler_.scale_loss(loss).backward();
-  scaler_.unscale(*optimizer_);
-  p.loss = loss.detach();
+  p.loss = loss;
+  p.inputs = mixed.x;
+  p.logits = logits;
   p.images_in_step = idx.size(0);
+  notify_before_backward();
+  scaler_.scale_loss(p.loss).backward();
+  scaler_.unscale(*optimizer_);
+  p.loss = p.loss.detach();
+  p.logits = logits.detach();
   notify_after_backward();
   scaler_.step(*optimizer_);
   scaler_.update();

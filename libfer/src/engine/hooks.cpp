@@ -53,12 +53,12 @@ LrScheduleHook::LrScheduleHook(ScheduleOptions options, LogFn log)
 
 void LrScheduleHook::before_epoch(TrainerBase& trainer) {
   auto& t = supervised(trainer);
-  if (options_.kind != "plateau") lr_ = scheduled_lr(options_, t.progress().epoch - 1);
+  if (options_.kind != Schedule::plateau) lr_ = scheduled_lr(options_, t.progress().epoch - 1);
   set_optimizer_lr(t.optimizer(), lr_);
 }
 
 void LrScheduleHook::after_epoch(TrainerBase& trainer) {
-  if (options_.kind != "plateau") return;
+  if (options_.kind != Schedule::plateau) return;
   const double used = lr_;
   lr_ = plateau_.step(trainer.progress().record.val_accuracy, lr_);
   if (lr_ < used)
@@ -231,6 +231,83 @@ void EmaHook::load_state_dict(const HookState& s) {
   // Runs saved before the warm-up existed resume at the full decay.
   updates_ = s.json.value("updates", std::int64_t{1} << 40);
   initialised_ = true;
+}
+
+// --- DistillationHook ---
+
+at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits, double temperature) {
+  TORCH_CHECK(student_logits.sizes() == teacher_logits.sizes(), "distillation_loss: student logits ",
+              student_logits.sizes(), " and teacher logits ", teacher_logits.sizes(), " differ in shape");
+  TORCH_CHECK(temperature > 0, "distillation_loss: the temperature must be > 0, got ", temperature);
+  const auto log_student = torch::log_softmax(student_logits / temperature, 1);
+  const auto log_teacher = torch::log_softmax(teacher_logits / temperature, 1);
+  return (log_teacher.exp() * (log_teacher - log_student)).sum(1).mean() * (temperature * temperature);
+}
+
+namespace {
+
+// FNV-1a over the parameters' bytes on the CPU: equal for equal weights on any
+// device and thread count, unlike a floating-point sum.
+std::string parameter_fingerprint(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  std::uint64_t hash = 0xcbf29ce484222325ull;
+  for (const auto& p : module.parameters()) {
+    const auto cpu = p.detach().to(torch::kCPU).contiguous();
+    const auto* bytes = static_cast<const unsigned char*>(cpu.data_ptr());
+    for (std::size_t i = 0, n = cpu.numel() * cpu.element_size(); i < n; ++i) hash = (hash ^ bytes[i]) * 0x100000001b3ull;
+  }
+  return fmt::format("{:016x}", hash);
+}
+
+}  // namespace
+
+DistillationHook::DistillationHook(Classifier teacher, int64_t teacher_input_size, DistillOptions options,
+                                   std::string source)
+    : teacher_(std::move(teacher)),
+      teacher_input_size_(teacher_input_size),
+      options_(options),
+      source_(std::move(source)),
+      fingerprint_(parameter_fingerprint(*teacher_)) {
+  if (!(options_.alpha >= 0 && options_.alpha <= 1))
+    throw std::invalid_argument(fmt::format("distillation weight alpha must be in [0, 1], got {}", options_.alpha));
+  if (!(options_.temperature > 0))
+    throw std::invalid_argument(fmt::format("distillation temperature must be > 0, got {}", options_.temperature));
+}
+
+void DistillationHook::before_train(TrainerBase& trainer) {
+  auto& t = supervised(trainer);
+  teacher_->to(t.device());
+  if (t.options().channels_last) use_channels_last(*teacher_);
+  teacher_->eval();
+}
+
+void DistillationHook::before_backward(TrainerBase& trainer) {
+  auto& t = supervised(trainer);
+  auto& p = trainer.progress();
+  if (p.inputs.size(-1) < teacher_input_size_)
+    throw std::invalid_argument(fmt::format("the teacher {} takes {}-px inputs, larger than the student's {}", source_,
+                                            teacher_input_size_, p.inputs.size(-1)));
+  at::Tensor teacher_logits;
+  {
+    torch::NoGradGuard no_grad;
+    AutocastScope autocast(t.device(), t.options().precision);
+    teacher_logits = teacher_->forward(center_crop(p.inputs, teacher_input_size_)).to(torch::kFloat32);
+  }
+  const double a = options_.alpha;
+  p.loss = p.loss * (1 - a) + distillation_loss(p.logits, teacher_logits, options_.temperature) * a;
+}
+
+HookState DistillationHook::state_dict() const {
+  return {{{"teacher", source_}, {"fingerprint", fingerprint_}}, {}};
+}
+
+void DistillationHook::load_state_dict(const HookState& state) {
+  const auto saved = state.json.value("fingerprint", std::string());
+  if (saved != fingerprint_)
+    throw std::runtime_error(fmt::format(
+        "last.pt was distilled from {} (weights {}); the teacher given now, {}, has other weights ({}): resume with "
+        "the same teacher or start a new run folder",
+        state.json.value("teacher", std::string("?")), saved, source_, fingerprint_));
 }
 
 // --- HistoryHook ---

@@ -38,9 +38,16 @@ void set_optimizer_lr(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
 }
 
+Schedule parse_schedule(const std::string& name) {
+  if (name == "plateau") return Schedule::plateau;
+  if (name == "cosine") return Schedule::cosine;
+  if (name == "step") return Schedule::step;
+  throw std::invalid_argument("unknown schedule '" + name + "' (expected plateau, cosine or step)");
+}
+
 ScheduleOptions ScheduleOptions::from_config(const TrainConfig& c) {
   ScheduleOptions o;
-  o.kind = c.schedule;
+  o.kind = parse_schedule(c.schedule);
   o.lr = c.lr;
   o.epochs = c.epochs;
   o.warmup_epochs = c.warmup_epochs;
@@ -56,13 +63,13 @@ ScheduleOptions ScheduleOptions::from_config(const TrainConfig& c) {
 double scheduled_lr(const ScheduleOptions& o, int e) {
   const int w = o.warmup_epochs;
   if (e < w) return o.lr * (e + 1) / (w + 1);
-  if (o.kind == "cosine") {
+  if (o.kind == Schedule::cosine) {
     const int t_max = std::max(1, o.epochs - w);
     const double t = std::min(e - w, t_max);
     return o.min_lr + (o.lr - o.min_lr) * (1 + std::cos(M_PI * t / t_max)) / 2;
   }
-  if (o.kind == "step") return o.lr * std::pow(o.step_gamma, (e - w) / o.step_size);
-  throw std::invalid_argument("scheduled_lr: schedule '" + o.kind + "' is not epoch-indexed");
+  if (o.kind == Schedule::step) return o.lr * std::pow(o.step_gamma, (e - w) / o.step_size);
+  throw std::invalid_argument("scheduled_lr: the plateau schedule is not epoch-indexed");
 }
 
 double PlateauRule::step(double metric, double lr) {

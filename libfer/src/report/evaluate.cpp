@@ -48,9 +48,9 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
 
   auto json = result.metrics.to_json(names);
   json["split"] = options.split;
-  const Tta tta = parse_tta(options.tta);
+  const Tta tta = options.tta;
   json["tta"] = tta_name(tta);
-  json["precision"] = options.precision;
+  json["precision"] = precision_name(options.precision);
   if (checkpoint_paths.size() == 1)
     json["checkpoint"] = checkpoint_paths.front();
   else
@@ -115,8 +115,8 @@ EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoin
   const auto device = resolve_device(options.device);
   PredictOptions predict;
   predict.batch_size = options.batch_size;
-  predict.tta = parse_tta(options.tta);
-  predict.precision = parse_precision(options.precision);
+  predict.tta = options.tta;
+  predict.precision = options.precision;
   check_precision_supported(predict.precision, device);
   if (options.progress) predict.progress = progress_bars();
   predict.progress_label = "eval " + options.split;

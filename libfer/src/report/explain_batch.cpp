@@ -40,10 +40,8 @@ class BatchExplainer {
   BatchExplainer(const std::string& checkpoint, const BackgroundSummary& background, std::string out_dir,
                  const ExplainOptions& options)
       : out_dir_(std::move(out_dir)), options_(options) {
-    do_shap_ = options.method == "shap" || options.method == "both";
-    do_lime_ = options.method == "lime" || options.method == "both";
-    if (!do_shap_ && !do_lime_)
-      throw std::invalid_argument("--method '" + options.method + "' (expected shap, lime or both)");
+    do_shap_ = options.method != ExplainMethod::lime;
+    do_lime_ = options.method != ExplainMethod::shap;
     if (do_shap_ && !(background.centroids.defined() && background.centroids.size(0) > 0))
       throw std::invalid_argument("DeepSHAP needs a non-empty background set");
     const auto device = resolve_device(options.device);
@@ -54,16 +52,16 @@ class BatchExplainer {
       DeepShapOptions shap_options;
       shap_options.explain_probabilities = options.probabilities;
       shap_options.background_weights = background.weights;
-      if (options.shap_precision != "fp32" && options.shap_precision != "bf16")
-        throw std::invalid_argument("--shap-precision '" + options.shap_precision + "' (expected fp32 or bf16)");
-      shap_options.bf16_convs = options.shap_precision == "bf16";
+      if (options.shap_precision == Precision::fp16)
+        throw std::invalid_argument("DeepSHAP's precision must be fp32 or bf16, not fp16");
+      shap_options.bf16_convs = options.shap_precision == Precision::bf16;
       shap_options.max_rows_per_pass = options.shap_pass_rows;
       shap_ = std::make_unique<DeepShapExplainer>(
           loaded_.model, center_crop(background.centroids, loaded_.meta.model.input_size).contiguous(), device,
           shap_options);
     }
     lime_options_.num_samples = options.lime_samples;
-    const auto precision = resolve_inference_precision(options.precision, device);
+    const auto precision = options.precision.value_or(default_inference_precision(device));
     precision_ = precision_name(precision);
     check_precision_supported(precision, device);
     if (do_lime_ || options.faithfulness) {
@@ -274,6 +272,21 @@ class BatchExplainer {
 };
 
 }  // namespace
+
+ExplainMethod parse_explain_method(const std::string& name) {
+  if (name == "shap") return ExplainMethod::shap;
+  if (name == "lime") return ExplainMethod::lime;
+  if (name == "both") return ExplainMethod::both;
+  throw std::invalid_argument("unknown explanation method '" + name + "' (expected shap, lime or both)");
+}
+
+std::string explain_method_name(ExplainMethod method) {
+  switch (method) {
+    case ExplainMethod::shap: return "shap";
+    case ExplainMethod::lime: return "lime";
+    default: return "both";
+  }
+}
 
 ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<ExplainItem>& items,
                              const BackgroundSummary& background, const std::string& out_dir,

@@ -52,9 +52,9 @@ ClassSelection parse_class_selection(const std::string& text, int num_classes) {
       s.k = 0;
     }
     if (s.k < 1 || s.k > num_classes)
-      throw std::invalid_argument("--classes " + text + ": K must be in 1.." + std::to_string(num_classes));
+      throw std::invalid_argument("class selection '" + text + "': K must be in 1.." + std::to_string(num_classes));
   } else {
-    throw std::invalid_argument("--classes '" + text + "' (expected all, pred or top:K)");
+    throw std::invalid_argument("class selection '" + text + "' (expected all, pred or top:K)");
   }
   return s;
 }

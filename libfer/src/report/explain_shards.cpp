@@ -17,11 +17,11 @@ using namespace explain_detail;
 void explain_detail::write_explain_shard(const std::string& out_dir, const std::string& checkpoint, const ExplainOptions& o,
                          const std::string& precision, std::size_t first, std::size_t count, const BatchReport& report) {
   const nlohmann::json identity = {{"checkpoint", checkpoint},   {"shards", o.shard.count},  {"total_items", o.total_items},
-                                   {"method", o.method},         {"classes", o.classes},     {"probabilities", o.probabilities},
+                                   {"method", explain_method_name(o.method)},         {"classes", o.classes},     {"probabilities", o.probabilities},
                                    {"lime_samples", o.lime_samples}, {"top_superpixels", o.top_superpixels},
                                    {"seed", o.seed},             {"save_raw", o.save_raw},   {"faithfulness", o.faithfulness},
                                    {"faithfulness_steps", o.faithfulness_steps}, {"precision", precision},
-                                   {"shap_precision", o.shap_precision}};
+                                   {"shap_precision", precision_name(o.shap_precision)}};
   const nlohmann::json record = {{"shard", o.shard.index}, {"begin", first}, {"end", first + count},
                                  {"identity", identity},   {"report", report_json(report)}};
   write_text_atomic((fs::path(out_dir) / "shard.json").string(), record.dump() + "\n");
@@ -82,7 +82,7 @@ void link_item_folders(const fs::path& shard_dir, const fs::path& out_dir) {
 }  // namespace
 
 ExplainSummary merge_explanation_shards(const std::vector<std::string>& shard_dirs, const std::string& out_dir) {
-  if (shard_dirs.empty()) throw std::invalid_argument("--merge needs the shard directories");
+  if (shard_dirs.empty()) throw std::invalid_argument("merging explanation shards needs their directories");
   const auto started = std::chrono::steady_clock::now();
   const auto shards = load_explain_shards(shard_dirs);
   fs::create_directories(out_dir);

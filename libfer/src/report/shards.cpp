@@ -94,7 +94,7 @@ ShardSpec parse_shard(const std::string& text) {
       throw std::invalid_argument("out of range");
     return s;
   } catch (const std::exception&) {
-    throw std::invalid_argument("--shard '" + text + "': expected K/N with 0 <= K < N (e.g. 0/4)");
+    throw std::invalid_argument("shard '" + text + "': expected K/N with 0 <= K < N (e.g. 0/4)");
   }
 }
 
@@ -115,7 +115,7 @@ void write_evaluation_shard(const std::string& out_dir, const ShardSpec& shard, 
     throw std::invalid_argument(fmt::format("shard {}: {} labels for rows {}..{}", shard.index, labels.size(), begin, end));
   const nlohmann::json record = {{"shard", shard.index},    {"shards", shard.count},        {"begin", begin},
                                  {"end", end},              {"total_rows", total_rows},     {"split", options.split},
-                                 {"data", options.data_source}, {"tta", options.tta},       {"precision", options.precision},
+                                 {"data", options.data_source}, {"tta", tta_name(options.tta)}, {"precision", precision_name(options.precision)},
                                  {"checkpoints", checkpoint_paths}, {"class_names", class_names}, {"labels", labels},
                                  {"history_csv", options.history_csv}};
   write_npy((fs::path(out_dir) / "probabilities.npy").string(), result.probabilities,
@@ -125,7 +125,7 @@ void write_evaluation_shard(const std::string& out_dir, const ShardSpec& shard, 
 
 EvaluationResult merge_evaluation_shards(const std::vector<std::string>& shard_dirs, const std::string& out_dir,
                                          EvaluationOptions options) {
-  if (shard_dirs.empty()) throw std::invalid_argument("--merge needs the shard directories");
+  if (shard_dirs.empty()) throw std::invalid_argument("merging evaluation shards needs their directories");
   std::vector<LoadedShard> shards;
   for (const auto& dir : shard_dirs) shards.push_back(load_shard(dir));
   check_complete(shards);
@@ -138,8 +138,8 @@ EvaluationResult merge_evaluation_shards(const std::vector<std::string>& shard_d
   const auto& r = shards.front().record;
   options.split = r.at("split").get<std::string>();
   options.data_source = r.at("data").get<std::string>();
-  options.tta = r.at("tta").get<std::string>();
-  options.precision = r.at("precision").get<std::string>();
+  options.tta = parse_tta(r.at("tta").get<std::string>());
+  options.precision = parse_precision(r.at("precision").get<std::string>());
   if (options.history_csv.empty()) options.history_csv = r.value("history_csv", "");
   return write_evaluation(labels, probabilities, r.at("class_names").get<std::vector<std::string>>(), out_dir, options,
                           r.at("checkpoints").get<std::vector<std::string>>());

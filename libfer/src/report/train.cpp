@@ -14,11 +14,36 @@
 #include "fer/explain/background.h"
 #include "fer/inference/inference.h"
 #include "fer/report/evaluate.h"
+#include "fer/report/model_store.h"
 #include "fer/report/progress.h"
 #include "fer/report/run_record.h"
 
 namespace fer {
 namespace fs = std::filesystem;
+
+const std::vector<std::string>& keys_a_resumed_run_may_change() {
+  // They extend the run or move it to other hardware; faces, live and alert play no part in training.
+  static const std::vector<std::string> keys{"train.epochs",         "train.threads",
+                                             "train.device",         "train.background_k",
+                                             "train.distributed_timeout_s", "train.distributed_bucket_mb",
+                                             "faces.",               "live.",
+                                             "alert."};
+  return keys;
+}
+
+bool may_change_on_resume(const std::string& key) {
+  for (const auto& k : keys_a_resumed_run_may_change())
+    if (k.back() == '.' ? key.rfind(k, 0) == 0 : key == k) return true;
+  return false;
+}
+
+std::string resume_rule() {
+  std::string keys;
+  for (const auto& k : keys_a_resumed_run_may_change())
+    keys += (keys.empty() ? "" : ", ") + (k.back() == '.' ? k + "*" : k);
+  return "a resumed run continues after its last completed epoch with the config of its config.yaml; only these keys "
+         "may differ: " + keys;
+}
 
 namespace {
 
@@ -39,15 +64,6 @@ std::shared_ptr<spdlog::logger> make_run_logger(const std::string& log_path, int
   return log;
 }
 
-// Keys a resumed run may change: they extend the run or move it to other
-// hardware, and the faces/live/alert sections play no part in training.
-bool may_change_on_resume(const std::string& key) {
-  for (const char* section : {"faces.", "live.", "alert."})
-    if (key.rfind(section, 0) == 0) return true;
-  return key == "train.epochs" || key == "train.threads" || key == "train.device" || key == "train.background_k" ||
-         key == "train.distributed_timeout_s" || key == "train.distributed_bucket_mb";
-}
-
 // A resumed run must continue the experiment it started, not a different one.
 // Writes config.yaml and removes the *.tmp a killed write leaves (rank 0 only:
 // every rank checks alike, so all refuse a wrong request together). Returns
@@ -63,12 +79,11 @@ bool prepare_run_dir(const TrainRequest& request) {
     for (const auto& difference : config_differences(previous, request.config))
       if (!may_change_on_resume(difference.substr(0, difference.find(':')))) changed += "\n  " + difference;
     if (!changed.empty())
-      throw ConfigError("--resume: the config differs from " + path("config.yaml") + " of the run being resumed in:" +
-                        changed + "\n(train.epochs, train.threads, train.device, train.background_k and the faces, live and alert keys may "
-                        "change); resume with the same config or start a new --out directory");
+      throw ConfigError("cannot resume: the config differs from " + path("config.yaml") + " of the run being resumed in:" +
+                        changed + "\n(" + resume_rule() + "); resume with the same config or start a new run directory");
   } else if (have_last) {
-    throw std::runtime_error(request.run_dir + " already holds a run (last.pt); pass --resume to continue it or "
-                                               "choose another --out directory");
+    throw std::runtime_error(request.run_dir + " already holds a run (last.pt); resume it (fer-train --resume) or "
+                                               "choose another run directory");
   }
   if (request.distributed.rank == 0) {
     write_text_atomic(path("config.yaml"), to_yaml(request.config));
@@ -119,6 +134,27 @@ TrainData val_shard(const Dataset& val, const Communicator& comm, const torch::D
   return {images_tensor(val).slice(0, begin, end).to(device), labels_tensor(val).slice(0, begin, end).to(device)};
 }
 
+// distill.teacher's hook, the teacher loaded on the training device.
+std::shared_ptr<DistillationHook> make_distillation_hook(const DistillConfig& d, const torch::Device& device,
+                                                         const LogFn& log) {
+  std::vector<std::string> checkpoints;
+  try {
+    checkpoints = resolve_models(d.teacher);
+  } catch (const std::runtime_error& e) {
+    throw ConfigError(std::string("distill.teacher: ") + e.what());
+  }
+  if (checkpoints.size() != 1)
+    throw ConfigError(fmt::format("distill.teacher: {} is an ensemble of {} networks; the teacher must be one network",
+                                  d.teacher, checkpoints.size()));
+  const auto teacher = load_checkpoint(checkpoints.front(), device);
+  const auto& m = teacher.meta.model;
+  log(fmt::format("distilling from {} ({}: {}, {} parameters, input {}): alpha {:g}, temperature {:g}", d.teacher,
+                  checkpoints.front(), m.architecture, count_parameters(*teacher.model), m.input_size, d.alpha,
+                  d.temperature));
+  return std::make_shared<DistillationHook>(teacher.model, m.input_size, DistillOptions{d.alpha, d.temperature},
+                                            d.teacher);
+}
+
 // The hooks of a run, in the order they run after each epoch: average across
 // ranks, evaluate, then everything that reads the validation metrics, then (rank
 // 0 only) save and log.
@@ -128,6 +164,7 @@ void register_hooks(SupervisedTrainer& trainer, const Config& cfg, TrainData val
   if (comm->world_size() > 1)
     trainer.register_hook(std::make_shared<DataParallelHook>(
         comm, static_cast<int64_t>(cfg.train.distributed_bucket_mb * (1 << 20))));
+  if (!cfg.distill.teacher.empty()) trainer.register_hook(make_distillation_hook(cfg.distill, trainer.device(), log));
   trainer.register_hook(std::make_shared<DivergenceGuard>());
   if (cfg.train.ema_decay > 0) trainer.register_hook(std::make_shared<EmaHook>(cfg.train.ema_decay, make_model(meta.model)));
   trainer.register_hook(std::make_shared<EvalHook>(std::move(val), cfg.train.eval_batch_size, comm));
@@ -164,8 +201,8 @@ torch::Device rank_device(const Config& cfg, const DistributedEnv& env) {
 void evaluate_run(const Config& cfg, const DatasetSplits& splits, const std::string& run_dir, spdlog::logger& log,
                   TrainSummary& summary) {
   EvaluationOptions eval;
-  eval.tta = cfg.eval.tta;
-  eval.precision = cfg.eval.precision;
+  eval.tta = parse_tta(cfg.eval.tta);
+  eval.precision = parse_precision(cfg.eval.precision);
   eval.batch_size = cfg.train.eval_batch_size;
   eval.device = cfg.train.device;
   eval.history_csv = (fs::path(run_dir) / "history.csv").string();

@@ -30,6 +30,8 @@ std::string precision_name(Precision precision);
 // (about 1.6x the fp32 forward rate here) and fp32 elsewhere (on CUDA, ask for
 // bf16 or fp16 by name); other names as parse_precision.
 Precision resolve_inference_precision(const std::string& name, const c10::Device& device);
+// What "auto" resolves to on `device`.
+Precision default_inference_precision(const c10::Device& device);
 
 // True when this CPU runs bf16 convolutions and matrix products natively
 // (AVX512-BF16 or AMX-BF16); without them oneDNN emulates bf16 slower than fp32.

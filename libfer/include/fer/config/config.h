@@ -82,6 +82,13 @@ struct TrainConfig {
   int background_k = 100;  // k-means centroids of the training faces stored in best.pt for DeepSHAP (0 = none)
 };
 
+// Knowledge distillation from a trained teacher (fer::DistillationHook).
+struct DistillConfig {
+  std::string teacher;        // checkpoint path or shipped model name; empty: no distillation
+  double alpha = 0.9;         // weight of the soft-target term
+  double temperature = 4.0;
+};
+
 struct EvalConfig {
   std::string tta = "none";        // none | flip | tencrop (false/true: none/flip, older configs)
   std::string precision = "fp32";  // inference: fp32 | bf16 | fp16
@@ -135,6 +142,7 @@ struct Config {
   ModelConfig model;
   AugmentConfig augment;
   TrainConfig train;
+  DistillConfig distill;
   EvalConfig eval;
   FacesConfig faces;
   LiveConfig live;

@@ -41,6 +41,10 @@ class HookBase {
   virtual std::string name() const { return ""; }
   virtual void before_train(TrainerBase&) {}
   virtual void before_epoch(TrainerBase&) {}
+  // The step's loss is computed and not yet back-propagated: progress().loss
+  // (with its graph), .inputs and .logits are the batch's; a hook may replace
+  // progress().loss with a loss of its own built on them (distillation).
+  virtual void before_backward(TrainerBase&) {}
   // Gradients are computed (and unscaled), the optimizer has not stepped.
   virtual void after_backward(TrainerBase&) {}
   virtual void after_step(TrainerBase&) {}
@@ -58,7 +62,8 @@ struct TrainProgress {
   std::int64_t steps_per_epoch = 0;
   std::int64_t images_in_step = 0;
   std::int64_t images_in_epoch = 0;
-  at::Tensor loss;            // the last step's loss, detached
+  at::Tensor loss;               // the step's loss: with its graph until the backward pass, then detached
+  at::Tensor inputs, logits;     // the step's (augmented, mixed) model input and float32 logits
   EpochRecord record;            // this epoch: lr, train_* and seconds from the trainer, val_* from the evaluation hook
   bool improved = false;         // this epoch's model is the best so far (set by BestModelHook)
   bool stop = false;             // set by a hook to end training after this epoch
@@ -81,8 +86,11 @@ class TrainerBase {
 
  protected:
   virtual void begin_epoch() = 0;  // e.g. shuffle; sets progress().steps_per_epoch
-  virtual void run_step() = 0;     // one batch; calls notify_after_backward() before the optimizer step
+  // One batch; calls notify_before_backward() once progress().loss is computed
+  // and notify_after_backward() before the optimizer step.
+  virtual void run_step() = 0;
   virtual void end_epoch() = 0;    // fills progress().record's train_* fields
+  void notify_before_backward();
   void notify_after_backward();
 
  private:

@@ -114,6 +114,42 @@ class EmaHook : public HookBase {
   std::int64_t updates_ = 0;
 };
 
+// Hinton et al.'s soft-target term: T^2 * KL(softmax(teacher/T) || softmax(student/T)),
+// the mean over the batch of [B,classes] logits (T^2 keeps its gradients the
+// size of the hard-label loss's as T changes). Requires equal shapes and T > 0.
+at::Tensor distillation_loss(const at::Tensor& student_logits, const at::Tensor& teacher_logits, double temperature);
+
+struct DistillOptions {
+  double alpha = 0.9;        // weight of the soft-target term; the hard-label loss keeps 1 - alpha
+  double temperature = 4.0;
+};
+
+// Knowledge distillation: before each backward pass the trainer's loss becomes
+// (1 - alpha) * loss + alpha * distillation_loss(student, teacher, T), the
+// teacher (eval mode, no gradients, the training precision) seeing the step's
+// augmented batch centre-cropped to its own input size. Stateless but for the
+// teacher's identity: resuming last.pt with another teacher is an error.
+class DistillationHook : public HookBase {
+ public:
+  // `source` names the teacher in messages and in last.pt (a path or a shipped name).
+  // Throws std::invalid_argument for alpha outside [0, 1] or T <= 0.
+  DistillationHook(Classifier teacher, int64_t teacher_input_size, DistillOptions options, std::string source);
+  std::string name() const override { return "distillation"; }
+  void before_train(TrainerBase& trainer) override;
+  // Throws std::invalid_argument when the batch is smaller than the teacher's input.
+  void before_backward(TrainerBase& trainer) override;
+  HookState state_dict() const override;
+  // Throws std::runtime_error when last.pt was distilled from a teacher with other weights.
+  void load_state_dict(const HookState& state) override;
+
+ private:
+  Classifier teacher_;
+  int64_t teacher_input_size_;
+  DistillOptions options_;
+  std::string source_;
+  std::string fingerprint_;  // a hash of the teacher's weights
+};
+
 // Keeps every epoch's record and rewrites history.csv after each epoch.
 class HistoryHook : public HookBase {
  public:

@@ -29,8 +29,12 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const std::vector<at::Te
 double optimizer_lr(torch::optim::Optimizer& optimizer);  // of the first parameter group
 void set_optimizer_lr(torch::optim::Optimizer& optimizer, double lr);
 
+enum class Schedule { plateau, cosine, step };
+// "plateau" | "cosine" | "step" (train.schedule); throws std::invalid_argument otherwise.
+Schedule parse_schedule(const std::string& name);
+
 struct ScheduleOptions {
-  std::string kind = "plateau";  // plateau | cosine | step
+  Schedule kind = Schedule::plateau;
   double lr = 1e-3;              // the base (peak) rate
   int epochs = 100;              // cosine: the schedule ends at this epoch
   int warmup_epochs = 0;         // cosine, step

@@ -6,14 +6,16 @@
 #include <string>
 #include <vector>
 
+#include "fer/common/precision.h"
 #include "fer/data/dataset.h"
+#include "fer/inference/inference.h"
 #include "fer/inference/metrics.h"
 
 namespace fer {
 
 struct EvaluationOptions {
-  std::string tta = "none";         // none | flip | tencrop (see fer::Tta)
-  std::string precision = "fp32";   // fp32 | bf16 | fp16
+  Tta tta = Tta::none;
+  Precision precision = Precision::fp32;
   int batch_size = 64;
   std::string device = "auto";
   bool charts = true;        // needs gnuplot; without it the charts are skipped with a warning

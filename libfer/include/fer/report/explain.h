@@ -3,9 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "fer/common/precision.h"
 #include "fer/data/dataset.h"
 #include "fer/explain/background.h"
 #include "fer/faces/faces.h"
@@ -31,8 +33,13 @@ struct ExplainItem {
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
                                                 std::size_t limit, const FaceDetector* detector = nullptr);
 
+enum class ExplainMethod { shap, lime, both };
+// "shap" | "lime" | "both"; throws std::invalid_argument otherwise.
+ExplainMethod parse_explain_method(const std::string& name);
+std::string explain_method_name(ExplainMethod method);
+
 struct ExplainOptions {
-  std::string method = "both";    // shap | lime | both
+  ExplainMethod method = ExplainMethod::both;
   std::string classes = "pred";   // all | pred | top:K
   bool probabilities = false;     // DeepSHAP on softmax outputs instead of logits
   int lime_samples = 1000;
@@ -40,13 +47,13 @@ struct ExplainOptions {
   std::uint64_t seed = 0;
   bool save_raw = false;          // also .npy float32 [classes,48,48]
   std::string device = "auto";
-  // The model calls of LIME and the faithfulness curves (the prediction itself is fp32): auto
-  // (bf16 on a CPU with native bf16, else fp32) | fp32 | bf16 | fp16 (CUDA).
-  // DeepSHAP's own: shap_precision.
-  std::string precision = "auto";
+  // The model calls of LIME and the faithfulness curves (the prediction itself
+  // is fp32); empty: default_inference_precision (bf16 on a CPU with native
+  // bf16, else fp32). DeepSHAP's own: shap_precision.
+  std::optional<Precision> precision;
   // DeepSHAP's backward pass through the convs: fp32 (exact to float rounding)
-  // | bf16 (faster on AMX/AVX512-BF16 CPUs; maps within a few 1e-3 of fp32's).
-  std::string shap_precision = "fp32";
+  // or bf16 (faster on AMX/AVX512-BF16 CPUs; maps within a few 1e-3 of fp32's).
+  Precision shap_precision = Precision::fp32;
   // Rows (image x class x reference) of one DeepSHAP backward pass: several
   // images share a pass when they fit. 0: the device's default (one image per
   // pass on CPU, where larger passes measured slower; 8192 rows elsewhere).
@@ -69,7 +76,7 @@ struct ExplainSummary {
   double worst_additivity_error = 0;
   double seconds = 0;
   std::string manifest;
-  std::string precision;  // what "auto" resolved to
+  std::string precision;  // the model calls' precision, by name (what an empty ExplainOptions::precision became)
 };
 
 // Requires a non-empty background for SHAP: the DeepSHAP references, used in

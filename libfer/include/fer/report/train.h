@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "fer/config/config.h"
 #include "fer/data/dataset.h"
@@ -36,12 +37,18 @@ struct TrainSummary {
 // config.yaml, environment.json, history.csv, last.pt (resumable), best.pt,
 // train.log, and the evaluation of best.pt on the validation split
 // (metrics.json, predictions.csv, charts) and, when present, on the test split (test/).
-// With resume, continues after the last completed epoch with the same optimizer,
-// gradient scaler and hook states; the config must equal the run's config.yaml
-// (only train.epochs may change). Throws std::runtime_error (DataError,
+// With resume, continues as resume_rule() says, with the same optimizer,
+// gradient scaler and hook states. Throws std::runtime_error (DataError,
 // ConfigError, DivergenceError when the loss or a gradient stops being finite)
 // with context.
 TrainSummary train(const TrainRequest& request);
+
+// The keys whose value a resumed run may change (a trailing '.' stands for a
+// whole section); every other key must equal the run's config.yaml.
+const std::vector<std::string>& keys_a_resumed_run_may_change();
+bool may_change_on_resume(const std::string& key);
+// The rule in one sentence, as errors and docs/training.md state it.
+std::string resume_rule();
 
 // Loads the configured dataset and split (canonical or stratified), applies
 // max_train / max_val, logs per-class counts. Throws DataError for an empty
