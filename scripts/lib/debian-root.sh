@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Helpers for the LibTorch-2.x checks: a cached Debian 13 ("trixie") root made
-# with debootstrap, and a way to run a command inside it with the repository
+# with debootstrap (Debian 12, "bookworm", with DEBIAN_ROOT_SUITE=bookworm: the
+# .deb check), and a way to run a command inside it with the repository
 # (and ../shared beside it) visible at the same relative places.
 #   source scripts/lib/debian-root.sh
 #   root=$(debian_root NAME "component list" pkg...)   # made once, cached
@@ -32,21 +33,22 @@ debian_root_host_tools() {
 }
 
 # debian_root NAME COMPONENTS PACKAGE... -> prints the root's path.
+# The suite is $DEBIAN_ROOT_SUITE, trixie unless set.
 # Extra setup before the packages are installed: define a function
 # `debian_root_prepare ROOT` (e.g. to install local stand-in packages).
 debian_root() {
   local name=$1 components=$2; shift 2
-  local root=$FER_ROOT_CACHE/$name
-  local want; want=$(printf '%s\n' "trixie $components" "$@" "$(declare -f debian_root_prepare 2>/dev/null)" | sha256sum | cut -c1-16)
+  local root=$FER_ROOT_CACHE/$name suite=${DEBIAN_ROOT_SUITE:-trixie}
+  local want; want=$(printf '%s\n' "$suite $components" "$@" "$(declare -f debian_root_prepare 2>/dev/null)" | sha256sum | cut -c1-16)
   if [ -f "$root/.fer-root-ready" ] && [ "$(cat "$root/.fer-root-ready")" = "$want" ]; then
     echo "$root"; return
   fi
   debian_root_host_tools
-  echo "debian-root: making $root (Debian 13, $*)" >&2
+  echo "debian-root: making $root (Debian $suite, $*)" >&2
   _as_root rm -rf "$root"
   mkdir -p "$FER_ROOT_CACHE"
-  _as_root debootstrap --variant=minbase --components="${components// /,}" trixie "$root" "$FER_DEBIAN_MIRROR" >&2
-  echo "deb $FER_DEBIAN_MIRROR trixie $components" | _as_root tee "$root/etc/apt/sources.list" >/dev/null
+  _as_root debootstrap --variant=minbase --components="${components// /,}" "$suite" "$root" "$FER_DEBIAN_MIRROR" >&2
+  echo "deb $FER_DEBIAN_MIRROR $suite $components" | _as_root tee "$root/etc/apt/sources.list" >/dev/null
   # Inside $(...) errexit is off: every step checks itself, so a failed install
   # never leaves a root marked ready.
   if declare -F debian_root_prepare >/dev/null; then debian_root_prepare "$root" >&2 || return 1; fi

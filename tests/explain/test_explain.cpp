@@ -677,7 +677,10 @@ TEST(Explain, AModelWithSmallerInputIsExplainedOnItsCentreCrop) {
   ASSERT_EQ(saved.values.size(), 2304u);
   const auto map = torch::tensor(saved.values).view({48, 48});
   const auto inside = map.slice(0, 4, 44).slice(1, 4, 44);
-  EXPECT_EQ((map.abs().sum() - inside.abs().sum()).item<float>(), 0.0f) << "the border outside the crop has attribution";
+  auto border = map.clone();
+  border.slice(0, 4, 44).slice(1, 4, 44).zero_();
+  // Element by element (a difference of two sums depends on the summation order of the kernel).
+  EXPECT_EQ(border.abs().max().item<float>(), 0.0f) << "the border outside the crop has attribution";
   EXPECT_GT(inside.abs().sum().item<float>(), 0.0f);
   // The crop's map is DeepSHAP's on the cropped face against the cropped references.
   auto loaded = fer::load_checkpoint(dir / "m.pt", torch::kCPU);

@@ -63,6 +63,7 @@
 #include "fer/report/run_record.h"
 #include "fer/report/runtime.h"
 #include "fer/report/shards.h"
+#include "fer/report/tensorboard.h"
 #include "fer/report/train.h"
 #include "fer/report/trends.h"
 #if FER_WITH_OPENCV

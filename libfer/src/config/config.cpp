@@ -210,6 +210,8 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(train.precision, std::string, one_of({"fp32", "bf16", "fp16"}),
               "fp32; bf16 autocast (CPU with AVX512-BF16 or AMX, or CUDA); fp16 autocast with a gradient scaler (CUDA only)."),
       FER_KEY(train.channels_last, bool, any<bool>(), "Channels-last memory format for activations and conv weights."),
+      FER_KEY(train.tensorboard, bool, any<bool>(),
+              "TensorBoard event file <run>/tb/events.out.tfevents.<time>.<host>: losses, accuracies, lr and images/s per epoch, the config, the confusion matrices (rank 0)."),
       FER_KEY(train.deterministic, bool, any<bool>(),
               "CUDA: cuDNN uses deterministic algorithms (benchmark mode off), so a seed gives the same run; off: faster, not reproducible."),
       FER_KEY(train.class_weighted, bool, any<bool>(),

@@ -17,6 +17,7 @@
 #include "fer/report/model_store.h"
 #include "fer/report/progress.h"
 #include "fer/report/run_record.h"
+#include "fer/report/tensorboard.h"
 
 namespace fer {
 namespace fs = std::filesystem;
@@ -158,9 +159,16 @@ std::shared_ptr<DistillationHook> make_distillation_hook(const DistillConfig& d,
 // The hooks of a run, in the order they run after each epoch: average across
 // ranks, evaluate, then everything that reads the validation metrics, then (rank
 // 0 only) save and log.
+// The hooks train() keeps to read after training (tensorboard: null when off).
+struct RunHooks {
+  std::shared_ptr<BestModelHook> best;
+  std::shared_ptr<HistoryHook> history;
+  std::shared_ptr<TensorBoardHook> tensorboard;
+};
+
 void register_hooks(SupervisedTrainer& trainer, const Config& cfg, TrainData val, const std::string& run_dir,
-                    const CheckpointMeta& meta, const LogFn& log, std::shared_ptr<BestModelHook> best,
-                    std::shared_ptr<HistoryHook> history, const std::shared_ptr<Communicator>& comm) {
+                    const CheckpointMeta& meta, const LogFn& log, const RunHooks& kept,
+                    const std::shared_ptr<Communicator>& comm) {
   if (comm->world_size() > 1)
     trainer.register_hook(std::make_shared<DataParallelHook>(
         comm, static_cast<int64_t>(cfg.train.distributed_bucket_mb * (1 << 20))));
@@ -169,9 +177,10 @@ void register_hooks(SupervisedTrainer& trainer, const Config& cfg, TrainData val
   if (cfg.train.ema_decay > 0) trainer.register_hook(std::make_shared<EmaHook>(cfg.train.ema_decay, make_model(meta.model)));
   trainer.register_hook(std::make_shared<EvalHook>(std::move(val), cfg.train.eval_batch_size, comm));
   trainer.register_hook(std::make_shared<LrScheduleHook>(ScheduleOptions::from_config(cfg.train), log));
-  trainer.register_hook(std::move(best));
+  trainer.register_hook(kept.best);
   if (comm->rank() != 0) return;
-  trainer.register_hook(std::move(history));
+  trainer.register_hook(kept.history);
+  if (kept.tensorboard) trainer.register_hook(kept.tensorboard);  // before last.pt, which records its length
   trainer.register_hook(std::make_shared<CheckpointHook>(run_dir, meta));
   trainer.register_hook(std::make_shared<LoggingHook>(log, progress_bars()));
 }
@@ -220,6 +229,15 @@ void evaluate_run(const Config& cfg, const DatasetSplits& splits, const std::str
   const auto test_report = evaluate_checkpoint(summary.best_checkpoint, splits.test, (fs::path(run_dir) / "test").string(), eval);
   log.info("test: accuracy {:.4f}  balanced accuracy {:.4f}  (reported only; never used for selection)",
            test_report.metrics.accuracy, test_report.metrics.balanced_accuracy);
+}
+
+// The evaluation's confusion matrices (when charts were drawn) as image
+// summaries at the best epoch's step.
+void add_charts_to_tensorboard(TensorBoardHook& tensorboard, const std::string& run_dir, int best_epoch) {
+  for (const char* chart : {"confusion_matrix", "confusion_matrix_normalized"}) {
+    const auto png = fs::path(run_dir) / (std::string(chart) + ".png");
+    if (fs::exists(png)) tensorboard.add_image(std::string("val/") + chart, png.string(), best_epoch);
+  }
 }
 
 }  // namespace
@@ -301,9 +319,13 @@ TrainSummary train(const TrainRequest& request) {
   SupervisedTrainer trainer(model, make_optimizer(model->parameters(), OptimizerOptions::from_config(cfg.train)),
                             to_device(splits.train, device), steps, device);
   trainer.progress().max_epochs = cfg.train.epochs;
-  auto best = std::make_shared<BestModelHook>(cfg.train.early_stopping_monitor, cfg.train.early_stopping_patience, log_line);
-  auto history = std::make_shared<HistoryHook>(path("history.csv"));
-  register_hooks(trainer, cfg, val_shard(splits.val, *comm, device), run_dir, meta, log_line, best, history, comm);
+  RunHooks kept{std::make_shared<BestModelHook>(cfg.train.early_stopping_monitor, cfg.train.early_stopping_patience,
+                                                log_line),
+                std::make_shared<HistoryHook>(path("history.csv")), nullptr};
+  if (cfg.train.tensorboard && rank == 0)
+    kept.tensorboard = std::make_shared<TensorBoardHook>(path("tb"), to_yaml(cfg), static_cast<int64_t>(splits.train.size()));
+  const auto& best = kept.best;
+  register_hooks(trainer, cfg, val_shard(splits.val, *comm, device), run_dir, meta, log_line, kept, comm);
   if (resuming) {
     restore_training_state(trainer, last.blobs);
     log->info("resuming after epoch {} (best {} epoch {})", trainer.progress().epoch, cfg.train.early_stopping_monitor,
@@ -324,6 +346,7 @@ TrainSummary train(const TrainRequest& request) {
             format_duration(trainer.progress().train_seconds), summary.best_epoch);
   store_background(cfg, splits.train, summary.best_checkpoint, *log);
   evaluate_run(cfg, splits, run_dir, *log, summary);
+  if (kept.tensorboard) add_charts_to_tensorboard(*kept.tensorboard, run_dir, summary.best_epoch);
   return summary;
 }
 

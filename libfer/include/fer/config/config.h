@@ -64,6 +64,7 @@ struct TrainConfig {
   double ema_decay = 0.0;           // exponential moving average of the weights (0 = off)
   std::string precision = "fp32";   // fp32 | bf16 | fp16
   bool channels_last = false;
+  bool tensorboard = true;          // <run>/tb/events.out.tfevents.*
   bool deterministic = true;        // CUDA: deterministic cuDNN algorithms
   bool class_weighted = false;
   double lr_factor = 0.2;
