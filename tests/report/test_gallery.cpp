@@ -10,7 +10,10 @@
 #include "fer/report/gallery.h"
 #include "test_util.h"
 
-namespace {
+// A named namespace, not an anonymous one: the TEST_F classes derive from the
+// fixture, and GCC warns (-Wsubobject-linkage) when a unity batch includes a
+// file whose fixture has internal linkage.
+namespace gallery_test {
 
 struct CardState {
   int index;
@@ -72,7 +75,9 @@ class GalleryInBrowser : public ::testing::Test {
   std::string chromium_, dom_;
 };
 
-}  // namespace
+}  // namespace gallery_test
+
+using gallery_test::GalleryInBrowser;
 
 TEST_F(GalleryInBrowser, ShowsEveryCardInInputOrderByDefault) {
   const auto cards = render("");

@@ -10,6 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "fer/common/io.h"
+
 
 namespace fer {
 namespace fs = std::filesystem;
@@ -101,14 +103,6 @@ std::string host_name() {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   return host[0] ? host : "localhost";
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw std::runtime_error("cannot read " + path);
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  return bytes.str();
 }
 
 }  // namespace
@@ -232,7 +226,7 @@ void TensorBoardHook::load_state_dict(const HookState& state) {
 }
 
 void TensorBoardHook::add_image(const std::string& tag, const std::string& png_path, std::int64_t step) {
-  append(image_event(now_seconds(), step, tag, read_bytes(png_path)));
+  append(image_event(now_seconds(), step, tag, read_file(png_path)));
 }
 
 void TensorBoardHook::append(const std::string& event) {
