@@ -3,6 +3,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -103,6 +105,24 @@ std::string type_name() {
   else return "int list";
 }
 
+// The shortest decimal text that reads back as the same double (0.1, not
+// yaml-cpp's 17-digit 0.10000000000000001), so config.yaml and tables show
+// what a person wrote.
+std::string shortest_decimal(double value) {
+  char text[40];
+  for (int digits = 6; digits <= 17; ++digits) {
+    std::snprintf(text, sizeof text, "%.*g", digits, value);
+    if (std::strtod(text, nullptr) == value) break;
+  }
+  return text;
+}
+
+template <typename T>
+YAML::Node to_node(const T& v) {
+  if constexpr (std::is_same_v<T, double>) return YAML::Node(shortest_decimal(v));
+  else return YAML::Node(v);
+}
+
 template <typename T>
 std::string show(const T& v) {
   if constexpr (std::is_same_v<T, std::vector<int>>) {
@@ -116,7 +136,7 @@ std::string show(const T& v) {
   } else if constexpr (std::is_same_v<T, std::string>) {
     return v.empty() ? "\"\"" : v;
   } else {
-    return YAML::Dump(YAML::Node(v));
+    return YAML::Dump(to_node(v));
   }
 }
 
@@ -148,7 +168,7 @@ KeyDef make_key(const char* key, Access access, Rule<T> rule, const char* help) 
                         rule.text);
     access(c) = value;
   };
-  def.get = [access](const Config& c) { return YAML::Node(access(const_cast<Config&>(c))); };
+  def.get = [access](const Config& c) { return to_node(access(const_cast<Config&>(c))); };
   return def;
 }
 
@@ -413,16 +433,25 @@ std::string to_yaml(const Config& config) {
   return std::string(out.c_str()) + "\n";
 }
 
+namespace {
+std::string flow_text(const YAML::Node& node) {
+  YAML::Emitter out;
+  out.SetSeqFormat(YAML::Flow);
+  out << node;
+  return std::string(out.c_str());
+}
+}  // namespace
+
+std::string config_value(const Config& config, const std::string& key) {
+  const KeyDef* def = find_key(key);
+  if (!def) throw ConfigError("unknown config key '" + key + "'");
+  return flow_text(def->get(config));
+}
+
 std::vector<std::string> config_differences(const Config& a, const Config& b) {
-  const auto text = [](const YAML::Node& node) {
-    YAML::Emitter out;
-    out.SetSeqFormat(YAML::Flow);
-    out << node;
-    return std::string(out.c_str());
-  };
   std::vector<std::string> differences;
   for (const auto& def : key_table()) {
-    const std::string before = text(def.get(a)), after = text(def.get(b));
+    const std::string before = flow_text(def.get(a)), after = flow_text(def.get(b));
     if (before != after) differences.push_back(def.info.key + ": " + before + " -> " + after);
   }
   return differences;

@@ -178,6 +178,10 @@ void apply_override(Config& config, const std::string& assignment);
 // text gives back an equal config.
 std::string to_yaml(const Config& config);
 
+// One key's value as YAML flow text (e.g. "0.001", "[32, 64, 128]"), as
+// config.yaml writes it. Throws ConfigError for an unknown key.
+std::string config_value(const Config& config, const std::string& key);
+
 // The keys whose values differ, each as "key: <value in a> -> <value in b>",
 // in key-table order.
 std::vector<std::string> config_differences(const Config& a, const Config& b);
