@@ -42,7 +42,7 @@ CONTROL
 # The usual stack without libtorch-dev / python3-torch (they conflict with the CUDA build),
 # and with the CUDA build's Gloo headers (libgloo-dev conflicts with its libgloo-cuda-0) and
 # NCCL's (c10d's ProcessGroupNCCL.hpp includes <nccl.h>).
-mapfile -t packages < <(scripts/setup-deps.sh --list | grep -vx -e libtorch-dev -e python3-torch -e libgloo-dev)
+mapfile -t packages < <(scripts/setup-deps.sh --list | grep -vx -e libtorch-dev -e python3-torch -e python3-onnx -e libgloo-dev)
 root=$(debian_root libtorch2-cuda "main contrib non-free" "${packages[@]}" libgloo-cuda-dev libnccl-dev libtorch-cuda-dev nvidia-cuda-toolkit)
 [ "${1:-}" != --root-only ] || exit 0
 in_debian_root "$root" bash -c '

@@ -13,7 +13,8 @@ packages=(
   libyaml-cpp-dev libspdlog-dev libfmt-dev libgtest-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   gnuplot-nox
   chromium  # only for the tests that render fer-explain's gallery (index.html) in a headless browser
-  python3-torch  # only for the test that loads a checkpoint in Python PyTorch
+  python3-torch  # only for the tests that load a checkpoint and an export in Python PyTorch
+  python3-onnx  # only for the test that runs the onnx checker on fer-export's files
 )
 
 if [ "${1:-}" = "--list" ]; then printf '%s\n' "${packages[@]}"; exit 0; fi

@@ -4,13 +4,13 @@
 
 #include <array>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 
 #include "fer/common/io.h"
+#include "fer/common/protobuf.h"
 
 
 namespace fer {
@@ -18,43 +18,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// --- protobuf wire format: only what the Event messages below use ---
-
-enum WireType : std::uint32_t { kVarint = 0, kFixed64 = 1, kBytes = 2, kFixed32 = 5 };
-
-void put_varint(std::string& out, std::uint64_t v) {
-  while (v >= 0x80) {
-    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
-    v >>= 7;
-  }
-  out.push_back(static_cast<char>(v));
-}
-
-void put_key(std::string& out, std::uint32_t field, WireType type) { put_varint(out, (field << 3) | type); }
-
-template <typename T>
-void put_little_endian(std::string& out, T value) {  // x86-64 and the aarch64 we build for are little-endian
-  char bytes[sizeof(T)];
-  std::memcpy(bytes, &value, sizeof(T));
-  out.append(bytes, sizeof(T));
-}
-
-void put_bytes(std::string& out, std::uint32_t field, const std::string& bytes) {
-  put_key(out, field, kBytes);
-  put_varint(out, bytes.size());
-  out += bytes;
-}
-
-void put_uint(std::string& out, std::uint32_t field, std::uint64_t v) {
-  put_key(out, field, kVarint);
-  put_varint(out, v);
-}
+using proto::put_bytes;
+using proto::put_little_endian;
+using proto::put_uint;
 
 // tensorflow.Event: wall_time = 1 (double), step = 2 (int64), file_version = 3, summary = 5.
 std::string event_header(double wall_time, std::int64_t step) {
   std::string e;
-  put_key(e, 1, kFixed64);
-  put_little_endian(e, wall_time);
+  proto::put_double(e, 1, wall_time);
   if (step != 0) put_uint(e, 2, static_cast<std::uint64_t>(step));
   return e;
 }
@@ -72,8 +43,7 @@ std::string summary_event(double wall_time, std::int64_t step, const std::vector
 std::string scalar_value(const std::string& tag, float value) {
   std::string v;
   put_bytes(v, 1, tag);
-  put_key(v, 2, kFixed32);
-  put_little_endian(v, value);
+  proto::put_float(v, 2, value);
   return v;
 }
 

@@ -1,0 +1,58 @@
+// Deployable forms of a trained classifier, for programs without libfer:
+// ONNX (OpenCV's DNN module, ONNX Runtime, TensorRT) and self-contained
+// TorchScript (Python's torch.jit.load, LibTorch's torch::jit::load). Both are
+// written from the model's layer chain (Conv, BatchNorm, ReLU, MaxPool,
+// Flatten, Linear; Dropout dropped), so every registry architecture exports.
+//
+//   auto ckpt = fer::load_checkpoint("experiments/fer2013_paper_cnn_long/best.pt", torch::kCPU);
+//   fer::save_onnx("fer.onnx", ckpt);
+//   // elsewhere, with OpenCV only:
+//   cv::dnn::Net net = cv::dnn::readNetFromONNX("fer.onnx");
+//   net.setInput(cv::dnn::blobFromImage(face48_gray, 1.0 / 255));  // [1,1,48,48] in [0,1]
+//   cv::Mat probabilities = net.forward();                           // [1,7], class_names order
+//
+// The exported graph: input "image" float [N,1,48,48], pixels / 255 (no
+// mean/std); a model trained at a smaller input_size centre-crops inside the
+// graph, as libfer's predict does. Output "probabilities" [N,classes] (softmax)
+// or, with ExportOutput::logits, "logits". The checkpoint's metadata (class
+// names, preprocessing, model options, its info) travels along: ONNX
+// metadata_props "libfer_meta" (read back with onnx_metadata()), TorchScript
+// extra file "libfer_export.json".
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "fer/models/checkpoint.h"
+
+namespace fer {
+
+enum class ExportOutput { probabilities, logits };
+// "probabilities" | "logits"; throws std::invalid_argument naming the choices.
+ExportOutput parse_export_output(const std::string& name);
+std::string export_output_name(ExportOutput output);
+
+struct ExportOptions {
+  ExportOutput output = ExportOutput::probabilities;
+  // The graph's input side; must be >= the model's input_size (centre crop inside).
+  int64_t image_size = 48;
+};
+
+// A serialized onnx.ModelProto (IR version 7, opset 13) of `checkpoint`'s model.
+// Throws std::invalid_argument for a layer without an exporter or an
+// image_size below the model's input_size.
+std::string onnx_model_bytes(const LoadedCheckpoint& checkpoint, const ExportOptions& options = {});
+// onnx_model_bytes written atomically to `path`. Throws std::runtime_error when it cannot be written.
+void save_onnx(const std::string& path, const LoadedCheckpoint& checkpoint, const ExportOptions& options = {});
+
+// ModelProto's metadata_props of an ONNX file (key -> value). Throws
+// std::runtime_error naming the file when it cannot be read or parsed.
+std::map<std::string, std::string> onnx_metadata(const std::string& path);
+
+// A TorchScript module with forward(image) as above (input [N,1,image_size,
+// image_size], output probabilities or logits) and no libfer types: Python runs
+// it with torch.jit.load(path)(x). Throws as onnx_model_bytes, and
+// std::runtime_error when it cannot be written.
+void save_torchscript(const std::string& path, const LoadedCheckpoint& checkpoint, const ExportOptions& options = {});
+
+}  // namespace fer
