@@ -2,9 +2,12 @@
 #include <gtest/gtest.h>
 
 #include <opencv2/dnn.hpp>
+#include <opencv2/videoio.hpp>
 
 #include "deploy/export_fixture.h"
+#include "fer/config/config.h"
 #include "fer/deploy/export.h"
+#include "fer/live/live_session.h"
 
 TEST(DeployOnnx, OpenCvDnnGivesLibTorchsProbabilitiesOnPublicTestFaces) {
   const auto faces = fer_test::public_test_faces(512);
@@ -26,4 +29,44 @@ TEST(DeployOnnx, OpenCvDnnGivesLibTorchsProbabilitiesOnPublicTestFaces) {
     EXPECT_LT((got - expected).abs().max().item<float>(), 1e-4f);
     EXPECT_TRUE(torch::equal(got.argmax(1), expected.argmax(1)));
   }
+}
+
+namespace {
+std::vector<fer::FaceObservation> observations(const std::vector<fer::Face>& faces) {
+  std::vector<fer::FaceObservation> out(faces.size());
+  for (std::size_t i = 0; i < faces.size(); ++i) out[i].face = faces[i];
+  return out;
+}
+}  // namespace
+
+// fer-live's analyzer on an exported .onnx file: the checkpoint's faces and
+// probabilities on frames of the real clip, with no LibTorch in the loop.
+TEST(DeployOnnx, LiveAnalyzerOnAnOnnxFileMatchesTheCheckpointOnTheClip) {
+  const auto clip = fer_test::real_clip();
+  if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found";
+  fer_test::TempDir dir;
+  const std::string checkpoint = (fer_test::fs::path(fer_test::source_dir()) / "experiments" /
+                                  "fer2013_paper_cnn_long" / "best.pt").string();
+  fer::save_onnx(dir / "m.onnx", fer::load_checkpoint(checkpoint, torch::kCPU));
+  const fer::Config config;
+  auto reference = fer::make_model_analyzer(checkpoint, config, torch::kCPU);
+  auto onnx = fer::make_model_analyzer(dir / "m.onnx", config, torch::kCPU);
+  EXPECT_EQ(onnx->class_names(), reference->class_names());
+  EXPECT_EQ(onnx->describe().at("backend"), "opencv_dnn");
+  cv::VideoCapture video(clip);
+  int classified = 0;
+  cv::Mat frame;
+  for (int i = 0; video.read(frame); ++i) {  // every 15th frame of the 9-second clip
+    if (i % 15) continue;
+    auto a = observations(reference->detect(frame, true, {}));
+    auto b = observations(onnx->detect(frame, true, {}));
+    ASSERT_EQ(a.size(), b.size());
+    reference->classify(frame, a);
+    onnx->classify(frame, b);
+    for (std::size_t f = 0; f < a.size(); ++f, ++classified) {
+      ASSERT_EQ(a[f].probabilities.size(), 7u);
+      for (std::size_t c = 0; c < 7; ++c) EXPECT_NEAR(b[f].probabilities[c], a[f].probabilities[c], 1e-4);
+    }
+  }
+  EXPECT_GE(classified, 3) << "the clip's speaker was not found";
 }

@@ -4,11 +4,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <functional>
+#include <stdexcept>
+#include <opencv2/dnn.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "fer/common/emotions.h"
 #include "fer/data/dataset.h"
+#include "fer/deploy/export.h"
 #include "fer/inference/inference.h"
 #include "fer/models/checkpoint.h"
 
@@ -35,22 +40,82 @@ void draw_landmarks(cv::Mat& frame, const Face& face) {
   for (const auto& p : face.landmarks) cv::circle(frame, p, radius, cv::Scalar(0, 255, 255), cv::FILLED, cv::LINE_AA);
 }
 
-// The configured detector and a checkpoint's model.
+// A face classifier: class probabilities [n * classes] of n 48x48 uint8 crops.
+struct CropModel {
+  std::vector<std::string> class_names;
+  std::function<std::vector<float>(const std::vector<std::uint8_t>& crops, int64_t n)> probabilities;
+  nlohmann::json description;
+};
+
+// A libfer checkpoint run by LibTorch on `device` in eval.precision.
+CropModel checkpoint_model(const std::string& checkpoint, const Config& config, const torch::Device& device) {
+  auto loaded = std::make_shared<LoadedCheckpoint>(load_checkpoint(checkpoint, device));
+  loaded->model->eval();
+  PredictOptions predict;
+  predict.input_size = loaded->meta.model.input_size;
+  predict.precision = parse_precision(config.eval.precision);
+  check_precision_supported(predict.precision, device);
+  CropModel m;
+  m.class_names = loaded->meta.class_names;
+  m.probabilities = [loaded, predict, device](const std::vector<std::uint8_t>& crops, int64_t n) mutable {
+    const auto images = torch::from_blob(const_cast<std::uint8_t*>(crops.data()), {n, kImageSize, kImageSize}, torch::kUInt8);
+    predict.batch_size = n;
+    const auto p = predict_probabilities(*loaded->model, images, device, predict).contiguous();
+    return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+  };
+  m.description = {{"model", checkpoint}, {"backend", "libtorch"}};
+  return m;
+}
+
+// Row-wise softmax in place: an export with logits output gives scores, not probabilities.
+void softmax_rows(std::vector<float>& v, std::size_t classes) {
+  for (std::size_t r = 0; r + classes <= v.size(); r += classes) {
+    const float top = *std::max_element(v.begin() + r, v.begin() + r + classes);
+    float sum = 0;
+    for (std::size_t c = r; c < r + classes; ++c) sum += (v[c] = std::exp(v[c] - top));
+    for (std::size_t c = r; c < r + classes; ++c) v[c] /= sum;
+  }
+}
+
+// An fer-export ONNX file run by OpenCV's DNN module (its default CPU backend, fp32): no LibTorch in the loop.
+CropModel onnx_model(const std::string& path) {
+  const auto props = onnx_metadata(path);
+  if (!props.count("libfer_meta"))
+    throw std::runtime_error("'" + path + "' has no libfer_meta metadata: fer-live runs the ONNX files of fer-export");
+  const auto meta = nlohmann::json::parse(props.at("libfer_meta"));
+  if (meta.at("export").at("input_shape").at(2) != kImageSize)
+    throw std::runtime_error("'" + path + "' takes " + meta.at("export").at("input_shape").at(2).dump() +
+                             " px images; fer-live feeds 48 (fer-export --image-size 48)");
+  const bool logits = meta.at("export").at("output") == "logits";
+  auto net = std::make_shared<cv::dnn::Net>(cv::dnn::readNetFromONNX(path));
+  CropModel m;
+  m.class_names = meta.at("class_names").get<std::vector<std::string>>();
+  m.probabilities = [net, logits, classes = m.class_names.size()](const std::vector<std::uint8_t>& crops, int64_t n) {
+    const int shape[] = {static_cast<int>(n), 1, kImageSize, kImageSize};
+    cv::Mat blob(4, shape, CV_32F);
+    cv::Mat(1, static_cast<int>(crops.size()), CV_8U, const_cast<std::uint8_t*>(crops.data()))
+        .convertTo(cv::Mat(1, static_cast<int>(crops.size()), CV_32F, blob.ptr<float>()), CV_32F, 1.0 / 255);
+    net->setInput(blob);
+    const cv::Mat out = net->forward();
+    std::vector<float> p(out.ptr<float>(), out.ptr<float>() + n * static_cast<int64_t>(classes));
+    if (logits) softmax_rows(p, classes);
+    return p;
+  };
+  m.description = {{"model", path}, {"backend", "opencv_dnn"}};
+  return m;
+}
+
+bool is_onnx(const std::string& path) {
+  return path.size() > 5 && path.compare(path.size() - 5, 5, ".onnx") == 0;
+}
+
+// The configured detector and a model (a checkpoint, or an exported ONNX file).
 class ModelFaceAnalyzer : public FaceAnalyzer {
  public:
-  ModelFaceAnalyzer(const std::string& checkpoint, const Config& config, const torch::Device& device)
-      : checkpoint_(checkpoint),
-        loaded_(load_checkpoint(checkpoint, device)),
-        device_(device),
-        faces_config_(config.faces),
-        detector_(config.faces) {
-    loaded_.model->eval();
-    predict_.input_size = loaded_.meta.model.input_size;
-    predict_.precision = parse_precision(config.eval.precision);
-    check_precision_supported(predict_.precision, device);
-  }
+  ModelFaceAnalyzer(CropModel model, const Config& config)
+      : model_(std::move(model)), faces_config_(config.faces), detector_(config.faces) {}
 
-  const std::vector<std::string>& class_names() const override { return loaded_.meta.class_names; }
+  const std::vector<std::string>& class_names() const override { return model_.class_names; }
   bool prefers_full_scans() const override { return detector_.prefers_full_scans(); }
 
   std::vector<Face> detect(const cv::Mat& frame, bool full_scan, const std::vector<cv::Rect>& near) override {
@@ -68,28 +133,25 @@ class ModelFaceAnalyzer : public FaceAnalyzer {
     if (n == 0) return;
     crops_.resize(static_cast<std::size_t>(n) * kImagePixels);
     for (int64_t i = 0; i < n; ++i) face_input(gray_, faces[i].face, faces_config_, crops_.data() + i * kImagePixels);
-    const auto images = torch::from_blob(crops_.data(), {n, kImageSize, kImageSize}, torch::kUInt8);
-    predict_.batch_size = n;
-    const auto probs = predict_probabilities(*loaded_.model, images, device_, predict_).contiguous();
-    const int classes = static_cast<int>(class_names().size());
+    const auto probs = model_.probabilities(crops_, n);
+    const std::size_t classes = class_names().size();
     for (int64_t i = 0; i < n; ++i) {
-      const float* p = probs.data_ptr<float>() + i * classes;
-      faces[i].probabilities.assign(p, p + classes);
+      faces[i].probabilities.assign(probs.begin() + i * classes, probs.begin() + (i + 1) * classes);
       faces[i].crop = cv::Mat(kImageSize, kImageSize, CV_8U, crops_.data() + i * kImagePixels).clone();
     }
   }
 
   nlohmann::json describe() const override {
-    return {{"model", checkpoint_}, {"face_detector", detector_.kind()}, {"face_model", detector_.model_path()}};
+    auto d = model_.description;
+    d["face_detector"] = detector_.kind();
+    d["face_model"] = detector_.model_path();
+    return d;
   }
 
  private:
-  std::string checkpoint_;
-  LoadedCheckpoint loaded_;
-  torch::Device device_;
+  CropModel model_;
   FacesConfig faces_config_;
   FaceDetector detector_;
-  PredictOptions predict_;
   cv::Mat gray_;
   std::vector<std::uint8_t> crops_;
 };
@@ -128,7 +190,8 @@ void draw_face_overlay(cv::Mat& frame, const cv::Rect& box, int track, const std
 
 std::unique_ptr<FaceAnalyzer> make_model_analyzer(const std::string& checkpoint, const Config& config,
                                                   const torch::Device& device) {
-  return std::make_unique<ModelFaceAnalyzer>(checkpoint, config, device);
+  return std::make_unique<ModelFaceAnalyzer>(
+      is_onnx(checkpoint) ? onnx_model(checkpoint) : checkpoint_model(checkpoint, config, device), config);
 }
 
 namespace {

@@ -84,7 +84,9 @@ class FaceAnalyzer {
 };
 
 // The configured face detector (config.faces) and the model of `checkpoint`
-// (eval.precision) on `device`. Throws when either cannot be loaded.
+// (eval.precision) on `device`; a `.onnx` file (fer-export's) runs through
+// OpenCV's DNN module instead (CPU, fp32; device and precision do not apply).
+// Throws when either cannot be loaded.
 std::unique_ptr<FaceAnalyzer> make_model_analyzer(const std::string& checkpoint, const Config& config,
                                                   const c10::Device& device);
 
