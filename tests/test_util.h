@@ -43,6 +43,17 @@ class TempDir {
   fs::path path_;
 };
 
+// A wellbeing rule on sad and fear with the given window, share, duration and cooldown (seconds).
+inline fer::AlertConfig alert_rule(double window, double threshold, double min_duration, double cooldown) {
+  fer::AlertConfig c;
+  c.negative_emotions = {"sad", "fear"};
+  c.window_s = window;
+  c.threshold = threshold;
+  c.min_duration_s = min_duration;
+  c.cooldown_s = cooldown;
+  return c;
+}
+
 // One face observation (a frames.csv row) with a smoothed label and zero probabilities.
 inline fer::FrameRecord frame_record(double time_s, std::int64_t frame, int track, int label) {
   fer::FrameRecord r;

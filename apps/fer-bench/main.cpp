@@ -3,10 +3,15 @@
 #include <torch/torch.h>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <map>
+#include <unistd.h>
 
 #include "app_common.h"
+#include "fer/common/emotions.h"
 #include "fer/common/precision.h"
 #include "fer/data/augment.h"
+#include "fer/deploy/export.h"
 #include "fer/engine/engine.h"
 #include "fer/engine/optim.h"
 #include "fer/explain/deepshap.h"
@@ -74,7 +79,7 @@ struct BenchArgs {
   int threads = 0, explain_images = 5;
   double min_seconds = 3.0;
   std::vector<int64_t> inference_batches{1, 16, 64, 256};
-  bool default_allocator = false, skip_explain = false, channels_last = false;
+  bool default_allocator = false, skip_explain = false, channels_last = false, int8 = false;
   std::vector<std::string> precisions{"fp32", "bf16"};
 };
 
@@ -91,6 +96,7 @@ void add_bench_options(CLI::App& app, BenchArgs& a) {
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
       ->capture_default_str();
   app.add_flag("--channels-last", a.channels_last, "Channels-last memory format for weights and activations");
+  app.add_flag("--int8", a.int8, "Also time the model's int8 form (fer-export --format int8; CPU)");
   app.add_option("--explain-images", a.explain_images, "Images timed for DeepSHAP and LIME")->capture_default_str();
 }
 
@@ -133,16 +139,38 @@ void bench_training(const Bench& b) {
     }
 }
 
-void bench_inference(const Bench& b) {
+// Returns the fp32 rate at each batch size (the int8 lines compare against it).
+std::map<int64_t, double> bench_inference(const Bench& b) {
+  std::map<int64_t, double> fp32;
   for (int64_t batch : b.args.inference_batches) {
-    double fp32 = 0;
     for (const auto p : b.precisions) {
       const double rate = inference_rate(*b.model, p, batch, b.device, b.pool, b.args.min_seconds);
-      if (p == fer::Precision::fp32) fp32 = rate;
+      if (p == fer::Precision::fp32) fp32[batch] = rate;
       std::printf("infer  batch=%-4lld         %-7s %8.1f img/s  (x%.2f fp32)\n", static_cast<long long>(batch),
-                  b.label(p).c_str(), rate, rate / fp32);
+                  b.label(p).c_str(), rate, rate / fp32[batch]);
       std::fflush(stdout);
     }
+  }
+  return fp32;
+}
+
+// The model quantized as fer-export does (calibrated on 256 of the pool's
+// faces), loaded back as fer-eval loads it, timed through the same predict path.
+void bench_int8(const Bench& b, const std::map<int64_t, double>& fp32) {
+  if (!b.device.is_cpu()) {
+    std::printf("# int8 skipped: it runs on the CPU only\n");
+    return;
+  }
+  fer::LoadedCheckpoint float_model{b.model, {b.options, fer::emotion_names(), {}}, {}};
+  const auto path = std::filesystem::temp_directory_path() / ("fer-bench-int8-" + std::to_string(getpid()) + ".pt");
+  fer::save_int8(path.string(), float_model, b.pool.slice(0, 0, 256).to(torch::kCPU));
+  const auto int8 = fer::load_checkpoint(path.string(), torch::kCPU);
+  std::filesystem::remove(path);
+  for (int64_t batch : b.args.inference_batches) {
+    const double rate = inference_rate(*int8.model, fer::Precision::fp32, batch, b.device, b.pool, b.args.min_seconds);
+    std::printf("infer  batch=%-4lld         %-7s %8.1f img/s  (x%.2f fp32)\n", static_cast<long long>(batch), "int8",
+                rate, rate / fp32.at(batch));
+    std::fflush(stdout);
   }
 }
 
@@ -230,7 +258,8 @@ int run_bench(const BenchArgs& a) {
   b.precisions = supported_precisions(a.precisions, b.device);
   bench_training(b);
   if (a.channels_last) fer::use_channels_last(*b.model);
-  bench_inference(b);
+  const auto fp32 = bench_inference(b);
+  if (a.int8) bench_int8(b, fp32);
   if (a.skip_explain) return 0;
   b.model->eval();
   const auto images = b.pool.slice(0, 0, a.explain_images).to(torch::kCPU).to(torch::kFloat32) / 255.0;

@@ -1,50 +1,73 @@
 // fer-export: a trained model in a form programs without libfer run: ONNX
-// (OpenCV's DNN, ONNX Runtime) or self-contained TorchScript (torch.jit.load).
+// (OpenCV's DNN, ONNX Runtime), self-contained TorchScript (torch.jit.load) or
+// int8 TorchScript (post-training static quantization; fer-eval and fer-live
+// run it by path).
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
 
 #include "app_common.h"
+#include "fer/data/dataset.h"
 #include "fer/deploy/export.h"
 #include "fer/inference/inference.h"
 
 namespace {
 
+enum class Format { onnx, torchscript, int8 };
+
 struct ExportArgs {
-  std::string model = fer_app::kDefaultModel, format, out, output = "probabilities";
-  int64_t image_size = 48;
+  std::string model = fer_app::kDefaultModel, out, data;
+  Format format = Format::onnx;
+  fer::ExportOutput output = fer::ExportOutput::probabilities;
+  int64_t image_size = 48, calibration_images = 2000;
 };
 
 void add_export_options(CLI::App& app, ExportArgs& a) {
   app.add_option("--model", a.model, "Checkpoint (.pt) or shipped model name")->capture_default_str();
-  app.add_option("--format", a.format, "onnx | torchscript")->required()->check(CLI::IsMember({"onnx", "torchscript"}));
+  fer_app::add_enum_option(app, "--format", a.format,
+                           {{"onnx", Format::onnx}, {"torchscript", Format::torchscript}, {"int8", Format::int8}},
+                           "onnx | torchscript | int8 (TorchScript, post-training static quantization)")
+      ->required();
   app.add_option("--out", a.out, "File to write (replaced atomically)")->required();
-  app.add_option("--output", a.output, "What the graph returns: probabilities (softmax) | logits")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"probabilities", "logits"}));
+  fer_app::add_enum_option(app, "--output", a.output,
+                           {{"probabilities", fer::ExportOutput::probabilities}, {"logits", fer::ExportOutput::logits}},
+                           "What the graph returns: probabilities (softmax) | logits");
   app.add_option("--image-size", a.image_size, "Input side of the graph (the model's crop is taken inside)")
       ->capture_default_str();
+  app.add_option("--data", a.data, "int8: FER-2013 CSV(.gz) whose Training images calibrate (else $FER2013_CSV, data/fer2013.csv)");
+  app.add_option("--calibration-images", a.calibration_images, "int8: Training images observed, evenly spaced")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
 }
 
 int run_export(const ExportArgs& a) {
   const std::string checkpoint = fer_app::resolve_model(a.model);
   const auto loaded = fer::load_checkpoint(checkpoint, torch::kCPU);
   fer::ExportOptions options;
-  options.output = fer::parse_export_output(a.output);
+  options.output = a.output;
   options.image_size = a.image_size;
-  if (a.format == "onnx") fer::save_onnx(a.out, loaded, options);
-  else fer::save_torchscript(a.out, loaded, options);
+  const char* format = "onnx";
+  if (a.format == Format::onnx) {
+    fer::save_onnx(a.out, loaded, options);
+  } else if (a.format == Format::torchscript) {
+    fer::save_torchscript(a.out, loaded, options);
+    format = "torchscript";
+  } else {
+    const auto train = fer::load_dataset(fer_app::resolve_data_path(a.data)).train;
+    fer::save_int8(a.out, loaded, fer::calibration_images(train, a.calibration_images), options);
+    format = "int8 torchscript";
+  }
   std::printf("%s: %s of %s (input image [N,%lld,%lld,%lld] float pixels/255, output %s [N,%zu])\n", a.out.c_str(),
-              a.format.c_str(), checkpoint.c_str(), static_cast<long long>(loaded.meta.model.in_channels),
-              static_cast<long long>(a.image_size), static_cast<long long>(a.image_size), a.output.c_str(),
-              loaded.meta.class_names.size());
+              format, checkpoint.c_str(), static_cast<long long>(loaded.meta.model.in_channels),
+              static_cast<long long>(a.image_size), static_cast<long long>(a.image_size),
+              fer::export_output_name(a.output).c_str(), loaded.meta.class_names.size());
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Export a model to ONNX or TorchScript"};
+  CLI::App app{"Export a model to ONNX, TorchScript or int8 TorchScript"};
   ExportArgs args;
   add_export_options(app, args);
   CLI11_PARSE(app, argc, argv);

@@ -10,7 +10,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 prefix=$work/prefix
 cmake --install "$build" --prefix "$prefix" >/dev/null
-for app in fer-train fer-eval fer-explain fer-live fer-bench fer-trends fer-background fer-detect; do
+for app in fer-train fer-eval fer-explain fer-live fer-bench fer-trends fer-background fer-detect fer-export fer-sweep fer-compare; do
   [ -x "$prefix/bin/$app" ] || { echo "FAIL: $prefix/bin/$app not installed" >&2; exit 1; }
 done
 for model in fer2013_paper_cnn_long/best.pt fer2013_vgg_fer_cosine/best.pt fer2013_vgg_paper_ensemble/ensemble.json; do

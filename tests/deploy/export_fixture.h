@@ -36,6 +36,18 @@ inline torch::Tensor libfer_probabilities(const fer::LoadedCheckpoint& ckpt, con
   return fer::predict_probabilities(*ckpt.model, faces_u8, torch::kCPU, options);
 }
 
+// A small paper CNN (4 and 8 filters, 16 dense units) with random weights.
+inline fer::LoadedCheckpoint random_paper_cnn(int64_t input_size = 48) {
+  fer::LoadedCheckpoint c;
+  c.meta.model.input_size = input_size;
+  c.meta.model.filters = {4, 8};
+  c.meta.model.dense_units = 16;
+  c.meta.class_names = {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"};
+  c.model = fer::make_model(c.meta.model);
+  c.model->eval();
+  return c;
+}
+
 // The exported graphs' input: [n,1,48,48] float pixels / 255.
 inline torch::Tensor export_input(const torch::Tensor& faces_u8) {
   return faces_u8.unsqueeze(1).to(torch::kFloat32).div(255.0).contiguous();

@@ -32,17 +32,6 @@ class WithTanhImpl : public fer::SequentialClassifierImpl {
   }
 };
 
-fer::LoadedCheckpoint random_paper_cnn(int64_t input_size = 48) {
-  fer::LoadedCheckpoint c;
-  c.meta.model.input_size = input_size;
-  c.meta.model.filters = {4, 8};
-  c.meta.model.dense_units = 16;
-  c.meta.class_names = {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"};
-  c.model = fer::make_model(c.meta.model);
-  c.model->eval();
-  return c;
-}
-
 }  // namespace
 
 TEST(DeployExport, TorchScriptForwardIsLibfersPredictInCppAndPython) {
@@ -72,7 +61,7 @@ TEST(DeployExport, TorchScriptForwardIsLibfersPredictInCppAndPython) {
 }
 
 TEST(DeployExport, LogitsOutputIsTheModelsForwardOnTheCentreCrop) {
-  auto ckpt = random_paper_cnn(40);
+  auto ckpt = fer_test::random_paper_cnn(40);
   fer_test::TempDir dir;
   fer::ExportOptions options;
   options.output = fer::ExportOutput::logits;
@@ -86,7 +75,7 @@ TEST(DeployExport, LogitsOutputIsTheModelsForwardOnTheCentreCrop) {
 }
 
 TEST(DeployExport, RefusesLayersWithoutAnExporterAndTooSmallImages) {
-  fer::LoadedCheckpoint c = random_paper_cnn();
+  fer::LoadedCheckpoint c = fer_test::random_paper_cnn();
   c.model = std::make_shared<WithTanhImpl>();
   try {
     fer::onnx_model_bytes(c);
@@ -96,13 +85,13 @@ TEST(DeployExport, RefusesLayersWithoutAnExporterAndTooSmallImages) {
   }
   fer::ExportOptions small;
   small.image_size = 40;
-  EXPECT_THROW(fer::onnx_model_bytes(random_paper_cnn(48), small), std::invalid_argument);
+  EXPECT_THROW(fer::onnx_model_bytes(fer_test::random_paper_cnn(48), small), std::invalid_argument);
   EXPECT_THROW(fer::parse_export_output("softmax"), std::invalid_argument);
 }
 
 TEST(DeployExport, OnnxCarriesTheMetadataAndPassesTheOnnxChecker) {
   fer_test::TempDir dir;
-  const auto ckpt = random_paper_cnn(44);
+  const auto ckpt = fer_test::random_paper_cnn(44);
   for (const auto output : {fer::ExportOutput::probabilities, fer::ExportOutput::logits}) {
     fer::ExportOptions options;
     options.output = output;

@@ -7,20 +7,13 @@
 
 #include "fer/config/config.h"
 #include "fer/live/wellbeing.h"
+#include "test_util.h"
 
 namespace {
 
 // ---- wellbeing rule -----------------------------------------------------------
 
-fer::AlertConfig rule(double window, double threshold, double min_duration, double cooldown) {
-  fer::AlertConfig c;
-  c.negative_emotions = {"sad", "fear"};
-  c.window_s = window;
-  c.threshold = threshold;
-  c.min_duration_s = min_duration;
-  c.cooldown_s = cooldown;
-  return c;
-}
+using fer_test::alert_rule;
 
 // Feeds labels at 10 Hz (t = i / 10) and returns the times of the alerts.
 std::vector<double> alert_times(fer::WellbeingMonitor& m, const std::vector<int>& labels, int track = 1) {
@@ -32,7 +25,7 @@ std::vector<double> alert_times(fer::WellbeingMonitor& m, const std::vector<int>
 
 TEST(WellbeingMonitor, FiresWhenTheShareStaysAboveTheThresholdForTheMinimumDuration) {
   const int sad = 4, happy = 3;
-  fer::WellbeingMonitor m(rule(10, 0.6, 5, 1000), fer::emotion_names());
+  fer::WellbeingMonitor m(alert_rule(10, 0.6, 5, 1000), fer::emotion_names());
   // All sad from t = 0: the share is 1 from the first observation, so the alert comes at t = 5.0 exactly.
   const auto times = alert_times(m, std::vector<int>(100, sad));
   ASSERT_EQ(times.size(), 1u);
@@ -41,7 +34,7 @@ TEST(WellbeingMonitor, FiresWhenTheShareStaysAboveTheThresholdForTheMinimumDurat
   // 4 s happy then sad: at t = 4.0 + k/10 (k < 60) the 10 s window holds 41+k observations, k+1 of them sad,
   // a share <= 0.6 up to k = 59 (60/100 = 0.6 is not above). At k = 60 (t = 10.0) the t = 0 observation has
   // left the window: 61/100 > 0.6. So above_since = 10.0 and the alert comes at 15.0.
-  fer::WellbeingMonitor m2(rule(10, 0.6, 5, 1000), fer::emotion_names());
+  fer::WellbeingMonitor m2(alert_rule(10, 0.6, 5, 1000), fer::emotion_names());
   std::vector<int> labels(40, happy);
   labels.resize(200, sad);
   const auto t2 = alert_times(m2, labels);
@@ -52,7 +45,7 @@ TEST(WellbeingMonitor, FiresWhenTheShareStaysAboveTheThresholdForTheMinimumDurat
 TEST(WellbeingMonitor, ADipBelowTheThresholdRestartsTheDurationAndCooldownStopsRepeats) {
   const int sad = 4, happy = 3;
   // Window 1 s (10 observations), threshold 0.5, duration 2 s, cooldown 3 s.
-  fer::WellbeingMonitor m(rule(1, 0.5, 2, 3), fer::emotion_names());
+  fer::WellbeingMonitor m(alert_rule(1, 0.5, 2, 3), fer::emotion_names());
   std::vector<int> labels(15, sad);          // t 0.0-1.4 sad
   labels.resize(24, happy);                  // t 1.5-2.3 happy: the share falls to <= 0.5 at t 1.9 (5 of 10)
   labels.resize(150, sad);                   // t 2.4- sad again
@@ -88,19 +81,19 @@ TEST(WellbeingMonitor, ADipBelowTheThresholdRestartsTheDurationAndCooldownStopsR
 }
 
 TEST(WellbeingMonitor, TracksAreIndependentAndBadInputIsRejected) {
-  fer::WellbeingMonitor m(rule(10, 0.6, 0, 1000), fer::emotion_names());
+  fer::WellbeingMonitor m(alert_rule(10, 0.6, 0, 1000), fer::emotion_names());
   EXPECT_TRUE(m.observe(1, 0.0, 4).has_value());   // min_duration 0: first negative observation fires
   EXPECT_FALSE(m.observe(2, 0.0, 3).has_value());  // another track, happy
   EXPECT_FALSE(m.observe(2, 0.1, 2).has_value());  // 1 of 2 fear = 0.5: not above 0.6
   EXPECT_THROW(m.observe(1, -1.0, 4), std::invalid_argument);
   EXPECT_THROW(m.observe(1, 1.0, 9), std::invalid_argument);
-  auto bad = rule(10, 0.6, 0, 0);
+  auto bad = alert_rule(10, 0.6, 0, 0);
   bad.negative_emotions = {"gloomy"};
   EXPECT_THROW(fer::WellbeingMonitor(bad, fer::emotion_names()), fer::ConfigError);
 }
 
 TEST(WellbeingMonitor, AlertJsonCarriesTheWindowAndTheRule) {
-  fer::WellbeingMonitor m(rule(10, 0.6, 0, 1000), fer::emotion_names());
+  fer::WellbeingMonitor m(alert_rule(10, 0.6, 0, 1000), fer::emotion_names());
   const auto a = m.observe(7, 2.5, 2);
   ASSERT_TRUE(a);
   const auto j = m.to_json(*a);

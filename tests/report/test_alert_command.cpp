@@ -5,6 +5,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "fer/common/emotions.h"
+#include "fer/live/wellbeing.h"
 #include "fer/report/alert_command.h"
 #include "test_util.h"
 
@@ -14,7 +16,7 @@ using fer_test::TempDir;
 TEST(AlertCommand, ReceivesTheAlertJsonOnStdinWithoutAShell) {
   TempDir dir;
   const std::string target = dir / "received.json";
-  fer::WellbeingMonitor m(rule(10, 0.6, 0, 1000), fer::emotion_names());
+  fer::WellbeingMonitor m(fer_test::alert_rule(10, 0.6, 0, 1000), fer::emotion_names());
   auto json = m.to_json(*m.observe(3, 1.0, 4));
   json["source"] = "it's; $(rm -rf /) `x`";  // data is never interpreted by a shell
   const auto pid = fer::spawn_with_input({"tee", target}, json.dump() + "\n");

@@ -2,9 +2,11 @@
 
 #include <torch/torch.h>
 
+#include <ATen/Context.h>
 #include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 namespace fer {
@@ -173,6 +175,16 @@ void use_channels_last(torch::nn::Module& module) {
 void configure_determinism(bool deterministic) {
   at::globalContext().setDeterministicCuDNN(deterministic);
   at::globalContext().setBenchmarkCuDNN(!deterministic);
+}
+
+std::string use_quantized_engine() {
+  const auto& supported = at::globalContext().supportedQEngines();
+  for (const auto engine : {at::QEngine::ONEDNN, at::QEngine::QNNPACK, at::QEngine::X86, at::QEngine::FBGEMM}) {
+    if (std::find(supported.begin(), supported.end(), engine) == supported.end()) continue;
+    at::globalContext().setQEngine(engine);
+    return c10::toString(engine);
+  }
+  throw std::runtime_error("this LibTorch has no quantized engine (oneDNN, QNNPACK, x86 or FBGEMM): int8 models cannot run");
 }
 
 }  // namespace fer

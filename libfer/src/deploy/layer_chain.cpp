@@ -1,10 +1,14 @@
 #include "layer_chain.h"
 
+#include <torch/script.h>
 #include <torch/torch.h>
 
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <type_traits>
+
+#include "fer/common/io.h"
 
 namespace fer::deploy {
 namespace {
@@ -144,6 +148,45 @@ nlohmann::json export_metadata(const LoadedCheckpoint& checkpoint, const ExportO
                     {"output", export_output_name(options.output)},
                     {"output_shape", {"N", checkpoint.meta.model.num_classes}}};
   return meta;
+}
+
+std::string crop_expression(const LoadedCheckpoint& checkpoint, const ExportOptions& options, const std::string& input) {
+  const int64_t offset = crop_offset(checkpoint, options), size = checkpoint.meta.model.input_size;
+  if (size == options.image_size) return input;
+  const std::string range = std::to_string(offset) + ":" + std::to_string(offset + size);
+  return input + "[:, :, " + range + ", " + range + "]";
+}
+
+std::string script_ints(const std::vector<int64_t>& values) {
+  std::ostringstream s;
+  s << "[";
+  for (std::size_t i = 0; i < values.size(); ++i) s << (i ? ", " : "") << values[i];
+  return s.str() + "]";
+}
+
+std::string script_real(double value) {
+  std::ostringstream s;
+  s.precision(17);
+  s << value;
+  const std::string text = s.str();
+  // TorchScript reads "1" as an int: keep doubles recognisable.
+  return text.find_first_of(".eEn") == std::string::npos ? text + ".0" : text;
+}
+
+std::string max_pool_statement(const ChainLayer& l) {
+  return "x = torch.max_pool2d(x, " + script_ints(l.kernel) + ", " + script_ints(l.stride) + ", " +
+         script_ints({l.pads[0], l.pads[1]}) + ", " + script_ints(l.dilation) + ", False)";
+}
+
+void save_script_module(const std::string& path, torch::jit::Module& module, const nlohmann::json& meta) {
+  const torch::jit::ExtraFilesMap extra{{kExportMetadataFile, meta.dump(2)}};
+  replace_file_atomically(path, [&](const std::string& tmp) {
+    try {
+      module.save(tmp, extra);
+    } catch (const c10::Error& e) {
+      throw std::runtime_error("cannot write '" + tmp + "': " + e.what_without_backtrace());
+    }
+  });
 }
 
 }  // namespace fer::deploy

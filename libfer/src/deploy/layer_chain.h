@@ -11,6 +11,10 @@
 #include "fer/deploy/export.h"
 #include "fer/models/model.h"
 
+namespace torch::jit {
+struct Module;
+}  // namespace torch::jit
+
 namespace fer::deploy {
 
 enum class LayerKind { conv, batch_norm, relu, max_pool, flatten, linear };
@@ -45,5 +49,19 @@ int64_t crop_offset(const LoadedCheckpoint& checkpoint, const ExportOptions& opt
 nlohmann::json export_metadata(const LoadedCheckpoint& checkpoint, const ExportOptions& options);
 
 constexpr const char* kInputName = "image";
+
+// TorchScript source for generated forward() methods: `input` centre-cropped
+// to the model's input_size (the name alone when the sizes are equal), an int
+// list "[a, b]", and a double that reads back to the same value.
+std::string crop_expression(const LoadedCheckpoint& checkpoint, const ExportOptions& options, const std::string& input);
+std::string script_ints(const std::vector<int64_t>& values);
+std::string script_real(double value);
+// "x = torch.max_pool2d(x, ...)" of a max_pool layer (float and quantized tensors alike).
+std::string max_pool_statement(const ChainLayer& layer);
+
+// `module` written atomically to `path` with `meta` as its extra file
+// kExportMetadataFile (what load_checkpoint reads back). Throws
+// std::runtime_error when it cannot be written.
+void save_script_module(const std::string& path, torch::jit::Module& module, const nlohmann::json& meta);
 
 }  // namespace fer::deploy

@@ -6,7 +6,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "fer/common/io.h"
 #include "fer/deploy/export.h"
 #include "layer_chain.h"
 
@@ -15,13 +14,7 @@ namespace {
 
 using deploy::ChainLayer;
 using deploy::LayerKind;
-
-std::string list(const std::vector<int64_t>& v) {
-  std::ostringstream s;
-  s << "[";
-  for (std::size_t i = 0; i < v.size(); ++i) s << (i ? ", " : "") << v[i];
-  return s.str() + "]";
-}
+using deploy::script_ints;
 
 // Registers the layer's tensors on `module` and returns their attribute names ("None" for a missing bias).
 std::vector<std::string> register_tensors(torch::jit::Module& module, const ChainLayer& l) {
@@ -49,22 +42,18 @@ std::string layer_statement(torch::jit::Module& module, const ChainLayer& l) {
     case LayerKind::conv: {
       const bool symmetric = l.pads[0] == l.pads[2] && l.pads[1] == l.pads[3];
       if (!symmetric)  // constant_pad_nd takes (left, right, top, bottom)
-        s << "x = torch.constant_pad_nd(x, " << list({l.pads[1], l.pads[3], l.pads[0], l.pads[2]}) << ", 0.0)\n    ";
-      s << "x = torch.conv2d(x, " << t[0] << ", " << t[1] << ", " << list(l.stride) << ", "
-        << list(symmetric ? std::vector<int64_t>{l.pads[0], l.pads[1]} : std::vector<int64_t>{0, 0}) << ", "
-        << list(l.dilation) << ", " << l.groups << ")";
+        s << "x = torch.constant_pad_nd(x, " << script_ints({l.pads[1], l.pads[3], l.pads[0], l.pads[2]}) << ", 0.0)\n    ";
+      s << "x = torch.conv2d(x, " << t[0] << ", " << t[1] << ", " << script_ints(l.stride) << ", "
+        << script_ints(symmetric ? std::vector<int64_t>{l.pads[0], l.pads[1]} : std::vector<int64_t>{0, 0}) << ", "
+        << script_ints(l.dilation) << ", " << l.groups << ")";
       break;
     }
     case LayerKind::batch_norm:
-      s.precision(17);
       s << "x = torch.batch_norm(x, " << t[0] << ", " << t[1] << ", " << t[2] << ", " << t[3] << ", False, 0.0, "
-        << l.eps << ", False)";
+        << deploy::script_real(l.eps) << ", False)";
       break;
     case LayerKind::relu: s << "x = torch.relu(x)"; break;
-    case LayerKind::max_pool:
-      s << "x = torch.max_pool2d(x, " << list(l.kernel) << ", " << list(l.stride) << ", " << list({l.pads[0], l.pads[1]})
-        << ", " << list(l.dilation) << ", False)";
-      break;
+    case LayerKind::max_pool: s << deploy::max_pool_statement(l); break;
     case LayerKind::flatten: s << "x = torch.flatten(x, 1)"; break;
     case LayerKind::linear: s << "x = torch.linear(x, " << t[0] << ", " << t[1] << ")"; break;
   }
@@ -74,28 +63,15 @@ std::string layer_statement(torch::jit::Module& module, const ChainLayer& l) {
 }  // namespace
 
 void save_torchscript(const std::string& path, const LoadedCheckpoint& checkpoint, const ExportOptions& options) {
-  const auto& m = checkpoint.meta.model;
-  const int64_t offset = deploy::crop_offset(checkpoint, options);
   torch::jit::Module module("__torch__.libfer.ExportedClassifier");
   std::ostringstream code;
-  code << "def forward(self, image):\n    x = image\n";
-  if (m.input_size < options.image_size)
-    code << "    x = x[:, :, " << offset << ":" << offset + m.input_size << ", " << offset << ":" << offset + m.input_size
-         << "]\n";
+  code << "def forward(self, image):\n    x = " << deploy::crop_expression(checkpoint, options, "image") << "\n";
   for (const auto& layer : deploy::layer_chain(*checkpoint.model)) code << "    " << layer_statement(module, layer) << "\n";
   if (options.output == ExportOutput::probabilities) code << "    x = torch.softmax(x, 1)\n";
   code << "    return x\n";
   module.define(code.str());
   module.eval();
-
-  const torch::jit::ExtraFilesMap extra{{"libfer_export.json", deploy::export_metadata(checkpoint, options).dump(2)}};
-  replace_file_atomically(path, [&](const std::string& tmp) {
-    try {
-      module.save(tmp, extra);
-    } catch (const c10::Error& e) {
-      throw std::runtime_error("cannot write '" + tmp + "': " + e.what_without_backtrace());
-    }
-  });
+  deploy::save_script_module(path, module, deploy::export_metadata(checkpoint, options));
 }
 
 }  // namespace fer

@@ -4,9 +4,11 @@
 #include <torch/script.h>
 
 #include <filesystem>
+#include <limits>
 #include <set>
 
 #include "fer/common/io.h"
+#include "fer/common/precision.h"
 
 namespace fer {
 namespace {
@@ -35,6 +37,46 @@ std::pair<std::string, std::string> split_name(const std::string& full) {
   const auto dot = full.rfind('.');
   if (dot == std::string::npos) return {"", full};
   return {full.substr(0, dot), full.substr(dot + 1)};
+}
+
+// fer-export's TorchScript module as a Classifier. forward() gives logits: a
+// probabilities export's log (softmax of it is the probabilities again).
+class ExportedClassifierImpl : public ClassifierImpl {
+ public:
+  ExportedClassifierImpl(torch::jit::Module module, bool probabilities)
+      : module_(std::move(module)), probabilities_(probabilities) {}
+  at::Tensor forward(at::Tensor x) override {
+    const auto y = module_.forward({x}).toTensor();
+    return probabilities_ ? y.clamp_min(std::numeric_limits<float>::min()).log() : y;
+  }
+
+ private:
+  torch::jit::Module module_;
+  bool probabilities_;
+};
+
+// The export record of a fer-export TorchScript file; null for other archives.
+nlohmann::json export_record(const std::string& path) {
+  caffe2::serialize::PyTorchStreamReader reader(path);
+  const std::string record = std::string("extra/") + kExportMetadataFile;
+  if (!reader.hasRecord(record)) return nullptr;
+  const auto [data, size] = reader.getRecord(record);
+  return nlohmann::json::parse(std::string(static_cast<const char*>(data.get()), size)).at("export");
+}
+
+LoadedCheckpoint load_export(const std::string& path, torch::jit::Module module, const std::string& meta_text,
+                             const c10::Device& device) {
+  LoadedCheckpoint out;
+  const auto meta = nlohmann::json::parse(meta_text);
+  const auto& record = meta.at("export");
+  out.meta = CheckpointMeta::from_json(meta);
+  out.meta.model.input_size = record.at("input_shape").at(2).get<int64_t>();  // the module crops inside
+  if (record.contains("quantization") && !device.is_cpu())
+    throw std::runtime_error("'" + path + "' is an int8 model: it runs on the CPU only, not on " + device.str());
+  module.eval();
+  module.to(device);
+  out.model = std::make_shared<ExportedClassifierImpl>(std::move(module), record.at("output") == "probabilities");
+  return out;
 }
 
 }  // namespace
@@ -108,13 +150,24 @@ std::vector<std::string> checkpoint_blob_names(const std::string& path) {
 LoadedCheckpoint load_checkpoint(const std::string& path, const torch::Device& device,
                                  const std::vector<std::string>& blob_names) {
   if (!std::filesystem::exists(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
-  torch::jit::ExtraFilesMap extra{{kMetaFile, ""}};
+  torch::jit::ExtraFilesMap extra{{kMetaFile, ""}, {kExportMetadataFile, ""}};
   for (const auto& name : blob_names) extra[name] = "";
   torch::jit::Module archive;
   try {
+    const auto exported = export_record(path);
+    if (exported.is_object() && exported.contains("quantization")) use_quantized_engine();  // unpacks int8 weights
     archive = torch::jit::load(path, torch::kCPU, extra);
   } catch (const c10::Error& e) {
     throw std::runtime_error("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error("checkpoint '" + path + "': unreadable export record: " + e.what());
+  }
+  if (extra[kMetaFile].empty() && !extra[kExportMetadataFile].empty()) {
+    try {
+      return load_export(path, std::move(archive), extra[kExportMetadataFile], device);
+    } catch (const nlohmann::json::exception& e) {
+      throw std::runtime_error("'" + path + "': unreadable export record: " + e.what());
+    }
   }
   if (extra[kMetaFile].empty())
     throw std::runtime_error("checkpoint '" + path + "' has no libfer metadata (not written by libfer?)");

@@ -93,6 +93,12 @@ class GradScaler {
 // True when every gradient of `parameters` is finite (those without a gradient are skipped).
 bool gradients_finite(const std::vector<at::Tensor>& parameters);
 
+// Selects LibTorch's quantized engine for int8 models (a process-wide setting,
+// needed before an int8 module is built or loaded): oneDNN where LibTorch has
+// it, else QNNPACK, else x86/FBGEMM. Returns the engine's name. Throws
+// std::runtime_error when LibTorch has none.
+std::string use_quantized_engine();
+
 // Stores the 4-d weights of `module` in channels-last order (inputs must be
 // converted too: x.contiguous(torch::MemoryFormat::ChannelsLast)).
 void use_channels_last(torch::nn::Module& module);

@@ -1,6 +1,7 @@
 // Deployable forms of a trained classifier, for programs without libfer:
-// ONNX (OpenCV's DNN module, ONNX Runtime, TensorRT) and self-contained
-// TorchScript (Python's torch.jit.load, LibTorch's torch::jit::load). Both are
+// ONNX (OpenCV's DNN module, ONNX Runtime, TensorRT), self-contained
+// TorchScript (Python's torch.jit.load, LibTorch's torch::jit::load) and an
+// int8 TorchScript (post-training static quantization). All are
 // written from the model's layer chain (Conv, BatchNorm, ReLU, MaxPool,
 // Flatten, Linear; Dropout dropped), so every registry architecture exports.
 //
@@ -17,12 +18,14 @@
 // or, with ExportOutput::logits, "logits". The checkpoint's metadata (class
 // names, preprocessing, model options, its info) travels along: ONNX
 // metadata_props "libfer_meta" (read back with onnx_metadata()), TorchScript
-// extra file "libfer_export.json".
+// extra file "libfer_export.json". load_checkpoint() reads both TorchScript
+// forms back as a Classifier, so fer-eval and fer-live run them by path.
 #pragma once
 
 #include <map>
 #include <string>
 
+#include "fer/data/dataset.h"
 #include "fer/models/checkpoint.h"
 
 namespace fer {
@@ -54,5 +57,23 @@ std::map<std::string, std::string> onnx_metadata(const std::string& path);
 // it with torch.jit.load(path)(x). Throws as onnx_model_bytes, and
 // std::runtime_error when it cannot be written.
 void save_torchscript(const std::string& path, const LoadedCheckpoint& checkpoint, const ExportOptions& options = {});
+
+// save_torchscript's module in int8: post-training static quantization with
+// activation ranges observed on `calibration_u8` (uint8 [N,48,48] faces, e.g.
+// Training images; never the images it will be evaluated on). Conv/linear
+// weights int8 per output channel (a batch norm right after one folded in,
+// the ReLU after fused), activations uint8 per tensor; batch norms after a
+// ReLU run as quantized batch norms. Runs on the CPU with LibTorch's quantized
+// engine (use_quantized_engine(): oneDNN, else QNNPACK), recorded in the
+// metadata under export.quantization. Requires a defined non-empty uint8
+// [N,48,48] calibration tensor (else std::invalid_argument); throws as
+// save_torchscript, and std::runtime_error when LibTorch has no quantized engine.
+void save_int8(const std::string& path, const LoadedCheckpoint& checkpoint, const at::Tensor& calibration_u8,
+               const ExportOptions& options = {});
+
+// `count` images evenly spaced through `split` (all of them when it has fewer)
+// as uint8 [count,48,48]: a calibration set spread over the split with no
+// random stream. Throws std::invalid_argument for an empty split or count < 1.
+at::Tensor calibration_images(const Dataset& split, int64_t count);
 
 }  // namespace fer

@@ -36,10 +36,19 @@ struct LoadedCheckpoint {
   Blobs blobs;
 };
 
-// Rebuilds the model from the stored metadata and loads the weights.
+// The extra file of fer-export's TorchScript files (fer/deploy/export.h): the
+// checkpoint's metadata plus an "export" record.
+constexpr const char* kExportMetadataFile = "libfer_export.json";
+
+// Rebuilds the model from the stored metadata and loads the weights. A
+// TorchScript file of fer-export (float or int8) loads too: its module is the
+// model (forward gives logits; log-probabilities for a probabilities export),
+// meta.model.input_size is the export's image size (it crops inside), it has
+// no sequential_layers() (DeepSHAP refuses it) and int8 runs on the CPU only.
 // `blob_names` lists the blobs to read back (absent ones are left out).
 // Throws std::runtime_error naming the file for an unreadable archive, a
-// missing metadata record, an unknown architecture or mismatched weights.
+// missing metadata record, an unknown architecture or mismatched weights, and
+// for an int8 export asked onto another device than the CPU.
 LoadedCheckpoint load_checkpoint(const std::string& path, const c10::Device& device,
                                  const std::vector<std::string>& blob_names = {});
 
