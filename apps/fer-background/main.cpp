@@ -12,7 +12,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"Add a DeepSHAP background summary (k-means centroids of the training faces) to a checkpoint, atomically"};
-  std::string model = fer_app::kDefaultModel, data;
+  std::string model = fer_app::kDefaultSmallModel, data;
   fer::KmeansOptions options;
   bool show = false;
   app.add_option("--model", model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();

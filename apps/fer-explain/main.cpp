@@ -79,7 +79,7 @@ void print_summary(const fer::ExplainSummary& s, const std::string& out) {
 
 // The command line, bound to the library's options where one exists.
 struct ExplainArgs {
-  std::string model = fer_app::kDefaultModel, split = "val", out = "explanations", background = "model", data,
+  std::string model = fer_app::kDefaultSmallModel, split = "val", out = "explanations", background = "model", data,
               precision = "auto", shard, config_path;
   std::vector<std::string> inputs, overrides, merge;
   std::size_t limit = 0;
