@@ -27,5 +27,6 @@ if [ "${1:-}" = "--test" ]; then
   source scripts/lib/onednn-isa.sh
   onednn_isa_for_tests build-gpu/bin/fer_tests
   shift
-  cd build-gpu && ctest --output-on-failure --timeout 1800 --parallel "${FER_TEST_JOBS:-$(nproc)}" "$@"
+  source scripts/lib/run-suites.sh
+  run_suites build-gpu "$@"
 fi

@@ -20,6 +20,6 @@ in_debian_root "$root" bash -c '
   cmake --build build-libtorch2 -j "$(nproc)"
   source scripts/lib/onednn-isa.sh
   onednn_isa_for_tests build-libtorch2/bin/fer_tests
-  cd build-libtorch2
-  ctest --output-on-failure --timeout 1800 --parallel "${FER_TEST_JOBS:-$(nproc)}" "$@"
+  source scripts/lib/run-suites.sh
+  run_suites build-libtorch2 "$@"
 ' _ "$@"

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup-deps.sh
 scripts/build.sh -DFER_BUILD_TESTS=ON
-cd build
-ctest --output-on-failure --timeout 1800 --parallel "${FER_TEST_JOBS:-$(nproc)}" "$@"
+source scripts/lib/run-suites.sh
+run_suites build "$@"

@@ -2,13 +2,23 @@
 // settings once, at start (the library never does; fer/report/runtime.h), including
 // the oneDNN gradient check, so the tests train with correct gradients.
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "fer/report/runtime.h"
 
 namespace {
+// All cores, or OMP_NUM_THREADS as the apps take it: CTest sets it for the
+// suites it runs side by side (tests/add_suites.cmake), where two processes of
+// all cores' threads each ran ~20% slower (busy-waiting OpenMP threads).
+int threads_from_environment() {
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  const int n = omp ? std::atoi(omp) : 0;
+  return n > 0 ? n : 0;
+}
+
 int configure() {
-  const int threads = fer::configure_cpu_runtime(0);
+  const int threads = fer::configure_cpu_runtime(threads_from_environment());
   const std::string warning = fer::turn_off_onednn_if_its_gradients_are_wrong();
   if (!warning.empty()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
   return threads;

@@ -27,8 +27,9 @@ inline std::string resolve_data_path(const std::string& from_cli, const std::str
   return "data/fer2013.csv";
 }
 
-// A threads setting of 0 (all cores) yields to OMP_NUM_THREADS when a launcher
-// set it: torchrun sets 1 per rank, fer-train --nproc cores / ranks.
+// A threads setting of 0 (all cores) yields to OMP_NUM_THREADS when it is set,
+// as in PyTorch: torchrun sets 1 per rank, fer-train --nproc cores / ranks,
+// the test scripts cores / suites run side by side.
 inline int threads_or_omp(int configured) {
   if (configured > 0) return configured;
   const char* omp = std::getenv("OMP_NUM_THREADS");
@@ -55,10 +56,11 @@ inline std::string resolve_model(const std::string& value) {
   return models.front();
 }
 
-// The apps' process settings: fer::configure_cpu_runtime, then the oneDNN
-// gradient check, whose warning goes to stderr. Returns the threads in use.
+// The apps' process settings: fer::configure_cpu_runtime (threads 0:
+// OMP_NUM_THREADS, else all cores), then the oneDNN gradient check, whose
+// warning goes to stderr. Returns the threads in use.
 inline int configure_runtime(int threads, bool keep_freed_memory = true) {
-  const int used = fer::configure_cpu_runtime(threads, keep_freed_memory);
+  const int used = fer::configure_cpu_runtime(threads_or_omp(threads), keep_freed_memory);
   const std::string warning = fer::turn_off_onednn_if_its_gradients_are_wrong();
   if (!warning.empty()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
   return used;

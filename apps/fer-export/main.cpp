@@ -5,6 +5,9 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "app_common.h"
 #include "fer/data/dataset.h"
@@ -14,6 +17,14 @@
 namespace {
 
 enum class Format { onnx, torchscript, int8 };
+const std::vector<std::pair<std::string, Format>> kFormats{
+    {"onnx", Format::onnx}, {"torchscript", Format::torchscript}, {"int8", Format::int8}};
+
+std::string format_name(Format format) {
+  for (const auto& [name, value] : kFormats)
+    if (value == format) return name;
+  return "?";
+}
 
 struct ExportArgs {
   std::string model = fer_app::kDefaultModel, out, data;
@@ -24,8 +35,7 @@ struct ExportArgs {
 
 void add_export_options(CLI::App& app, ExportArgs& a) {
   app.add_option("--model", a.model, "Checkpoint (.pt) or shipped model name")->capture_default_str();
-  fer_app::add_enum_option(app, "--format", a.format,
-                           {{"onnx", Format::onnx}, {"torchscript", Format::torchscript}, {"int8", Format::int8}},
+  fer_app::add_enum_option(app, "--format", a.format, kFormats,
                            "onnx | torchscript | int8 (TorchScript, post-training static quantization)")
       ->required();
   app.add_option("--out", a.out, "File to write (replaced atomically)")->required();
@@ -46,19 +56,16 @@ int run_export(const ExportArgs& a) {
   fer::ExportOptions options;
   options.output = a.output;
   options.image_size = a.image_size;
-  const char* format = "onnx";
   if (a.format == Format::onnx) {
     fer::save_onnx(a.out, loaded, options);
   } else if (a.format == Format::torchscript) {
     fer::save_torchscript(a.out, loaded, options);
-    format = "torchscript";
   } else {
     const auto train = fer::load_dataset(fer_app::resolve_data_path(a.data)).train;
     fer::save_int8(a.out, loaded, fer::calibration_images(train, a.calibration_images), options);
-    format = "int8 torchscript";
   }
-  std::printf("%s: %s of %s (input image [N,%lld,%lld,%lld] float pixels/255, output %s [N,%zu])\n", a.out.c_str(),
-              format, checkpoint.c_str(), static_cast<long long>(loaded.meta.model.in_channels),
+  std::printf("%s: %s export of %s (input image [N,%lld,%lld,%lld] float pixels/255, output %s [N,%zu])\n",
+              a.out.c_str(), format_name(a.format).c_str(), checkpoint.c_str(), static_cast<long long>(loaded.meta.model.in_channels),
               static_cast<long long>(a.image_size), static_cast<long long>(a.image_size),
               fer::export_output_name(a.output).c_str(), loaded.meta.class_names.size());
   return 0;

@@ -65,7 +65,7 @@ int run_sweep_app(SweepArgs& a) {
     auto processes = std::make_shared<fer_app::TrainProcesses>(a.devices, std::max(1, cores / a.parallel));
     callbacks.train = [processes](const fer::SweepRun& run, bool resume) { (*processes)(run, resume); };
   } else {
-    fer_app::configure_runtime(fer_app::threads_or_omp(a.spec.base.train.threads));
+    fer_app::configure_runtime(a.spec.base.train.threads);
   }
   const fer::SweepResult result = fer::run_sweep(plan, callbacks);
   fer::write_sweep_summary(result);

@@ -50,7 +50,7 @@ int run_train(const TrainArgs& a, int argc, char** argv) {
   }
   const std::string run_dir = a.out.empty() ? (std::filesystem::path("experiments") / config.name).string() : a.out;
   const auto env = fer::DistributedEnv::from_environment();
-  fer_app::configure_runtime(fer_app::threads_or_omp(config.train.threads));
+  fer_app::configure_runtime(config.train.threads);
   const auto summary = fer::train({config, run_dir, a.resume, env});
   if (env.rank != 0) return 0;
   std::printf("run directory: %s\nbest epoch %d (val loss %.4f), validation accuracy %.4f, balanced accuracy %.4f\n",
