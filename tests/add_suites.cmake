@@ -11,29 +11,18 @@ endif()
 # How suites share the cores, when the scripts say how many run at once
 # (FER_TEST_JOBS, scripts/lib/run-suites.sh): each suite run side by side gets
 # cores / jobs threads (OMP_NUM_THREADS, which the test binary and the apps it
-# starts take; PROCESSORS, the slots CTest counts): on 2 cores, two suites of two
-# threads each took 102 s where one thread each took 81. FER_HALF_SUITES (the
-# accuracy guard, about half the suite's CPU time) get half the cores beside the
-# rest; FER_SERIAL_SUITES run alone on every core. Without FER_TEST_JOBS (a
-# plain `ctest -j N`) every suite keeps all cores and the half ones run alone too.
+# starts take): on 2 cores, two suites of two
+# threads each took 102 s where one thread each took 81. FER_SERIAL_SUITES run
+# alone on every core. Without FER_TEST_JOBS (a plain `ctest -j N`) every suite
+# keeps all cores.
 set(side_threads 0)
-set(half_threads 0)
 if("$ENV{FER_TEST_JOBS}" MATCHES "^[1-9][0-9]*$")
   cmake_host_system_information(RESULT cores QUERY NUMBER_OF_LOGICAL_CORES)
   math(EXPR side_threads "${cores} / $ENV{FER_TEST_JOBS}")
-  math(EXPR half_threads "${cores} / 2")
   if(side_threads LESS 1)
     set(side_threads 1)
   endif()
-  if(half_threads LESS 1)
-    set(half_threads 1)
-  endif()
 endif()
-macro(fer_share_cores name threads)
-  if(${threads} GREATER 0)
-    set_tests_properties("${name}" PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=${${threads}}" PROCESSORS ${${threads}})
-  endif()
-endmacro()
 string(REPLACE "\n" ";" lines "${listing}")
 foreach(line IN LISTS lines)
   if(line MATCHES "^([A-Za-z0-9_/]+)\\.")  # "Suite." starts a suite; its tests are indented
@@ -42,17 +31,13 @@ foreach(line IN LISTS lines)
     set_tests_properties("${name}" PROPERTIES WORKING_DIRECTORY "${FER_TESTS_WORKDIR}"
                                               SKIP_REGULAR_EXPRESSION "fer-suite: every test skipped")
     list(FIND FER_SERIAL_SUITES "${CMAKE_MATCH_1}" serial)  # (IN_LIST needs a policy this file cannot rely on)
-    list(FIND FER_HALF_SUITES "${CMAKE_MATCH_1}" half)
     list(FIND FER_LONG_SUITES "${CMAKE_MATCH_1}" long)
-    if(serial GREATER -1 OR (half GREATER -1 AND half_threads EQUAL 0))
+    if(serial GREATER -1)
       set_tests_properties("${name}" PROPERTIES RUN_SERIAL ON)
-    elseif(half GREATER -1)
-      fer_share_cores("${name}" half_threads)
-      set_tests_properties("${name}" PROPERTIES COST 2000)  # the longest: first
-    else()
-      fer_share_cores("${name}" side_threads)
+    elseif(side_threads GREATER 0)
+      set_tests_properties("${name}" PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=${side_threads}")
     endif()
-    if(long GREATER -1)  # started early, so no long suite is left running alone at the end
+    if(long GREATER -1)  # started first, so no long suite is left running alone at the end
       set_tests_properties("${name}" PROPERTIES COST 1000)
     endif()
   endif()

@@ -164,13 +164,19 @@ void plot_run_curves(const std::vector<RunRecord>& runs, const std::string& titl
     ++plotted;
   }
   if (plotted == 0) throw std::runtime_error("no run has a history.csv to plot");
+  int last_epoch = 1;
+  for (const auto& run : runs)
+    if (!run.history.empty()) last_epoch = std::max(last_epoch, run.history.back().epoch);
+  // The legend goes under each plot (inside, a sweep's eight runs covered the
+  // curves); the canvas grows by a line per run. Short runs get whole-epoch ticks.
   std::ostringstream s;
-  s << "set terminal pngcairo size 1400,560 enhanced font 'DejaVu Sans,11'\nset output " << gnuplot_quote(png_path)
-    << "\nset border lw 1\nset grid lc rgb '#dddddd'\n"
+  s << "set terminal pngcairo size 1400," << 500 + 18 * plotted
+    << " enhanced font 'DejaVu Sans,11'\nset output " << gnuplot_quote(png_path)
+    << "\nset border lw 1\nset grid lc rgb '#dddddd'\n" << (last_epoch <= 20 ? "set xtics 1\n" : "")
     << data.str() << "set multiplot layout 1,2 title " << gnuplot_quote(title + " (dots: best epoch)") << "\n"
-    << "set xlabel 'Epoch'\nset key bottom right box opaque noenhanced font ',9'\n"
+    << "set xlabel 'Epoch'\nset key below vertical maxcols 1 height 1.5 noenhanced font ',9'\n"
     << "set title 'Validation accuracy'\nset ylabel 'Accuracy'\n" << accuracy.str() << "\n"
-    << "set title 'Validation loss'\nset ylabel 'Cross-entropy'\nset key top right\n" << loss.str() << "\n"
+    << "set title 'Validation loss'\nset ylabel 'Cross-entropy'\n" << loss.str() << "\n"
     << "unset multiplot\n";
   const fs::path parent = fs::path(png_path).parent_path();
   if (!parent.empty()) fs::create_directories(parent);
