@@ -85,7 +85,7 @@ struct BenchArgs {
 
 void add_bench_options(CLI::App& app, BenchArgs& a) {
   app.add_option("--device", a.device, "auto | cpu | cuda[:N]")->capture_default_str();
-  app.add_option("--threads", a.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_option("--threads", a.threads, "CPU threads (0 = OMP_NUM_THREADS when set, else all cores)")->capture_default_str();
   app.add_option("--arch", a.architecture, "Architecture")->capture_default_str();
   app.add_option("--seconds", a.min_seconds, "Minimum measuring time per line")->capture_default_str();
   app.add_option("--batches", a.inference_batches, "Inference batch sizes")->capture_default_str();

@@ -99,7 +99,7 @@ void add_eval_options(CLI::App& app, EvalArgs& a) {
                                 "Inference precision: fp32, bf16 (CPU with AVX512-BF16, or CUDA), fp16 (CUDA)");
   app.add_option("--batch-size", a.options.batch_size, "Images per forward pass")->capture_default_str();
   app.add_option("--device", a.options.device, "auto | cpu | cuda[:N]")->capture_default_str();
-  app.add_option("--threads", a.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_option("--threads", a.threads, "CPU threads (0 = OMP_NUM_THREADS when set, else all cores)")->capture_default_str();
   app.add_flag("--no-charts", a.no_charts, "Skip the PNG charts");
   app.add_flag("--detect-faces", a.detect_faces,
                "--data is an image folder of full photos: classify each image's largest face (faces.detector: haar or yunet)");

@@ -125,7 +125,7 @@ void add_method_options(CLI::App& app, ExplainArgs& a) {
       ->check(CLI::Range(1, 2304))
       ->capture_default_str();
   app.add_option("--device", o.device, "auto | cpu | cuda[:N]")->capture_default_str();
-  app.add_option("--threads", a.threads, "CPU threads (0 = all cores)")->capture_default_str();
+  app.add_option("--threads", a.threads, "CPU threads (0 = OMP_NUM_THREADS when set, else all cores)")->capture_default_str();
   app.add_option("--precision", a.precision,
                  "Model calls of LIME and the faithfulness curves: auto (bf16 on a CPU with AVX512-BF16/AMX, else fp32), "
                  "fp32, bf16 (such a CPU, or CUDA), fp16 (CUDA); DeepSHAP's is --shap-precision")
