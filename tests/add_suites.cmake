@@ -11,10 +11,10 @@ endif()
 # How suites share the cores, when the scripts say how many run at once
 # (FER_TEST_JOBS, scripts/lib/run-suites.sh): each suite run side by side gets
 # cores / jobs threads (OMP_NUM_THREADS, which the test binary and the apps it
-# starts take): on 2 cores, two suites of two
-# threads each took 102 s where one thread each took 81. FER_SERIAL_SUITES run
-# alone on every core. Without FER_TEST_JOBS (a plain `ctest -j N`) every suite
-# keeps all cores.
+# starts take): on 2 cores, two suites of two threads each took 102 s where one
+# thread each took 81 (OpenMP threads busy-wait). FER_SERIAL_SUITES run alone on
+# every core. Without FER_TEST_JOBS (a plain `ctest -j N`) every suite keeps all
+# cores.
 set(side_threads 0)
 if("$ENV{FER_TEST_JOBS}" MATCHES "^[1-9][0-9]*$")
   cmake_host_system_information(RESULT cores QUERY NUMBER_OF_LOGICAL_CORES)
