@@ -92,7 +92,7 @@ int make_photos(const std::string& out, const std::string& data, const std::stri
     const std::size_t i = order[k];
     cv::Mat canvas = cluttered_background(rng);
     Photo photo = paste_face(faces.image(i), canvas, rng);
-    const fs::path dir = fs::path(out) / "test" / fer::emotion_names()[faces.labels[i]];
+    const fs::path dir = fs::path(out) / "test" / faces.class_names[faces.labels[i]];
     fs::create_directories(dir);
     char name[32];
     std::snprintf(name, sizeof name, "photo_%05zu.jpg", k);

@@ -34,7 +34,7 @@ void add_live_options(CLI::App& app, LiveArgs& a) {
   auto& o = a.options;
   app.add_option("--model", a.model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();
   app.add_option("--source", o.source, "Camera index (0), video file, image-sequence folder or stream URL")->required();
-  app.add_option("--out", o.out_dir, "Session directory (default: experiments/live/<UTC time>)");
+  app.add_option("--out", o.out_dir, "Session directory (default: runs/live/<UTC time>)");
   app.add_option("--config", a.config_path, "YAML with faces/live/alert keys (see fer-train --list-keys)");
   app.add_option("--set", a.overrides, "Override a config key, e.g. --set alert.threshold=0.5 (repeatable)");
   auto* d = app.add_flag("--display", a.display, "Show the overlay window at the source's pace");
@@ -53,7 +53,7 @@ std::string timestamped_session_dir() {
   const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   char stamp[32];
   std::strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", std::gmtime(&now));
-  return std::string("experiments/live/") + stamp;
+  return std::string("runs/live/") + stamp;
 }
 
 // The overlay window, holding each frame for the source's frame interval (what

@@ -21,7 +21,7 @@ struct TrainArgs {
 void add_train_options(CLI::App& app, TrainArgs& a) {
   app.add_option("--config,-c", a.config_path, "YAML config (e.g. configs/paper_cnn.yaml)");
   app.add_option("--data", a.data, "FER-2013 CSV(.gz) or image-folder root (else data.path, $FER2013_CSV, data/fer2013.csv)");
-  app.add_option("--out", a.out, "Run directory (default experiments/<config name>)");
+  app.add_option("--out", a.out, "Run directory (default runs/<config name>)");
   app.add_option("--set", a.overrides, "Override a config key: --set train.lr=3e-4 (repeatable)");
   app.add_flag("--resume", a.resume, "Continue the run in the output directory from its last completed epoch");
   app.add_option("--nproc", a.nproc,
@@ -48,7 +48,7 @@ int run_train(const TrainArgs& a, int argc, char** argv) {
     if (std::getenv("RANK")) throw std::runtime_error("--nproc: RANK is set, so a launcher already started this process");
     return fer_app::launch_local_ranks(a.nproc, fer_app::args_without_nproc(argc, argv));
   }
-  const std::string run_dir = a.out.empty() ? (std::filesystem::path("experiments") / config.name).string() : a.out;
+  const std::string run_dir = a.out.empty() ? (std::filesystem::path("runs") / config.name).string() : a.out;
   const auto env = fer::DistributedEnv::from_environment();
   fer_app::configure_runtime(config.train.threads);
   const auto summary = fer::train({config, run_dir, a.resume, env});

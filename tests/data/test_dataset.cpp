@@ -124,12 +124,30 @@ TEST(ImageFolder, ReadsSplitsAndCaseInsensitiveClassFolders) {
   EXPECT_EQ(s.val.labels[0], 6);
   EXPECT_EQ(s.val.image(0)[0], 50);
 
-  put("train/contempt/x.png", 1);
+  EXPECT_EQ(s.train.class_names, fer::emotion_names());
+
+  // A class of its own: the classes are the folders' names, sorted.
+  put("train/Contempt/x.png", 1);
+  const auto own = fer::load_dataset(dir.path().string());
+  EXPECT_EQ(own.train.class_names,
+            (std::vector<std::string>{"angry", "contempt", "happy", "neutral", "surprise"}));
+  EXPECT_EQ(own.val.class_names, own.train.class_names);
+  EXPECT_EQ(own.train.labels, (std::vector<std::int64_t>{0, 1, 2, 2}));  // ANGRY, Contempt, Happy, happy
+  EXPECT_EQ(own.test.labels[0], 4);
+
+  // data.classes fixes names and order; a folder outside it is an error naming it.
+  fer::DataConfig config;
+  config.path = dir.path().string();
+  config.classes = {"happy", "angry", "contempt", "surprise", "neutral", "sad"};
+  const auto listed = fer::load_dataset(config);
+  EXPECT_EQ(listed.train.class_names, config.classes);
+  EXPECT_EQ(listed.train.labels, (std::vector<std::int64_t>{1, 2, 0, 0}));
+  config.classes = {"happy", "angry", "surprise", "neutral"};
   try {
-    fer::load_dataset(dir.path().string());
-    ADD_FAILURE() << "unknown class folder accepted";
+    fer::load_dataset(config);
+    ADD_FAILURE() << "a class folder outside data.classes accepted";
   } catch (const fer::DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("contempt"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Contempt: unknown class folder"), std::string::npos) << e.what();
   }
 }
 

@@ -544,6 +544,44 @@ TEST(ModelStore, NamesResolveInSearchOrderAndTheErrorListsEveryFolder) {
   }
 }
 
+// A folder with models.txt offers exactly the folders it lists: a run folder
+// left beside them (best.pt and all) is no shipped model; a listed folder
+// without a model is an error naming the manifest's line.
+TEST(ModelStore, AManifestListsExactlyTheShippedFolders) {
+  fer_test::TempDir dir;
+  for (const char* folder : {"models/fer2013_listed", "models/smoke"}) fer_test::fs::create_directories(dir / folder);
+  fer_test::write_file(dir / "models/fer2013_listed/best.pt", "x");
+  fer_test::write_file(dir / "models/smoke/best.pt", "x");
+  fer_test::write_file(dir / "models/models.txt", "# shipped\n\nfer2013_listed  # the one\n");
+  const std::vector<fer::ModelDir> dirs{{dir / "models", "source tree"}};
+
+  EXPECT_EQ(fer::shipped_model_folders(dir / "models"), std::vector<std::string>{"fer2013_listed"});
+  EXPECT_EQ(fer::shipped_model_names(dir / "models"), std::vector<std::string>{"listed"});
+  EXPECT_EQ(fer::resolve_models("listed", dirs), std::vector<std::string>{dir / "models/fer2013_listed/best.pt"});
+  EXPECT_THROW(fer::resolve_models("smoke", dirs), std::runtime_error);
+  fer_test::fs::remove(dir / "models/models.txt");  // without a manifest: every folder holding a model
+  EXPECT_EQ(fer::shipped_model_names(dir / "models"), (std::vector<std::string>{"listed", "smoke"}));
+
+  fer_test::write_file(dir / "models/models.txt", "fer2013_listed\nfer2013_gone\n");
+  try {
+    fer::shipped_model_folders(dir / "models");
+    ADD_FAILURE() << "a listed folder without a model was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("models.txt:2: 'fer2013_gone' holds no best.pt"), std::string::npos) << e.what();
+  }
+}
+
+// Every model the source tree ships carries its record: the metrics the
+// accuracy guard holds it to and the README that describes it.
+TEST(ModelStore, EveryShippedModelCarriesItsRecord) {
+  const auto experiments = fer_test::fs::path(fer_test::source_dir()) / "experiments";
+  const auto folders = fer::shipped_model_folders(experiments);
+  EXPECT_NE(std::find(folders.begin(), folders.end(), "fer2013_paper_cnn"), folders.end());
+  for (const auto& folder : folders)
+    for (const char* file : {"metrics.json", "README.md"})
+      EXPECT_TRUE(fer_test::fs::exists(experiments / folder / file)) << folder << " lacks " << file;
+}
+
 // $FER_MODEL_DIR comes first, then the source tree this build came from
 // (whose experiments/ holds the shipped default model).
 TEST(ModelStore, EnvironmentFolderComesFirstThenTheSourceTree) {

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "fer/inference/metrics.h"
@@ -112,4 +113,20 @@ TEST(Metrics, JsonHasTheDocumentedFields) {
 TEST(Metrics, RejectsMismatchedInput) {
   EXPECT_THROW(fer::compute_metrics({0, 1}, {0.5f, 0.5f}, 2), std::invalid_argument);
   EXPECT_THROW(fer::compute_metrics({0, 3}, {0.5f, 0.5f, 0.5f, 0.5f}, 2), std::invalid_argument);
+}
+
+TEST(VoteMetrics, CrossEntropyAndPluralityAccuracyByHand) {
+  // Row 1: votes (6, 4, 0), p (0.5, 0.25, 0.25): predicted 0, the most voted.
+  // Row 2: votes (0, 5, 5), p (0.2, 0.3, 0.5): predicted 2, tied for the most: counts.
+  // Row 3: votes (1, 9, 0), p (0.7, 0.2, 0.1): predicted 0, not the most voted.
+  const std::vector<float> votes{6, 4, 0, 0, 5, 5, 1, 9, 0};
+  const std::vector<float> p{0.5f, 0.25f, 0.25f, 0.2f, 0.3f, 0.5f, 0.7f, 0.2f, 0.1f};
+  const auto m = fer::compute_vote_metrics(votes, p, 3);
+  EXPECT_EQ(m.n, 3);
+  const double ce = (-(0.6 * std::log(0.5) + 0.4 * std::log(0.25)) - (0.5 * std::log(0.3) + 0.5 * std::log(0.5)) -
+                     (0.1 * std::log(0.7) + 0.9 * std::log(0.2))) / 3;
+  EXPECT_NEAR(m.cross_entropy, ce, 1e-6);
+  EXPECT_DOUBLE_EQ(m.plurality_accuracy, 2.0 / 3);
+  EXPECT_THROW(fer::compute_vote_metrics({0, 0, 0}, {0.2f, 0.3f, 0.5f}, 3), std::invalid_argument);
+  EXPECT_THROW(fer::compute_vote_metrics(votes, {0.5f}, 3), std::invalid_argument);
 }

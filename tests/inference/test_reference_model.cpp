@@ -1,5 +1,5 @@
-// Accuracy regression guard: every shipped model (experiments/*/best.pt) and
-// ensemble (experiments/*/ensemble.json) on FER-2013 PublicTest reproduces the
+// Accuracy regression guard: every shipped model and ensemble (the folders
+// experiments/models.txt lists) on FER-2013 PublicTest reproduces the
 // metrics recorded beside it: metrics.json and each PublicTest record one
 // folder down (tta/, tencrop/: other TTA modes).
 #include <gtest/gtest.h>
@@ -16,6 +16,7 @@
 #include "fer/inference/inference.h"
 #include "fer/models/checkpoint.h"
 #include "fer/report/evaluate.h"
+#include "fer/report/model_store.h"
 #include "test_util.h"
 
 namespace {
@@ -66,8 +67,8 @@ std::string architecture_of(const std::string& model) {
 std::vector<Record> shipped_records() {
   std::vector<Record> records;
   std::set<std::string> checked_twice;  // architectures
-  for (const auto& entry : fer_test::fs::directory_iterator(kExperiments)) {
-    const auto dir = entry.path();
+  for (const auto& folder : fer::shipped_model_folders(kExperiments.string())) {
+    const auto dir = kExperiments / folder;
     std::vector<std::string> models;
     if (fer_test::fs::exists(dir / "best.pt")) models = {(dir / "best.pt").string()};
     else if (fer_test::fs::exists(dir / "ensemble.json")) models = fer::read_ensemble_members((dir / "ensemble.json").string());

@@ -10,7 +10,7 @@
 //   fer::configure_cpu_runtime(/*threads=*/0);   // once, at start
 //   fer::Config cfg = fer::load_config("configs/paper_cnn.yaml");
 //   cfg.data.path = "fer2013.csv.gz";
-//   fer::TrainSummary run = fer::train({cfg, "experiments/paper_cnn", /*resume=*/true});
+//   fer::TrainSummary run = fer::train({cfg, "runs/paper_cnn", /*resume=*/true});
 //
 //   fer::DatasetSplits data = fer::load_dataset("fer2013.csv.gz");
 //   fer::EvaluationOptions eval;
@@ -39,6 +39,7 @@
 #include "fer/config/config.h"
 #include "fer/data/augment.h"
 #include "fer/data/dataset.h"
+#include "fer/data/ferplus.h"
 #include "fer/data/sampler.h"
 #include "fer/deploy/export.h"
 #include "fer/distributed/distributed.h"

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
 
 #include "fer/data/sampler.h"
 #include "fer/engine/optim.h"
@@ -63,6 +64,48 @@ torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tens
   return F::cross_entropy(logits, target, opts);
 }
 
+TrainTarget parse_train_target(const std::string& name) {
+  for (auto t : {TrainTarget::majority, TrainTarget::probability, TrainTarget::crossentropy, TrainTarget::multi_target})
+    if (train_target_name(t) == name) return t;
+  throw std::invalid_argument("unknown train target '" + name +
+                              "' (expected majority, probability, crossentropy or multi_target)");
+}
+
+std::string train_target_name(TrainTarget target) {
+  switch (target) {
+    case TrainTarget::majority: return "majority";
+    case TrainTarget::probability: return "probability";
+    case TrainTarget::crossentropy: return "crossentropy";
+    default: return "multi_target";
+  }
+}
+
+torch::Tensor soft_target_loss(const torch::Tensor& logits, const torch::Tensor& target, double label_smoothing,
+                               const torch::Tensor& class_weights) {
+  TORCH_CHECK(logits.sizes() == target.sizes(), "soft_target_loss: logits ", logits.sizes(), " and target ",
+              target.sizes(), " differ");
+  auto t = target.to(torch::kFloat32);
+  if (label_smoothing > 0) t = t * (1 - label_smoothing) + label_smoothing / static_cast<double>(logits.size(1));
+  auto per_class = -t * torch::log_softmax(logits, 1);
+  if (class_weights.defined()) per_class = per_class * class_weights.unsqueeze(0);
+  return per_class.sum(1).mean();
+}
+
+torch::Tensor multi_target_loss(const torch::Tensor& logits, const torch::Tensor& accepted) {
+  TORCH_CHECK(logits.sizes() == accepted.sizes(), "multi_target_loss: logits ", logits.sizes(), " and accepted ",
+              accepted.sizes(), " differ");
+  const auto allowed = accepted.ne(0);
+  TORCH_CHECK(allowed.any(1).all().item<bool>(), "multi_target_loss: an image with no accepted class");
+  // max_k log p_k over S, in log space (stable): log p of the others masked to -inf.
+  const auto log_p = torch::log_softmax(logits, 1).masked_fill(allowed.logical_not(), -INFINITY);
+  return -std::get<0>(log_p.max(1)).mean();
+}
+
+torch::Tensor draw_labels(const torch::Tensor& distribution, uint64_t seed) {
+  auto generator = make_cpu_generator(seed);
+  return torch::multinomial(distribution.cpu(), 1, false, generator).squeeze(1).to(distribution.device());
+}
+
 uint64_t epoch_seed(int seed, int epoch, uint64_t stream) {
   uint64_t x = (static_cast<uint64_t>(static_cast<uint32_t>(seed)) << 32) ^ (uint64_t(epoch) * 0x9E3779B97F4A7C15ull) ^
                (stream * 0xBF58476D1CE4E5B9ull);
@@ -83,6 +126,11 @@ SupervisedTrainer::SupervisedTrainer(Classifier model, std::unique_ptr<torch::op
   TORCH_CHECK(options_.batch_size > 0, "batch_size must be > 0");
   TORCH_CHECK(options_.world_size >= 1 && options_.rank >= 0 && options_.rank < options_.world_size,
               "rank must be in 0..world_size-1");
+  if (options_.target != TrainTarget::majority) {
+    TORCH_CHECK(data_.votes.defined() && data_.votes.dim() == 2 && data_.votes.size(0) == data_.images.size(0),
+                "train target ", train_target_name(options_.target), " needs the images' vote counts [N,classes]");
+    vote_distribution_ = data_.votes.to(torch::kFloat32) / data_.votes.sum(1, true).to(torch::kFloat32);
+  }
   const int64_t w = options_.world_size, n = (data_.images.size(0) + w - 1) / w;  // this rank's share
   // A final batch of one image would break BatchNorm in training mode.
   usable_ = (n % options_.batch_size == 1) ? n - 1 : n;
@@ -96,6 +144,8 @@ void SupervisedTrainer::begin_epoch() {
   const auto permutation = torch::randperm(data_.images.size(0), generator_, torch::kInt64);  // alike on every rank
   order_ = distributed_sampler_indices(permutation, options_.rank, options_.world_size).to(device_);
   if (options_.rank > 0) generator_ = make_cpu_generator(epoch_seed(options_.seed, epoch, 2 + rank_streams));
+  if (options_.target == TrainTarget::crossentropy)  // its own stream: the other draws stay as without it
+    epoch_labels_ = draw_labels(vote_distribution_, epoch_seed(options_.seed, epoch, 3));
   loss_sum_ = torch::zeros({}, torch::TensorOptions(torch::kFloat64).device(device_));
   correct_ = torch::zeros({}, torch::TensorOptions(torch::kInt64).device(device_));
   progress().steps_per_epoch = (usable_ + options_.batch_size - 1) / options_.batch_size;
@@ -110,8 +160,12 @@ void SupervisedTrainer::run_step() {
   const auto idx = order_.slice(0, b * bs, std::min(usable_, (b + 1) * bs));
   auto x = augment_batch(to_model_input(data_.images, idx, device_), options_.augment, generator_);
   const auto y = data_.labels.index_select(0, idx);
-  MixedBatch mixed{x, y, y, 1.0};
-  if (options_.mix.enabled()) mixed = mix_batch(x, y, options_.mix, generator_);
+  // Soft targets are mixed by row: mix_batch pairs the batch's rows, step_loss gathers their targets.
+  const bool by_row = options_.target == TrainTarget::probability || options_.target == TrainTarget::multi_target;
+  const auto targets = by_row ? torch::arange(idx.size(0), idx.options())
+                              : options_.target == TrainTarget::crossentropy ? epoch_labels_.index_select(0, idx) : y;
+  MixedBatch mixed{x, targets, targets, 1.0};
+  if (options_.mix.enabled()) mixed = mix_batch(x, targets, options_.mix, generator_);
   if (options_.channels_last) mixed.x = mixed.x.contiguous(torch::MemoryFormat::ChannelsLast);
 
   optimizer_->zero_grad();
@@ -120,10 +174,7 @@ void SupervisedTrainer::run_step() {
     AutocastScope autocast(device_, options_.precision);
     logits = model_->forward(mixed.x).to(torch::kFloat32);
   }
-  const double s = options_.label_smoothing;
-  loss = classification_loss(logits, mixed.target_a, s, options_.class_weights);
-  if (mixed.lam < 1.0)
-    loss = loss * mixed.lam + classification_loss(logits, mixed.target_b, s, options_.class_weights) * (1 - mixed.lam);
+  loss = step_loss(logits, idx, mixed);
   p.loss = loss;
   p.inputs = mixed.x;
   p.logits = logits;
@@ -137,7 +188,25 @@ void SupervisedTrainer::run_step() {
   scaler_.step(*optimizer_);
   scaler_.update();
   loss_sum_ += p.loss.to(torch::kFloat64) * idx.size(0);
-  correct_ += logits.detach().argmax(1).eq(mixed.target_a).sum();
+  correct_ += logits.detach().argmax(1).eq(y).sum();
+}
+
+torch::Tensor SupervisedTrainer::step_loss(const torch::Tensor& logits, const torch::Tensor& idx,
+                                           const MixedBatch& mixed) const {
+  const double s = options_.label_smoothing;
+  const auto one = [&](const torch::Tensor& target) {
+    switch (options_.target) {
+      case TrainTarget::probability:
+        return soft_target_loss(logits, vote_distribution_.index_select(0, idx.index_select(0, target)), s,
+                                options_.class_weights);
+      case TrainTarget::multi_target:
+        return multi_target_loss(logits, data_.votes.index_select(0, idx.index_select(0, target)));
+      default: return classification_loss(logits, target, s, options_.class_weights);
+    }
+  };
+  auto loss = one(mixed.target_a);
+  if (mixed.lam < 1.0) loss = loss * mixed.lam + one(mixed.target_b) * (1 - mixed.lam);
+  return loss;
 }
 
 void SupervisedTrainer::end_epoch() {

@@ -260,8 +260,10 @@ DetectedFace detect_largest_face(const FaceDetector& detector, const std::string
 }
 
 DatasetSplits load_image_folder_with_faces(const std::string& root, const FaceDetector& detector) {
+  const auto listing = list_image_folder(root);
   DatasetSplits folder;
-  for (const auto& f : list_image_folder(root)) {
+  set_class_names(folder, listing.class_names);
+  for (const auto& f : listing.files) {
     Dataset& split = split_of(folder, f.split);
     const auto face = detect_largest_face(detector, f.path);
     if (face.found) {

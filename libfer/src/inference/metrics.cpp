@@ -1,6 +1,7 @@
 #include "fer/inference/metrics.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <stdexcept>
 
@@ -164,6 +165,37 @@ nlohmann::json Metrics::to_json(const std::vector<std::string>& names) const {
           {"per_class", per},
           {"class_names", names},
           {"confusion_matrix", confusion}};
+}
+
+VoteMetrics compute_vote_metrics(const std::vector<float>& votes, const std::vector<float>& probabilities,
+                                 int num_classes) {
+  const auto k = static_cast<std::size_t>(num_classes);
+  if (num_classes <= 0 || votes.size() != probabilities.size() || votes.size() % k != 0)
+    throw std::invalid_argument("compute_vote_metrics: votes and probabilities must both be [n, " +
+                                std::to_string(num_classes) + "]");
+  VoteMetrics m;
+  m.n = static_cast<std::int64_t>(votes.size() / k);
+  if (m.n == 0) return m;
+  const auto predicted = argmax_rows(probabilities, num_classes);
+  double cross_entropy = 0;
+  std::int64_t plural = 0;
+  for (std::int64_t i = 0; i < m.n; ++i) {
+    const float* v = votes.data() + i * k;
+    const float* p = probabilities.data() + i * k;
+    const double total = std::accumulate(v, v + k, 0.0);
+    if (total <= 0) throw std::invalid_argument("compute_vote_metrics: row " + std::to_string(i) + " has no votes");
+    const float most = *std::max_element(v, v + k);
+    for (std::size_t c = 0; c < k; ++c)  // a class the annotators never chose adds nothing, whatever its p
+      if (v[c] > 0) cross_entropy -= v[c] / total * std::log(std::max(static_cast<double>(p[c]), 1e-12));
+    plural += v[predicted[i]] == most;
+  }
+  m.cross_entropy = cross_entropy / static_cast<double>(m.n);
+  m.plurality_accuracy = static_cast<double>(plural) / static_cast<double>(m.n);
+  return m;
+}
+
+nlohmann::json VoteMetrics::to_json() const {
+  return {{"n", n}, {"cross_entropy", cross_entropy}, {"plurality_accuracy", plurality_accuracy}};
 }
 
 }  // namespace fer

@@ -156,11 +156,25 @@ std::vector<std::string> read_ensemble_members(const std::string& ensemble_json)
   return paths;
 }
 
+namespace {
+std::string joined_names(const std::vector<std::string>& names) {
+  std::string text;
+  for (const auto& n : names) text += (text.empty() ? "" : ", ") + n;
+  return "(" + text + ")";
+}
+}  // namespace
+
 EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
                                       const std::string& out_dir, const EvaluationOptions& options) {
   const auto prediction = predict_checkpoints(checkpoint_paths, data, options);
+  if (prediction.class_names != data.class_names)
+    throw std::runtime_error(checkpoint_paths.front() + " predicts the classes " + joined_names(prediction.class_names) +
+                             "; the data's are " + joined_names(data.class_names));
+  nlohmann::json extra = nlohmann::json::object();
+  if (data.has_votes())
+    extra["votes"] = compute_vote_metrics(data.votes, prediction.probabilities, data.num_classes()).to_json();
   return write_evaluation(data.labels, prediction.probabilities, prediction.class_names, out_dir, options,
-                          checkpoint_paths);
+                          checkpoint_paths, extra);
 }
 
 EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 
 #include "fer/common/io.h"
@@ -16,6 +17,28 @@ namespace {
 // A shipped model's folder holds best.pt (one network) or ensemble.json (several).
 bool holds_model(const fs::path& folder) {
   return fs::is_regular_file(folder / "best.pt") || fs::is_regular_file(folder / "ensemble.json");
+}
+
+// The folder names models.txt lists, checked: each a plain name whose folder holds a model.
+std::vector<std::string> read_manifest(const fs::path& dir) {
+  const auto manifest = dir / kModelManifest;
+  std::ifstream in(manifest);
+  if (!in) throw std::runtime_error(manifest.string() + ": cannot read");
+  std::vector<std::string> folders;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    line = line.substr(0, line.find('#'));
+    const auto begin = line.find_first_not_of(" \t\r");
+    if (begin == std::string::npos) continue;
+    const auto name = line.substr(begin, line.find_last_not_of(" \t\r") - begin + 1);
+    const auto where = manifest.string() + ":" + std::to_string(number) + ": ";
+    if (name.find('/') != std::string::npos || name == "." || name == "..")
+      throw std::runtime_error(where + "'" + name + "' is not a folder name of " + dir.string());
+    if (!holds_model(dir / name))
+      throw std::runtime_error(where + "'" + name + "' holds no best.pt or ensemble.json in " + dir.string());
+    folders.push_back(name);
+  }
+  return folders;
 }
 
 std::string joined(const std::vector<std::string>& names) {
@@ -45,13 +68,19 @@ std::vector<ModelDir> shipped_model_dirs() {
   return dirs;
 }
 
+std::vector<std::string> shipped_model_folders(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return {};
+  if (fs::exists(fs::path(dir) / kModelManifest)) return read_manifest(dir);
+  std::vector<std::string> folders;
+  for (const auto& entry : fs::directory_iterator(dir, ec))
+    if (holds_model(entry.path())) folders.push_back(entry.path().filename().string());
+  return folders;
+}
+
 std::vector<std::string> shipped_model_names(const std::string& dir) {
   std::vector<std::string> names;
-  std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const auto& p = entry.path();
-    if (!holds_model(p)) continue;
-    std::string name = p.filename().string();
+  for (auto name : shipped_model_folders(dir)) {
     if (name.rfind("fer2013_", 0) == 0) name = name.substr(8);
     names.push_back(name);
   }
@@ -64,7 +93,9 @@ std::vector<std::string> resolve_models(const std::string& value, const std::vec
     return fs::path(value).extension() == ".json" ? read_ensemble_members(value) : std::vector<std::string>{value};
   std::string looked;
   for (const auto& dir : dirs) {
-    for (const auto& run : {fs::path(value), fs::path("fer2013_" + value)}) {
+    const auto folders = shipped_model_folders(dir.path);
+    for (const auto& run : {value, "fer2013_" + value}) {
+      if (std::find(folders.begin(), folders.end(), run) == folders.end()) continue;
       const fs::path folder = fs::path(dir.path) / run;
       if (fs::is_regular_file(folder / "best.pt")) return {(folder / "best.pt").string()};
       if (fs::is_regular_file(folder / "ensemble.json")) return read_ensemble_members((folder / "ensemble.json").string());

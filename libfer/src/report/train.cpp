@@ -94,9 +94,10 @@ bool prepare_run_dir(const TrainRequest& request) {
   return request.resume && have_last;
 }
 
-ModelOptions model_options(const Config& c) {
+ModelOptions model_options(const Config& c, int num_classes) {
   ModelOptions o;
   o.architecture = c.model.architecture;
+  o.num_classes = num_classes;
   o.input_size = c.augment.crop_size;
   o.filters.assign(c.model.filters.begin(), c.model.filters.end());
   o.dense_units = c.model.dense_units;
@@ -112,6 +113,7 @@ StepOptions step_options(const Config& cfg, const Dataset& train_split, const to
   o.augment = AugmentOptions::from_config(cfg.augment);
   o.mix = MixOptions::from_config(cfg.augment);
   o.label_smoothing = cfg.train.label_smoothing;
+  o.target = parse_train_target(cfg.train.target);
   o.precision = parse_precision(cfg.train.precision);
   o.channels_last = cfg.train.channels_last;
   o.seed = cfg.train.seed;
@@ -125,7 +127,13 @@ StepOptions step_options(const Config& cfg, const Dataset& train_split, const to
 
 TrainData to_device(const Dataset& split, const torch::Device& device) {
   // The whole split lives on the training device as uint8: batches are gathered there.
-  return {images_tensor(split).to(device), labels_tensor(split).to(device)};
+  TrainData data(images_tensor(split).to(device), labels_tensor(split).to(device));
+  if (split.has_votes())
+    data.votes = torch::from_blob(const_cast<float*>(split.votes.data()),
+                                  {static_cast<int64_t>(split.size()), static_cast<int64_t>(split.num_classes())},
+                                  torch::kFloat32)
+                     .to(device, /*non_blocking=*/false, /*copy=*/true);
+  return data;
 }
 
 // This rank's contiguous share of the validation split (sharded validation).
@@ -242,8 +250,26 @@ void add_charts_to_tensorboard(TensorBoardHook& tensorboard, const std::string& 
 
 }  // namespace
 
+// Checks train.target against the data, and applies the majority rule to the
+// training faces (those without a majority label are left out, as Barsoum et al. do).
+void select_for_target(const Config& c, Dataset& train) {
+  const auto target = parse_train_target(c.train.target);
+  if (target != TrainTarget::majority && !train.has_votes())
+    throw ConfigError("train.target: " + c.train.target + " trains on annotator votes, and " + c.data.path +
+                      " has one label per face (FER+ data has votes); use majority");
+  if (target == TrainTarget::multi_target && c.train.label_smoothing > 0)
+    throw ConfigError("train.label_smoothing: does not apply to train.target multi_target (its loss has no target "
+                      "distribution to smooth); set it to 0");
+  if (target == TrainTarget::majority && train.has_votes()) {
+    const auto before = static_cast<std::int64_t>(train.size());
+    train.keep_if([&](std::size_t i) { return train.majority[i] >= 0; });
+    train.dropped.push_back({"without a majority label (train.target majority)", before - static_cast<std::int64_t>(train.size())});
+  }
+}
+
 DatasetSplits load_configured_splits(const Config& c) {
-  DatasetSplits splits = load_dataset(c.data.path);
+  DatasetSplits splits = load_dataset(c.data);
+  select_for_target(c, splits.train);
   if (c.data.split == "stratified")
     splits = stratified_split(splits, c.data.val_fraction, c.data.test_fraction, static_cast<uint64_t>(c.data.split_seed));
   splits.train.truncate(static_cast<std::size_t>(c.data.max_train));
@@ -301,8 +327,8 @@ TrainSummary train(const TrainRequest& request) {
 
   torch::manual_seed(static_cast<uint64_t>(cfg.train.seed));
   CheckpointMeta meta;
-  meta.model = model_options(cfg);
-  meta.class_names = emotion_names();
+  meta.model = model_options(cfg, splits.train.num_classes());
+  meta.class_names = splits.train.class_names;
   meta.info = {{"config_name", cfg.name}};
   LoadedCheckpoint last;
   if (resuming) last = load_checkpoint(path("last.pt"), device, training_state_blob_names());

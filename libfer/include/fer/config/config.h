@@ -24,6 +24,10 @@ struct DataConfig {
   double test_fraction = 0.1;       // stratified split only
   int max_train = 0;                // 0 = all rows; >0 keeps the first N (smoke runs)
   int max_val = 0;
+  std::vector<std::string> classes; // image folders: the class list, in label order (empty: from the folders)
+  std::string votes;                // FER+'s fer2013new.csv, paired row by row with data.path's fer2013.csv
+  bool ferplus_unknown = false;     // FER+: 'unknown' as a class of its own
+  bool ferplus_as_fer2013 = false;  // FER+: FER-2013's seven classes (contempt's votes dropped)
 };
 
 struct ModelConfig {
@@ -61,6 +65,7 @@ struct TrainConfig {
   int step_size = 30;               // step: epochs between decays
   double step_gamma = 0.1;          // step: decay factor
   double label_smoothing = 0.0;
+  std::string target = "majority";  // data with votes: majority | probability | crossentropy | multi_target
   double ema_decay = 0.0;           // exponential moving average of the weights (0 = off)
   std::string precision = "fp32";   // fp32 | bf16 | fp16
   bool channels_last = false;

@@ -16,6 +16,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "fer/common/precision.h"
@@ -100,10 +101,24 @@ class TrainerBase {
 };
 
 // The data one supervised run trains on: uint8 images [N,48,48] and labels [N]
-// on the training device.
+// on the training device, and for data with annotator votes (FER+) their
+// counts [N,classes] (float; undefined otherwise).
 struct TrainData {
+  TrainData() = default;
+  TrainData(at::Tensor images_, at::Tensor labels_, at::Tensor votes_ = {})
+      : images(std::move(images_)), labels(std::move(labels_)), votes(std::move(votes_)) {}
   at::Tensor images, labels;
+  at::Tensor votes;
 };
+
+// What a step trains towards on data with votes (Barsoum et al. 2016):
+//   majority      the label (the majority-rule label; single-label data: the label);
+//   probability   the vote distribution, as a soft target;
+//   crossentropy  a label drawn from the vote distribution, anew each epoch;
+//   multi_target  any class with votes counts as right: -log max over them of p.
+enum class TrainTarget { majority, probability, crossentropy, multi_target };
+TrainTarget parse_train_target(const std::string& name);  // throws std::invalid_argument listing the names
+std::string train_target_name(TrainTarget target);
 
 // How a step turns a batch into a loss.
 struct StepOptions {
@@ -111,6 +126,7 @@ struct StepOptions {
   AugmentOptions augment;
   MixOptions mix;
   double label_smoothing = 0.0;
+  TrainTarget target = TrainTarget::majority;  // all but majority need TrainData::votes
   at::Tensor class_weights;  // optional [classes]
   Precision precision = Precision::fp32;
   bool channels_last = false;
@@ -126,6 +142,23 @@ struct StepOptions {
 // definition: the target is (1 - s) one-hot + s / classes), mean over the batch.
 at::Tensor classification_loss(const at::Tensor& logits, const at::Tensor& target, double label_smoothing,
                                   const at::Tensor& class_weights = {});
+
+// Cross-entropy to soft targets [B,classes] (rows summing to 1), PyTorch's
+// definition for probability targets: the target smoothed to (1 - s) t + s /
+// classes, -sum_k w_k t_k log p_k per image, the mean over the batch. With a
+// one-hot target and no weights it equals classification_loss.
+at::Tensor soft_target_loss(const at::Tensor& logits, const at::Tensor& target, double label_smoothing,
+                            const at::Tensor& class_weights = {});
+
+// Barsoum et al.'s multi-target loss: -log max_{k in S} p_k per image, S the
+// classes where `accepted` [B,classes] is non-zero (each row needs one), the
+// mean over the batch.
+at::Tensor multi_target_loss(const at::Tensor& logits, const at::Tensor& accepted);
+
+// One label per row of `distribution` [N,classes] (rows summing to 1), drawn
+// with the CPU generator seeded by `seed` (train.target crossentropy: anew
+// each epoch). Returns int64 [N] on the distribution's device.
+at::Tensor draw_labels(const at::Tensor& distribution, uint64_t seed);
 
 // Per-epoch seeds: a resumed run draws exactly what an uninterrupted one would.
 uint64_t epoch_seed(int seed, int epoch, uint64_t stream);
@@ -160,7 +193,10 @@ class SupervisedTrainer : public TrainerBase {
   c10::Device device_;
   GradScaler scaler_;
   at::Generator generator_;
+  // The batch's loss against its (possibly mixed) targets, by options_.target.
+  at::Tensor step_loss(const at::Tensor& logits, const at::Tensor& idx, const MixedBatch& mixed) const;
   at::Tensor order_, loss_sum_, correct_;
+  at::Tensor vote_distribution_, epoch_labels_;  // probability / crossentropy targets
   int64_t usable_ = 0;
 };
 

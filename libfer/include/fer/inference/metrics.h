@@ -42,6 +42,17 @@ RocCurve roc_curve(const std::vector<int>& binary_labels, const std::vector<doub
 Metrics compute_metrics(const std::vector<std::int64_t>& y_true, const std::vector<float>& probabilities,
                         int num_classes);
 
+// Agreement with annotators, for data with votes (FER+): `votes` [n,k]
+// row-major counts, each row with at least one vote.
+struct VoteMetrics {
+  std::int64_t n = 0;
+  double cross_entropy = 0;        // mean -sum_k v_k log p_k, v the row's vote distribution (natural log)
+  double plurality_accuracy = 0;   // share of arg-max predictions among their row's most-voted classes (ties: any)
+  nlohmann::json to_json() const;
+};
+VoteMetrics compute_vote_metrics(const std::vector<float>& votes, const std::vector<float>& probabilities,
+                                 int num_classes);
+
 std::vector<std::int64_t> argmax_rows(const std::vector<float>& probabilities, int num_classes);
 
 }  // namespace fer

@@ -1,7 +1,7 @@
 // Shipped models by name: experiments/<name>/ (or fer2013_<name>/) folders
-// holding best.pt (one network) or ensemble.json (several), searched in a
-// fixed order, so an app finds them from any build folder and any working
-// directory, and installed.
+// holding best.pt (one network) or ensemble.json (several), listed in
+// experiments/models.txt and searched in a fixed order, so an app finds them
+// from any build folder and any working directory, and installed.
 //
 //   const auto checkpoints = fer::resolve_models("paper_cnn_long");  // or a .pt / ensemble.json path
 //   fer::evaluate_checkpoints(checkpoints, data, "out", options);
@@ -25,13 +25,25 @@ struct ModelDir {
 // Every folder is listed whether or not it exists (errors show them all).
 std::vector<ModelDir> shipped_model_dirs();
 
+// The name of the manifest that lists a model folder's shipped models.
+constexpr const char* kModelManifest = "models.txt";
+
+// The model folders of `dir`, in the order found: the ones its models.txt lists
+// (one folder name a line, '#' comments), when it has one (experiments/, an
+// install); else every sub-folder holding best.pt or ensemble.json (a folder of
+// one's own in $FER_MODEL_DIR). None when `dir` does not exist. Throws
+// std::runtime_error naming models.txt and its line for a listed folder that
+// holds no model or a name that is not a plain folder name.
+std::vector<std::string> shipped_model_folders(const std::string& dir);
+
 // The names of the shipped models in `dir` (a folder's name without its
 // "fer2013_" prefix), sorted; none when `dir` does not exist.
 std::vector<std::string> shipped_model_names(const std::string& dir);
 
 // A model given by path or by name. `value` is a checkpoint file, an
 // ensemble.json file, or the name of a shipped model or ensemble, looked up
-// in shipped_model_dirs() (the first folder that has it wins). Returns its
+// among the shipped_model_folders() of shipped_model_dirs() (the first folder
+// that has it wins). Returns its
 // checkpoints: one, or an ensemble's members (read_ensemble_members).
 // Throws std::runtime_error naming the value and every folder searched with
 // what it holds.

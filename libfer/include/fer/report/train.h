@@ -15,7 +15,7 @@ namespace fer {
 
 struct TrainRequest {
   Config config;
-  std::string run_dir;      // experiments/<name> unless chosen
+  std::string run_dir;      // fer-train: runs/<name> unless chosen
   bool resume = false;      // continue from run_dir/last.pt
   DistributedEnv distributed;  // this process's rank; a world of one by default
 };
