@@ -4,8 +4,9 @@
 #      fer/report/ header or spdlog (the core reports through callbacks).
 #   2. No cycle between folders: "folder A includes a header of folder B" is an
 #      arrow A -> B, and the arrows form a DAG (tsort finds any loop).
-#   3. Headers and sources mirror each other: every folder of src/ is a folder
-#      of include/fer/, and no header sits loose beside the umbrella fer/fer.h.
+#   3. Headers and sources mirror each other: every folder (and sub-folder, as
+#      report/'s wings) of src/ is a folder of include/fer/, and no header sits
+#      loose beside the umbrella fer/fer.h.
 #   4. fer/fer.h includes every public header.
 #   check_layering.sh SOURCE_DIR      (FER_SHOW_ARROWS=1: also print the arrows, "from to")
 set -euo pipefail
@@ -18,7 +19,7 @@ files_of() { find "$lib/include/fer/$1" "$lib/src/$1" -type f \( -name '*.h' -o 
 folders=$(find "$lib/include/fer" -mindepth 1 -maxdepth 1 -type d -printf '%f\n' | sort)
 [ -n "$folders" ] && echo "$folders" | grep -qx report || { echo "no folders (or no report/) under $lib/include/fer"; exit 1; }
 
-for f in $(find "$lib/src" -mindepth 1 -maxdepth 1 -type d -printf '%f\n'); do
+for f in $(find "$lib/src" -mindepth 1 -type d -printf '%P\n'); do
   [ -d "$lib/include/fer/$f" ] || { echo "libfer/src/$f has no include/fer/$f"; status=1; }
 done
 for h in "$lib"/include/fer/*.h "$lib"/src/*.cpp "$lib"/src/*.h; do
@@ -27,7 +28,7 @@ for h in "$lib"/include/fer/*.h "$lib"/src/*.cpp "$lib"/src/*.h; do
   echo "${h#$root/} sits outside every folder"; status=1
 done
 
-for h in "$lib"/include/fer/*/*.h; do
+for h in $(find "$lib/include/fer" -mindepth 2 -name '*.h' | sort); do  # folders' headers, sub-folders included
   name=${h#"$lib"/include/}
   grep -q "#include \"$name\"" "$lib/include/fer/fer.h" || { echo "fer/fer.h does not include $name"; status=1; }
 done
@@ -39,7 +40,7 @@ for f in $folders; do
     if [ "$f" != report ]; then
       core_count=$((core_count + 1))
       if grep -q '#include [<"]fer/report/' "$file"; then
-        echo "core file ${file#$root/} includes a report header: $(grep -o 'fer/report/[a-z_]*\.h' "$file" | sort -u | tr '\n' ' ')"
+        echo "core file ${file#$root/} includes a report header: $(grep -o 'fer/report/[a-z_/]*\.h' "$file" | sort -u | tr '\n' ' ')"
         status=1
       fi
       if grep -q '#include [<"]spdlog/' "$file"; then

@@ -11,14 +11,8 @@ namespace {
 // All cores, or OMP_NUM_THREADS as the apps take it: CTest sets it for the
 // suites it runs side by side (tests/add_suites.cmake), where two processes of
 // all cores' threads each ran ~20% slower (busy-waiting OpenMP threads).
-int threads_from_environment() {
-  const char* omp = std::getenv("OMP_NUM_THREADS");
-  const int n = omp ? std::atoi(omp) : 0;
-  return n > 0 ? n : 0;
-}
-
 int configure() {
-  const int threads = fer::configure_cpu_runtime(threads_from_environment());
+  const int threads = fer::configure_cpu_runtime(fer::threads_or_omp(0));
   const std::string warning = fer::turn_off_onednn_if_its_gradients_are_wrong();
   if (!warning.empty()) std::fprintf(stderr, "warning: %s\n", warning.c_str());
   return threads;

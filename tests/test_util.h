@@ -6,8 +6,8 @@
 #include <zlib.h>
 
 #include "fer/config/config.h"
+#include "fer/report/live/trends.h"
 #include "fer/report/plot.h"
-#include "fer/report/trends.h"
 
 #include <cstdlib>
 #include <filesystem>

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "fer/common/precision.h"
-#include "fer/report/model_store.h"
+#include "fer/models/model_store.h"
 #include "fer/report/runtime.h"
 
 namespace fer_app {
@@ -27,15 +27,7 @@ inline std::string resolve_data_path(const std::string& from_cli, const std::str
   return "data/fer2013.csv";
 }
 
-// A threads setting of 0 (all cores) yields to OMP_NUM_THREADS when it is set,
-// as in PyTorch: torchrun sets 1 per rank, fer-train --nproc cores / ranks,
-// the test scripts cores / suites run side by side.
-inline int threads_or_omp(int configured) {
-  if (configured > 0) return configured;
-  const char* omp = std::getenv("OMP_NUM_THREADS");
-  const int n = omp ? std::atoi(omp) : 0;
-  return n > 0 ? n : 0;
-}
+using fer::threads_or_omp;  // the apps' threads setting (fer/report/runtime.h)
 
 // The models the apps use when --model is not given (by name, see
 // fer::resolve_models), chosen on PublicTest: the shipped single network with
@@ -81,12 +73,25 @@ CLI::Option* add_enum_option(CLI::App& app, const std::string& name, Enum& value
   return app.add_option(name, value, help)->transform(CLI::CheckedTransformer(by_name))->option_text(text);
 }
 
+// The same from the library's table of the enum's names (fer/common/enum_names.h).
+template <typename Enum>
+CLI::Option* add_enum_option(CLI::App& app, const std::string& name, Enum& value, const fer::EnumNames<Enum>& names,
+                             const std::string& help) {
+  return add_enum_option(app, name, value, names.names, help);
+}
+
+// The names an enum's table lists, for CLI::IsMember.
+template <typename Enum>
+std::vector<std::string> names_of(const fer::EnumNames<Enum>& names) {
+  std::vector<std::string> list;
+  for (const auto& entry : names.names) list.push_back(entry.first);
+  return list;
+}
+
 // A --precision option parsed straight into the enum (fp32 | bf16 | fp16).
 inline CLI::Option* add_precision_option(CLI::App& app, const std::string& name, fer::Precision& value,
                                          const std::string& help) {
-  return add_enum_option(app, name, value,
-                         {{"fp32", fer::Precision::fp32}, {"bf16", fer::Precision::bf16}, {"fp16", fer::Precision::fp16}},
-                         help);
+  return add_enum_option(app, name, value, fer::precision_names(), help);
 }
 
 // Runs `body`; any exception becomes "error: ..." on stderr and exit status 1.

@@ -4,8 +4,8 @@
 #include <cstdio>
 
 #include "app_common.h"
-#include "fer/report/compare.h"
 #include "fer/report/plot.h"
+#include "fer/report/train/compare.h"
 
 namespace {
 

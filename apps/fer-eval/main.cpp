@@ -6,10 +6,11 @@
 #include "app_common.h"
 #include "fer/config/config.h"
 #include "fer/data/dataset.h"
+#include "fer/data/sampler.h"
 #include "fer/distributed/distributed.h"
-#include "fer/report/evaluate.h"
+#include "fer/report/evaluate/evaluate.h"
+#include "fer/report/evaluate/shards.h"
 #include "fer/report/runtime.h"
-#include "fer/report/shards.h"
 #if FER_WITH_OPENCV
 #include "fer/faces/faces.h"
 #endif
@@ -35,19 +36,6 @@ fer::ShardSpec chosen_shard(const std::string& text) {
   return {env.rank, env.world_size};
 }
 
-// One shard's slice: its own metrics, plus what --merge needs.
-fer::EvaluationResult evaluate_shard(const std::vector<std::string>& models, const fer::Dataset& selected,
-                                     const fer::ShardSpec& shard, const std::string& out_dir,
-                                     const fer::EvaluationOptions& options) {
-  const auto part = fer::dataset_shard(selected, shard);
-  std::fprintf(stderr, "shard %d of %d: %zu of %zu images\n", shard.index, shard.count, part.size(), selected.size());
-  const auto prediction = fer::predict_checkpoints(models, part, options);
-  const auto result = fer::write_evaluation(part.labels, prediction.probabilities, prediction.class_names, out_dir,
-                                            options, models);
-  fer::write_evaluation_shard(out_dir, shard, selected.size(), part.labels, result, prediction.class_names, options,
-                              models);
-  return result;
-}
 
 // --detect-faces: each photo's largest face, images without one counted.
 int evaluate_photos(const std::string& model, const std::string& data_path, const std::string& split,
@@ -94,7 +82,7 @@ void add_eval_options(CLI::App& app, EvalArgs& a) {
   app.add_option("--tta", a.tta,
                  "Test-time augmentation: none, flip (image and mirror; also plain --tta) or tencrop (5 crops x 2 mirrors)")
       ->expected(0, 1)
-      ->check(CLI::IsMember({"none", "flip", "tencrop"}));
+      ->check(CLI::IsMember(fer_app::names_of(fer::tta_names())));
   fer_app::add_precision_option(app, "--precision", a.options.precision,
                                 "Inference precision: fp32, bf16 (CPU with AVX512-BF16, or CUDA), fp16 (CUDA)");
   app.add_option("--batch-size", a.options.batch_size, "Images per forward pass")->capture_default_str();
@@ -192,8 +180,13 @@ int run_eval(EvalArgs a) {
   const auto selected = selected_split(data_path, a.split);
   std::fprintf(stderr, "%s %s\n", a.split.c_str(), fer::class_summary(selected).c_str());
   const auto shard = chosen_shard(a.shard);
+  if (shard.sharded()) {
+    const auto [begin, end] = fer::shard_range(static_cast<int64_t>(selected.size()), shard.index, shard.count);
+    std::fprintf(stderr, "shard %d of %d: %lld of %zu images\n", shard.index, shard.count,
+                 static_cast<long long>(end - begin), selected.size());
+  }
   const auto result = shard.sharded()
-                          ? evaluate_shard(models, selected, shard, (fs::path(out_dir) / shard.dir_name()).string(), options)
+                          ? fer::evaluate_shard(models, selected, shard, (fs::path(out_dir) / shard.dir_name()).string(), options)
                           : fer::evaluate_checkpoints(models, selected, out_dir, options);
   print_result(result);
   print_files(result.files);

@@ -12,7 +12,7 @@
 #include "fer/distributed/distributed.h"
 #include "fer/explain/background.h"
 #include "fer/faces/faces.h"
-#include "fer/report/explain.h"
+#include "fer/report/explain/batch.h"
 #include "fer/report/runtime.h"
 
 namespace {
@@ -93,10 +93,7 @@ void add_input_options(CLI::App& app, ExplainArgs& a) {
   app.add_option("--model", a.model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();
   app.add_option("--input", a.inputs, "FER-2013 CSV (rows of --split), image folder or image files (required unless --merge)");
   app.add_option("--split", a.split, "Split of a CSV input: train | val | test")->capture_default_str();
-  fer_app::add_enum_option(app, "--method", o.method,
-                           {{"shap", fer::ExplainMethod::shap}, {"lime", fer::ExplainMethod::lime},
-                            {"both", fer::ExplainMethod::both}},
-                           "shap | lime | both");
+  fer_app::add_enum_option(app, "--method", o.method, fer::explain_method_names(), "shap | lime | both");
   app.add_option("--out", a.out, "Output directory")->capture_default_str();
   app.add_option("--limit", a.limit, "Explain at most N images (0 = all)")->capture_default_str();
   app.add_option("--classes", o.classes, "all | pred | top:K")->capture_default_str();

@@ -17,14 +17,10 @@
 namespace {
 
 enum class Format { onnx, torchscript, int8 };
-const std::vector<std::pair<std::string, Format>> kFormats{
-    {"onnx", Format::onnx}, {"torchscript", Format::torchscript}, {"int8", Format::int8}};
+const fer::EnumNames<Format> kFormats{
+    "export format", {{"onnx", Format::onnx}, {"torchscript", Format::torchscript}, {"int8", Format::int8}}};
 
-std::string format_name(Format format) {
-  for (const auto& [name, value] : kFormats)
-    if (value == format) return name;
-  return "?";
-}
+std::string format_name(Format format) { return kFormats.name(format); }
 
 struct ExportArgs {
   std::string model = fer_app::kDefaultModel, out, data;
@@ -39,8 +35,7 @@ void add_export_options(CLI::App& app, ExportArgs& a) {
                            "onnx | torchscript | int8 (TorchScript, post-training static quantization)")
       ->required();
   app.add_option("--out", a.out, "File to write (replaced atomically)")->required();
-  fer_app::add_enum_option(app, "--output", a.output,
-                           {{"probabilities", fer::ExportOutput::probabilities}, {"logits", fer::ExportOutput::logits}},
+  fer_app::add_enum_option(app, "--output", a.output, fer::export_output_names(),
                            "What the graph returns: probabilities (softmax) | logits");
   app.add_option("--image-size", a.image_size, "Input side of the graph (the model's crop is taken inside)")
       ->capture_default_str();

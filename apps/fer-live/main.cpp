@@ -10,7 +10,7 @@
 
 #include "app_common.h"
 #include "fer/config/config.h"
-#include "fer/report/live.h"
+#include "fer/report/live/session.h"
 #include "fer/report/runtime.h"
 
 namespace {

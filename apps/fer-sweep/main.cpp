@@ -7,7 +7,7 @@
 #include "app_common.h"
 #include "train_process.h"
 #include "fer/report/progress.h"
-#include "fer/report/sweep.h"
+#include "fer/report/train/sweep.h"
 
 namespace {
 

@@ -17,7 +17,7 @@
 
 #include "fer/common/io.h"
 #include "fer/config/config.h"
-#include "fer/report/sweep.h"
+#include "fer/report/train/sweep.h"
 
 namespace fer_app {
 

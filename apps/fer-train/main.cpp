@@ -7,7 +7,7 @@
 #include "launcher.h"
 #include "fer/config/config.h"
 #include "fer/report/runtime.h"
-#include "fer/report/train.h"
+#include "fer/report/train/train.h"
 
 namespace {
 

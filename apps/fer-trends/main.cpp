@@ -4,7 +4,7 @@
 #include <filesystem>
 
 #include "app_common.h"
-#include "fer/report/trends.h"
+#include "fer/report/live/trends.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Emotion trends (pie, bar, timeline per window, overall and per track) from a frames.csv"};

@@ -5,7 +5,7 @@
 #endif
 
 #include "fer/data/dataset.h"
-#include "fer/report/train.h"
+#include "fer/report/train/train.h"
 #include "test_util.h"
 
 using fer_test::pixels_text;

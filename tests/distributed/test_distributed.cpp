@@ -22,7 +22,7 @@
 #include "fer/engine/hooks.h"
 #include "fer/engine/optim.h"
 #include "fer/models/checkpoint.h"
-#include "fer/report/shards.h"
+#include "fer/report/evaluate/shards.h"
 #include "test_util.h"
 
 namespace {

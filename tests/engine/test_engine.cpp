@@ -14,10 +14,10 @@
 #include "fer/engine/optim.h"
 #include "fer/inference/inference.h"
 #include "fer/models/checkpoint.h"
-#include "fer/report/evaluate.h"
-#include "fer/report/model_store.h"
+#include "fer/report/evaluate/evaluate.h"
+#include "fer/models/model_store.h"
 #include "fer/report/plot.h"
-#include "fer/report/train.h"
+#include "fer/report/train/train.h"
 #include "test_util.h"
 
 namespace {

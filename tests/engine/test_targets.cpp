@@ -16,7 +16,7 @@
 #include "fer/inference/inference.h"
 #include "fer/inference/metrics.h"
 #include "fer/models/checkpoint.h"
-#include "fer/report/train.h"
+#include "fer/report/train/train.h"
 #include "test_util.h"
 
 namespace {

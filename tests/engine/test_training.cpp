@@ -11,7 +11,7 @@
 #include "fer/config/config.h"
 #include "fer/models/checkpoint.h"
 #include "fer/report/plot.h"
-#include "fer/report/train.h"
+#include "fer/report/train/train.h"
 #include "test_util.h"
 
 namespace {

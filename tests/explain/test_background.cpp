@@ -12,7 +12,7 @@
 #include "fer/inference/inference.h"
 #include "fer/models/checkpoint.h"
 #include "fer/models/model.h"
-#include "fer/report/train.h"
+#include "fer/report/train/train.h"
 #include "test_util.h"
 
 namespace {

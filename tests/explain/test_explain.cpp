@@ -16,7 +16,7 @@
 #include "fer/explain/lime.h"
 #include "fer/models/checkpoint.h"
 #include "fer/models/model.h"
-#include "fer/report/explain.h"
+#include "fer/report/explain/batch.h"
 #include "test_util.h"
 
 namespace {

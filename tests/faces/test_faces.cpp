@@ -13,7 +13,7 @@
 #include "fer/config/config.h"
 #include "fer/faces/faces.h"
 #include "fer/faces/yunet.h"
-#include "fer/report/live.h"
+#include "fer/report/live/session.h"
 #include "test_util.h"
 
 namespace {

@@ -15,8 +15,8 @@
 #include "fer/data/dataset.h"
 #include "fer/inference/inference.h"
 #include "fer/models/checkpoint.h"
-#include "fer/report/evaluate.h"
-#include "fer/report/model_store.h"
+#include "fer/report/evaluate/evaluate.h"
+#include "fer/models/model_store.h"
 #include "test_util.h"
 
 namespace {

@@ -18,8 +18,8 @@
 #include "fer/data/dataset.h"
 #include "fer/live/live_session.h"
 #include "fer/live/wellbeing.h"
-#include "fer/report/live_sinks.h"
-#include "fer/report/trends.h"
+#include "fer/report/live/sinks.h"
+#include "fer/report/live/trends.h"
 #include "test_util.h"
 
 namespace {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "fer/config/config.h"
+#include "fer/common/emotions.h"
 #include "fer/live/wellbeing.h"
 #include "test_util.h"
 

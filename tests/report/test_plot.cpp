@@ -5,8 +5,8 @@
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
+#include "fer/report/live/trends.h"
 #include "fer/report/plot.h"
-#include "fer/report/trends.h"
 #include "test_util.h"
 
 TEST(Plot, HistoryCsvRoundTripsAndRejectsBadRows) {

@@ -38,12 +38,13 @@ void set_autocast(bool cuda, bool enabled, at::ScalarType dtype) {
 
 }  // namespace
 
-Precision parse_precision(const std::string& name) {
-  if (name == "fp32") return Precision::fp32;
-  if (name == "bf16") return Precision::bf16;
-  if (name == "fp16") return Precision::fp16;
-  throw std::invalid_argument("unknown precision '" + name + "' (expected fp32, bf16 or fp16)");
+const EnumNames<Precision>& precision_names() {
+  static const EnumNames<Precision> names{
+      "precision", {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}, {"fp16", Precision::fp16}}};
+  return names;
 }
+
+Precision parse_precision(const std::string& name) { return precision_names().parse(name); }
 
 Precision resolve_inference_precision(const std::string& name, const torch::Device& device) {
   return name == "auto" ? default_inference_precision(device) : parse_precision(name);
@@ -53,13 +54,7 @@ Precision default_inference_precision(const torch::Device& device) {
   return device.is_cpu() && cpu_has_native_bf16() ? Precision::bf16 : Precision::fp32;
 }
 
-std::string precision_name(Precision p) {
-  switch (p) {
-    case Precision::bf16: return "bf16";
-    case Precision::fp16: return "fp16";
-    default: return "fp32";
-  }
-}
+std::string precision_name(Precision p) { return precision_names().name(p); }
 
 bool cpu_has_native_bf16() {
 #if defined(__x86_64__) && defined(__GNUC__)

@@ -87,10 +87,10 @@ Rule<double> unit_upper(double lo_exclusive) {
   s << "in (" << lo_exclusive << ", 1]";
   return {s.str(), [lo_exclusive](const double& v) { return v > lo_exclusive && v <= 1.0; }};
 }
-Rule<std::vector<std::string>> emotions_rule() {
-  return {"emotion names (" + emotion_name_list() + ")", [](const std::vector<std::string>& v) {
+Rule<std::vector<std::string>> class_names_rule() {
+  return {"class names of the model (checked when it is loaded)", [](const std::vector<std::string>& v) {
             for (const auto& e : v)
-              if (emotion_index(e) < 0 || e != emotion_names()[emotion_index(e)]) return false;
+              if (e.empty()) return false;
             return true;
           }};
 }
@@ -308,7 +308,7 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(live.device, std::string, device_rule(), "Device of live classification: auto, cpu, cuda or cuda:N."),
       FER_KEY(live.threads, int, at_least(0), "CPU threads for LibTorch and OpenCV in fer-live (0 = OMP_NUM_THREADS when set, else all cores)."),
       FER_KEY(alert.enabled, bool, any<bool>(), "Wellbeing monitor on or off."),
-      FER_KEY(alert.negative_emotions, std::vector<std::string>, emotions_rule(), "Emotions that count as negative."),
+      FER_KEY(alert.negative_emotions, std::vector<std::string>, class_names_rule(), "Classes that count as negative; each must be a class of the model (an error names the one it lacks)."),
       FER_KEY(alert.window_s, double, positive<double>(), "Sliding window over which a track's negative share is measured, in seconds."),
       FER_KEY(alert.threshold, double, in_range(0, 1), "Alert when the negative share of the window stays above this value..."),
       FER_KEY(alert.min_duration_s, double, at_least(0.0), "...for at least this many seconds."),

@@ -29,4 +29,27 @@ at::Tensor distributed_sampler_indices(const at::Tensor& permutation, int rank, 
   return padded.slice(0, rank, total, world_size);
 }
 
+std::string ShardSpec::dir_name() const { return fmt::format("shard-{}-of-{}", index, count); }
+
+ShardSpec parse_shard(const std::string& text) {
+  const auto slash = text.find('/');
+  try {
+    if (slash == std::string::npos) throw std::invalid_argument("no slash");
+    std::size_t used_k = 0, used_n = 0;
+    ShardSpec s{std::stoi(text.substr(0, slash), &used_k), std::stoi(text.substr(slash + 1), &used_n)};
+    if (used_k != slash || used_n != text.size() - slash - 1 || s.count < 1 || s.index < 0 || s.index >= s.count)
+      throw std::invalid_argument("out of range");
+    return s;
+  } catch (const std::exception&) {
+    throw std::invalid_argument("shard '" + text + "': expected K/N with 0 <= K < N (e.g. 0/4)");
+  }
+}
+
+Dataset dataset_shard(const Dataset& data, const ShardSpec& shard) {
+  const auto [begin, end] = shard_range(static_cast<int64_t>(data.size()), shard.index, shard.count);
+  Dataset part = data.empty_like();
+  for (auto i = static_cast<std::size_t>(begin); i < static_cast<std::size_t>(end); ++i) part.add_from(data, i);
+  return part;
+}
+
 }  // namespace fer

@@ -179,15 +179,15 @@ std::string metadata_entry(const std::string& key, const std::string& value) {
 
 }  // namespace
 
-ExportOutput parse_export_output(const std::string& name) {
-  if (name == "probabilities") return ExportOutput::probabilities;
-  if (name == "logits") return ExportOutput::logits;
-  throw std::invalid_argument("unknown export output '" + name + "' (probabilities, logits)");
+const EnumNames<ExportOutput>& export_output_names() {
+  static const EnumNames<ExportOutput> names{
+      "export output", {{"probabilities", ExportOutput::probabilities}, {"logits", ExportOutput::logits}}};
+  return names;
 }
 
-std::string export_output_name(ExportOutput output) {
-  return output == ExportOutput::logits ? "logits" : "probabilities";
-}
+ExportOutput parse_export_output(const std::string& name) { return export_output_names().parse(name); }
+
+std::string export_output_name(ExportOutput output) { return export_output_names().name(output); }
 
 std::string onnx_model_bytes(const LoadedCheckpoint& checkpoint, const ExportOptions& options) {
   const auto& m = checkpoint.meta.model;

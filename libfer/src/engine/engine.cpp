@@ -64,21 +64,18 @@ torch::Tensor classification_loss(const torch::Tensor& logits, const torch::Tens
   return F::cross_entropy(logits, target, opts);
 }
 
-TrainTarget parse_train_target(const std::string& name) {
-  for (auto t : {TrainTarget::majority, TrainTarget::probability, TrainTarget::crossentropy, TrainTarget::multi_target})
-    if (train_target_name(t) == name) return t;
-  throw std::invalid_argument("unknown train target '" + name +
-                              "' (expected majority, probability, crossentropy or multi_target)");
+const EnumNames<TrainTarget>& train_target_names() {
+  static const EnumNames<TrainTarget> names{"train target",
+                                            {{"majority", TrainTarget::majority},
+                                             {"probability", TrainTarget::probability},
+                                             {"crossentropy", TrainTarget::crossentropy},
+                                             {"multi_target", TrainTarget::multi_target}}};
+  return names;
 }
 
-std::string train_target_name(TrainTarget target) {
-  switch (target) {
-    case TrainTarget::majority: return "majority";
-    case TrainTarget::probability: return "probability";
-    case TrainTarget::crossentropy: return "crossentropy";
-    default: return "multi_target";
-  }
-}
+TrainTarget parse_train_target(const std::string& name) { return train_target_names().parse(name); }
+
+std::string train_target_name(TrainTarget target) { return train_target_names().name(target); }
 
 torch::Tensor soft_target_loss(const torch::Tensor& logits, const torch::Tensor& target, double label_smoothing,
                                const torch::Tensor& class_weights) {

@@ -38,12 +38,13 @@ void set_optimizer_lr(torch::optim::Optimizer& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
 }
 
-Schedule parse_schedule(const std::string& name) {
-  if (name == "plateau") return Schedule::plateau;
-  if (name == "cosine") return Schedule::cosine;
-  if (name == "step") return Schedule::step;
-  throw std::invalid_argument("unknown schedule '" + name + "' (expected plateau, cosine or step)");
+const EnumNames<Schedule>& schedule_names() {
+  static const EnumNames<Schedule> names{
+      "schedule", {{"plateau", Schedule::plateau}, {"cosine", Schedule::cosine}, {"step", Schedule::step}}};
+  return names;
 }
+
+Schedule parse_schedule(const std::string& name) { return schedule_names().parse(name); }
 
 ScheduleOptions ScheduleOptions::from_config(const TrainConfig& c) {
   ScheduleOptions o;

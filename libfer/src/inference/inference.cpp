@@ -36,20 +36,16 @@ torch::Tensor labels_tensor(const Dataset& data) {
   return torch::tensor(data.labels, torch::kInt64);
 }
 
-Tta parse_tta(const std::string& name) {
-  if (name == "none" || name == "false") return Tta::none;
-  if (name == "flip" || name == "true") return Tta::flip;
-  if (name == "tencrop") return Tta::tencrop;
-  throw std::invalid_argument("unknown test-time augmentation '" + name + "' (expected none, flip or tencrop)");
+const EnumNames<Tta>& tta_names() {
+  static const EnumNames<Tta> names{"test-time augmentation",
+                                    {{"none", Tta::none}, {"flip", Tta::flip}, {"tencrop", Tta::tencrop}},
+                                    {{"false", Tta::none}, {"true", Tta::flip}}};
+  return names;
 }
 
-std::string tta_name(Tta tta) {
-  switch (tta) {
-    case Tta::flip: return "flip";
-    case Tta::tencrop: return "tencrop";
-    default: return "none";
-  }
-}
+Tta parse_tta(const std::string& name) { return tta_names().parse(name); }
+
+std::string tta_name(Tta tta) { return tta_names().name(tta); }
 
 std::vector<torch::Tensor> tta_views(const torch::Tensor& x, Tta tta, int64_t size, int64_t tencrop_padding) {
   if (tta != Tta::tencrop) {
@@ -185,6 +181,22 @@ BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device&
     const auto p = torch::softmax(logits, 1).to(torch::kCPU).contiguous();
     return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
   };
+}
+
+EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
+                                       const c10::Device& device, const PredictOptions& options) {
+  if (checkpoint_paths.empty()) throw std::runtime_error("no checkpoint to evaluate");
+  if (data.size() == 0) throw std::runtime_error("no images to predict");
+  std::vector<LoadedCheckpoint> members;
+  for (const auto& path : checkpoint_paths) {
+    members.push_back(load_checkpoint(path, device));
+    if (members.back().meta.class_names != members.front().meta.class_names)
+      throw std::runtime_error("ensemble member '" + path + "' has other class names than '" +
+                               checkpoint_paths.front() + "'");
+  }
+  const auto probs = predict_ensemble_probabilities(members, images_tensor(data), device, options).contiguous();
+  return {std::vector<float>(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel()),
+          members.front().meta.class_names};
 }
 
 }  // namespace fer

@@ -1,5 +1,7 @@
 #include "fer/report/runtime.h"
 
+#include <cstdlib>
+
 #include <torch/torch.h>
 
 #include <ATen/Context.h>
@@ -64,6 +66,13 @@ std::string turn_off_onednn_if_its_gradients_are_wrong() {
                 "environment may keep it on and right (it did on the AMD EPYC where this was seen)",
                 100 * worst);
   return text;
+}
+
+int threads_or_omp(int configured) {
+  if (configured > 0) return configured;
+  const char* omp = std::getenv("OMP_NUM_THREADS");
+  const int n = omp ? std::atoi(omp) : 0;
+  return n > 0 ? n : 0;
 }
 
 }  // namespace fer

@@ -14,6 +14,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "fer/common/enum_names.h"
+
 namespace torch::nn {
 class Module;
 }  // namespace torch::nn
@@ -23,6 +25,7 @@ namespace fer {
 enum class Precision { fp32, bf16, fp16 };
 
 // "fp32" | "bf16" | "fp16"; throws std::invalid_argument otherwise.
+const EnumNames<Precision>& precision_names();  // fp32, bf16, fp16
 Precision parse_precision(const std::string& name);
 std::string precision_name(Precision precision);
 

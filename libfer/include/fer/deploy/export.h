@@ -25,6 +25,7 @@
 #include <map>
 #include <string>
 
+#include "fer/common/enum_names.h"
 #include "fer/data/dataset.h"
 #include "fer/models/checkpoint.h"
 
@@ -32,6 +33,7 @@ namespace fer {
 
 enum class ExportOutput { probabilities, logits };
 // "probabilities" | "logits"; throws std::invalid_argument naming the choices.
+const EnumNames<ExportOutput>& export_output_names();  // probabilities, logits
 ExportOutput parse_export_output(const std::string& name);
 std::string export_output_name(ExportOutput output);
 

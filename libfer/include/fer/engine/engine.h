@@ -19,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "fer/common/enum_names.h"
 #include "fer/common/precision.h"
 #include "fer/data/augment.h"
 #include "fer/engine/history.h"
@@ -117,7 +118,8 @@ struct TrainData {
 //   crossentropy  a label drawn from the vote distribution, anew each epoch;
 //   multi_target  any class with votes counts as right: -log max over them of p.
 enum class TrainTarget { majority, probability, crossentropy, multi_target };
-TrainTarget parse_train_target(const std::string& name);  // throws std::invalid_argument listing the names
+const EnumNames<TrainTarget>& train_target_names();  // majority, probability, crossentropy, multi_target
+TrainTarget parse_train_target(const std::string& name);
 std::string train_target_name(TrainTarget target);
 
 // How a step turns a batch into a loss.

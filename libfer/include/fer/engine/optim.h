@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "fer/common/enum_names.h"
 #include "fer/config/config.h"
 
 namespace fer {
@@ -31,6 +32,7 @@ void set_optimizer_lr(torch::optim::Optimizer& optimizer, double lr);
 
 enum class Schedule { plateau, cosine, step };
 // "plateau" | "cosine" | "step" (train.schedule); throws std::invalid_argument otherwise.
+const EnumNames<Schedule>& schedule_names();  // plateau, cosine, step
 Schedule parse_schedule(const std::string& name);
 
 struct ScheduleOptions {

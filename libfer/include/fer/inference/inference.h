@@ -5,6 +5,7 @@
 #include <c10/core/Device.h>
 
 #include "fer/common/callbacks.h"
+#include "fer/common/enum_names.h"
 #include "fer/common/precision.h"
 #include "fer/data/dataset.h"
 #include "fer/inference/predictor.h"
@@ -25,6 +26,7 @@ at::Tensor labels_tensor(const Dataset& data);
 // corner crops and the centre crop of the model's input size, each mirrored).
 enum class Tta { none, flip, tencrop };
 // "none" | "flip" | "tencrop", and "false"/"true" (older configs) for none/flip.
+const EnumNames<Tta>& tta_names();  // none, flip, tencrop (false, true: older configs)
 Tta parse_tta(const std::string& name);
 std::string tta_name(Tta tta);
 
@@ -64,6 +66,19 @@ std::vector<at::Tensor> predict_view_probabilities(ClassifierImpl& model, const 
 // member and averaged there are the same floats.
 at::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const at::Tensor& images_u8,
                                              const c10::Device& device, const PredictOptions& options = {});
+
+// The models of checkpoint files on `data`: one network, or an ensemble (the
+// mean of the members' probabilities, predict_ensemble_probabilities), loaded
+// on `device`. Returns the probabilities [n, classes] row-major and the class
+// names. Throws std::runtime_error for no checkpoint, an empty `data`, or
+// members whose class names differ (naming the member); as load_checkpoint
+// for a file that cannot be read.
+struct EnsemblePrediction {
+  std::vector<float> probabilities;
+  std::vector<std::string> class_names;
+};
+EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
+                                       const c10::Device& device, const PredictOptions& options);
 
 // The mean that TTA takes over views and an ensemble over members: the
 // probabilities [N,classes] summed in order, divided by their count (one

@@ -4,7 +4,7 @@
 // loop that reads a camera or file stays outside, as in run_live():
 //
 //   fer::LiveSession session(fer::make_model_analyzer("best.pt", config, device), config.live);
-//   session.add_sink(fer::make_frames_csv_sink("out", session.class_names(), config.live));  // fer/report/live_sinks.h
+//   session.add_sink(fer::make_frames_csv_sink("out", session.class_names(), config.live));  // fer/report/live/sinks.h
 //   while (camera.read(frame)) {
 //     session.process(frame, seconds_since_start());
 //     if (!session.failure().empty()) break;   // a sink failed: end cleanly

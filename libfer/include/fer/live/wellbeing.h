@@ -1,5 +1,5 @@
 // Wellbeing monitor: an alert when a tracked person shows persistent negative
-// emotion (handing it to an institution's own program is fer/report/alert_command.h).
+// emotion (handing it to an institution's own program is fer/report/live/alert_command.h).
 //
 // Rule (all values from AlertConfig): for each track, the share of its
 // observations in the last `window_s` seconds whose (smoothed) label is one of

@@ -15,6 +15,12 @@ namespace fer {
 //   of ~1000, and a training step at ~210 instead of ~330 img/s (fer-bench).
 int configure_cpu_runtime(int threads, bool keep_freed_memory = true);
 
+// A threads setting of 0 (all cores) yields to OMP_NUM_THREADS when it is set,
+// as in PyTorch: torchrun sets 1 per rank, fer-train --nproc cores / ranks, the
+// test scripts cores / suites run side by side. Returns `configured` when > 0,
+// else OMP_NUM_THREADS when it is a positive number, else 0 (all cores).
+int threads_or_omp(int configured);
+
 // Some oneDNN builds compute wrong convolution gradients on some CPUs (seen:
 // Debian 13's LibTorch 2.6 with oneDNN 3.7.2 on an AMD EPYC: in a chain of two
 // convolutions the first one's weight gradient was 50-80% off, varying from

@@ -1,0 +1,88 @@
+// Private to explain_*.cpp: the pieces of an explanation batch's files that the
+// batch (explain_batch.cpp), its report (explain_report.cpp), its panels
+// (explain_panels.cpp) and its shards (explain_shards.cpp) share.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <opencv2/core.hpp>
+
+#include <cmath>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "fer/common/emotions.h"
+#include "fer/explain/background.h"
+#include "fer/explain/faithfulness.h"
+#include "fer/explain/lime.h"
+#include "fer/report/explain/batch.h"
+#include "fer/report/explain/gallery.h"
+
+namespace fer::explain_detail {
+
+constexpr int kScale = 4;  // 48 px faces are drawn at 192 px
+constexpr int kSide = kImageSize * kScale;
+constexpr int kTitle = 26;  // title band height
+
+// ---- panels (explain_panels.cpp) ----
+cv::Mat face_bgr(const std::uint8_t* pixels);  // the face at kSide px, BGR
+cv::Mat with_title(const cv::Mat& panel, const std::string& title);
+cv::Mat hconcat_padded(const std::vector<cv::Mat>& panels);
+cv::Mat colour_bar(double vmax, int height, bool diverging_scale);
+cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double vmax);
+cv::Mat lime_panel(const std::uint8_t* pixels, const LimeExplanation& e, int top);
+double percentile_abs(const float* values, std::size_t n, double q);
+void write_png(const std::string& path, const cv::Mat& img);  // throws naming the path
+// A short file-system-safe name: "line123" for CSV rows, the file stem for images.
+std::string safe_stem(const std::string& source);
+
+// ---- manifest, batch report, gallery (explain_report.cpp) ----
+// The methods whose deletion/insertion AUCs the manifest carries, in column order.
+extern const std::vector<std::string> kFaithfulnessMethods;
+
+// What one item produced: a manifest row and a gallery card.
+struct ItemRecord {
+  std::string error, files, summary_png;
+  int predicted = -1;
+  std::vector<float> probs;
+  std::vector<int64_t> classes;
+  double additivity = NAN, lime_score = NAN;
+  int lime_label = -1, lime_segments = 0;
+  std::map<std::string, FaithfulnessCurves> faithfulness;
+};
+
+// What the batch-level files (global SHAP maps, faithfulness, gallery) are made
+// of. A shard stores its part in shard.json; the merge adds the parts up.
+struct BatchReport {
+  std::vector<std::string> class_names;
+  bool shap = false, save_raw = false;
+  std::vector<double> global_sum;  // [classes * pixels]: sum of |SHAP| over the images explained for the class
+  std::vector<int> global_count;
+  FaithfulnessReport faithfulness;
+  std::string baseline_description, faithfulness_method;
+  std::vector<GalleryCard> cards;
+  int explained = 0, failed = 0;
+  double worst_additivity = 0;
+};
+
+std::string manifest_header(const std::vector<std::string>& names);
+std::string manifest_row(std::size_t index, const ExplainItem& item, const ItemRecord& r,
+                         const std::vector<std::string>& names);
+// The faithfulness baseline: the (weighted) mean reference image, else mid-grey.
+std::vector<float> baseline_image(const BackgroundSummary& background, std::string* description);
+GalleryCard gallery_card(std::size_t index, const ExplainItem& item, const ItemRecord& r,
+                         const std::vector<std::string>& names, const std::string& faithfulness_method);
+nlohmann::json report_json(const BatchReport& r);
+// Adds a shard's report (report_json) to `total`; the first one sets the class names and flags.
+void add_report(BatchReport& total, const nlohmann::json& part);
+// The batch-level files: global SHAP maps, faithfulness.json and its plot, index.html.
+void write_batch_reports(const std::string& out_dir, const BatchReport& r);
+
+// ---- shards (explain_shards.cpp) ----
+// A shard's own files plus shard.json: which items it holds, the options that
+// must agree across shards, and its part of the batch report.
+void write_explain_shard(const std::string& out_dir, const std::string& checkpoint, const ExplainOptions& o,
+                         const std::string& precision, std::size_t first, std::size_t count, const BatchReport& report);
+
+}  // namespace fer::explain_detail

@@ -1,0 +1,105 @@
+// What an explanation batch explains: image files, folders, FER-2013 CSV rows;
+// which classes; the DeepSHAP background sample.
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+#include <random>
+
+#include "fer/faces/faces.h"
+#include "fer/report/explain/batch.h"
+
+namespace fer {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_csv(const fs::path& p) {
+  std::string name = p.filename().string();
+  std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return name.size() > 4 && (name.rfind(".csv") == name.size() - 4 || name.rfind(".csv.gz") == name.size() - 7);
+}
+
+ExplainItem read_image_item(const fs::path& path, const FaceDetector* detector) {
+  ExplainItem item;
+  item.source = path.string();
+  try {
+    if (detector) {
+      const auto face = detect_largest_face(*detector, item.source);
+      if (!face.found) item.error = item.source + ": no face detected";
+      item.pixels = face.pixels;
+    } else {
+      item.pixels = read_face_image(item.source);
+    }
+  } catch (const DataError& e) {
+    item.error = e.what();
+    return item;
+  }
+  item.label = emotion_index(path.parent_path().filename().string());
+  return item;
+}
+
+}  // namespace
+
+ClassSelection parse_class_selection(const std::string& text, int num_classes) {
+  ClassSelection s;
+  if (text == "all") s.kind = ClassSelection::all;
+  else if (text == "pred") s.kind = ClassSelection::pred;
+  else if (text.rfind("top:", 0) == 0) {
+    s.kind = ClassSelection::top;
+    try {
+      s.k = std::stoi(text.substr(4));
+    } catch (const std::exception&) {
+      s.k = 0;
+    }
+    if (s.k < 1 || s.k > num_classes)
+      throw std::invalid_argument("class selection '" + text + "': K must be in 1.." + std::to_string(num_classes));
+  } else {
+    throw std::invalid_argument("class selection '" + text + "' (expected all, pred or top:K)");
+  }
+  return s;
+}
+
+
+std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
+                                                std::size_t limit, const FaceDetector* detector) {
+  std::vector<ExplainItem> items;
+  auto full = [&] { return limit > 0 && items.size() >= limit; };
+  for (const auto& input : inputs) {
+    if (full()) break;
+    const fs::path path(input);
+    if (!fs::exists(path)) throw DataError("input '" + input + "' does not exist");
+    if (fs::is_directory(path)) {
+      std::vector<fs::path> files;
+      for (const auto& e : fs::recursive_directory_iterator(path))
+        if (e.is_regular_file() && is_image_file(e.path().string())) files.push_back(e.path());
+      std::sort(files.begin(), files.end());
+      for (const auto& f : files) {
+        if (full()) break;
+        items.push_back(read_image_item(f, detector));
+      }
+    } else if (is_csv(path)) {
+      const auto splits = load_fer2013_csv(input);
+      const Dataset& d = split_of(splits, parse_split_name(split));
+      if (d.size() == 0) throw DataError(input + ": the " + split + " split is empty");
+      for (std::size_t i = 0; i < d.size() && !full(); ++i)
+        items.push_back({d.sources[i], std::vector<std::uint8_t>(d.image(i), d.image(i) + kImagePixels),
+                         static_cast<int>(d.labels[i]), ""});
+    } else {
+      items.push_back(read_image_item(path, detector));
+    }
+  }
+  return items;
+}
+
+Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t seed) {
+  std::vector<std::size_t> order(pool.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  Dataset out;
+  for (std::size_t i = 0; i < std::min(count, order.size()); ++i)
+    out.add(pool.image(order[i]), pool.labels[order[i]], pool.sources[order[i]]);
+  return out;
+}
+
+}  // namespace fer
