@@ -3,6 +3,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <set>
 
 #include "fer/common/emotions.h"
 #include "fer/common/io.h"
@@ -117,6 +118,20 @@ TEST(Emotions, NamesAndColoursHaveOneSource) {
   const auto sad = fer::class_colour(4);
   EXPECT_EQ(fer::class_colour_hex(4), "#1f77b4");
   EXPECT_EQ(sad.r, 0x1f);
+}
+
+// A class keeps its colour in any class list: FER+'s order puts neutral first
+// and sad fourth, and they stay grey and blue; contempt and unknown get their own.
+TEST(Emotions, ClassesAreColouredByNameInAnyOrder) {
+  const std::vector<std::string> ferplus{"neutral", "happy", "surprise", "sad", "angry", "disgust", "fear", "contempt", "unknown"};
+  for (std::size_t c = 0; c < 7; ++c)
+    EXPECT_EQ(fer::class_colour_hex(ferplus, c), fer::class_colour_hex(static_cast<std::size_t>(fer::emotion_index(ferplus[c]))));
+  EXPECT_EQ(fer::class_colour_hex(fer::emotion_names(), 4), "#1f77b4");
+  std::set<std::string> colours;
+  for (std::size_t c = 0; c < ferplus.size(); ++c) colours.insert(fer::class_colour_hex(ferplus, c));
+  EXPECT_EQ(colours.size(), ferplus.size()) << "two classes share a colour";
+  // Names of one's own: the palette by index.
+  EXPECT_EQ(fer::class_colour_hex({"a", "b"}, 1), fer::class_colour_hex(1));
 }
 
 TEST(Io, ReadFileReturnsTheBytesAndNamesAMissingFile) {

@@ -151,15 +151,31 @@ TEST(ImageFolder, ReadsSplitsAndCaseInsensitiveClassFolders) {
   }
 }
 
-TEST(ImageFolder, WrongSizeNamesTheFile) {
+// Faces of any size and colour read as 48x48 grayscale: area interpolation
+// averages each 2x2 block of a 96x96 image; a colour image becomes its luma.
+TEST(ImageFolder, AnySizeAndColourIsResizedToGrayscale) {
   TempDir dir;
-  fer_test::fs::create_directories(dir.path() / "train" / "sad");
-  cv::imwrite(dir / "train/sad/big.png", cv::Mat(64, 64, CV_8UC1, cv::Scalar(1)));
+  fer_test::fs::create_directories(dir.path() / "train" / "contempt");
+  fer_test::fs::create_directories(dir.path() / "val" / "contempt");
+  cv::Mat big(96, 96, CV_8UC1);
+  for (int y = 0; y < 96; ++y)
+    for (int x = 0; x < 96; ++x) big.at<std::uint8_t>(y, x) = static_cast<std::uint8_t>(((x + y) % 2) ? 200 : 100);
+  cv::imwrite(dir / "train/contempt/big.png", big);
+  cv::imwrite(dir / "val/contempt/colour.png", cv::Mat(100, 100, CV_8UC3, cv::Scalar(0, 0, 255)));  // pure red (BGR)
+  const auto s = fer::load_dataset(dir.path().string());
+  EXPECT_EQ(s.train.class_names, std::vector<std::string>{"contempt"});
+  ASSERT_EQ(s.train.size(), 1u);
+  for (int i = 0; i < fer::kImagePixels; ++i) ASSERT_EQ(s.train.image(0)[i], 150) << "pixel " << i;
+  ASSERT_EQ(s.val.size(), 1u);
+  EXPECT_NEAR(s.val.image(0)[0], 0.299 * 255, 1.0);
+  EXPECT_NEAR(s.val.image(0)[fer::kImagePixels - 1], 0.299 * 255, 1.0);
+
+  fer_test::write_file(dir / "train/contempt/broken.png", "not an image");
   try {
     fer::load_dataset(dir.path().string());
-    ADD_FAILURE() << "64x64 image accepted";
+    ADD_FAILURE() << "an undecodable image accepted";
   } catch (const fer::DataError& e) {
-    EXPECT_NE(std::string(e.what()).find("big.png: image is 64x64, expected 48x48"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("broken.png: cannot decode image"), std::string::npos) << e.what();
   }
 }
 

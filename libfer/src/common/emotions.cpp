@@ -32,11 +32,28 @@ Rgb class_colour(std::size_t c) {
   return kPalette[c % 7];
 }
 
-std::string class_colour_hex(std::size_t c) {
-  const Rgb rgb = class_colour(c);
+namespace {
+std::string hex_of(Rgb rgb) {
   char hex[8];
   std::snprintf(hex, sizeof hex, "#%02x%02x%02x", rgb.r, rgb.g, rgb.b);
   return hex;
+}
+}  // namespace
+
+std::string class_colour_hex(std::size_t c) { return hex_of(class_colour(c)); }
+
+Rgb class_colour(const std::vector<std::string>& class_names, std::size_t c) {
+  // matplotlib's tab10 after the seven: pink, olive, cyan
+  static constexpr Rgb kMore[] = {{227, 119, 194}, {188, 189, 34}, {23, 190, 207}};
+  const std::string name = c < class_names.size() ? class_names[c] : "";
+  if (const int emotion = emotion_index(name); emotion >= 0) return class_colour(static_cast<std::size_t>(emotion));
+  if (name == "contempt") return kMore[0];
+  if (name == "unknown") return kMore[1];
+  return c % 10 < 7 ? class_colour(c % 10) : kMore[c % 10 - 7];
+}
+
+std::string class_colour_hex(const std::vector<std::string>& class_names, std::size_t c) {
+  return hex_of(class_colour(class_names, c));
 }
 
 }  // namespace fer

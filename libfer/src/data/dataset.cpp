@@ -12,6 +12,7 @@
 #include <numeric>
 #if FER_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 #endif
 #include <random>
 
@@ -102,11 +103,14 @@ std::vector<std::uint8_t> read_face_image(const std::string& path) {
 #if !FER_WITH_OPENCV
   throw DataError(path + ": reading images needs libfer built with OpenCV (FER_WITH_OPENCV=ON); use the FER-2013 CSV");
 #else
-  cv::Mat img = cv::imread(path, cv::IMREAD_GRAYSCALE);
+  cv::Mat img = cv::imread(path, cv::IMREAD_GRAYSCALE);  // colour: OpenCV's luma (0.299 R + 0.587 G + 0.114 B)
   if (img.empty()) throw DataError(path + ": cannot decode image");
-  if (img.rows != kImageSize || img.cols != kImageSize)
-    throw DataError(path + ": image is " + std::to_string(img.cols) + "x" + std::to_string(img.rows) +
-                    ", expected 48x48");
+  if (img.rows != kImageSize || img.cols != kImageSize) {
+    // Area interpolation averages the pixels each output pixel covers: no aliasing when shrinking.
+    cv::Mat resized;
+    cv::resize(img, resized, cv::Size(kImageSize, kImageSize), 0, 0, cv::INTER_AREA);
+    img = resized;
+  }
   if (!img.isContinuous()) img = img.clone();
   return std::vector<std::uint8_t>(img.ptr<std::uint8_t>(), img.ptr<std::uint8_t>() + kImagePixels);
 #endif

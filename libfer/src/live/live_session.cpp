@@ -162,7 +162,7 @@ void draw_face_overlay(cv::Mat& frame, const cv::Rect& box, int track, const std
                        const std::vector<std::string>& class_names) {
   const int k = static_cast<int>(probabilities.size());
   const int label = static_cast<int>(std::max_element(probabilities.begin(), probabilities.end()) - probabilities.begin());
-  const cv::Scalar colour = bgr(class_colour(static_cast<std::size_t>(label)));
+  const cv::Scalar colour = bgr(class_colour(class_names, static_cast<std::size_t>(label)));
   cv::rectangle(frame, box, colour, 2, cv::LINE_AA);
   char text[96];
   std::snprintf(text, sizeof text, "#%d %s %.0f%%", track, label < (int)class_names.size() ? class_names[label].c_str() : "?",
@@ -184,7 +184,7 @@ void draw_face_overlay(cv::Mat& frame, const cv::Rect& box, int track, const std
     const std::string name = c < (int)class_names.size() ? class_names[c].substr(0, 3) : std::to_string(c);
     cv::putText(frame, name, cv::Point(px + 1, y + bar_h - 1), cv::FONT_HERSHEY_PLAIN, 0.6, cv::Scalar(255, 255, 255), 1);
     const int w = static_cast<int>(std::lround(std::clamp(probabilities[c], 0.0f, 1.0f) * bar_w));
-    if (w > 0) cv::rectangle(frame, cv::Rect(px + label_w, y + 1, w, bar_h - 1), bgr(class_colour(c)), cv::FILLED);
+    if (w > 0) cv::rectangle(frame, cv::Rect(px + label_w, y + 1, w, bar_h - 1), bgr(class_colour(class_names, c)), cv::FILLED);
   }
 }
 

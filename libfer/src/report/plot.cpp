@@ -134,7 +134,7 @@ void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std:
     char label[128];
     std::snprintf(label, sizeof label, "%s (AUC %.3f)", i < names.size() ? names[i].c_str() : "?",
                   i < aucs.size() ? aucs[i] : 0.0);
-    s << "$C" << i << " using 1:2 with lines lw 2 lc rgb '" << class_colour_hex(i) << "' title " << gnuplot_quote(label)
+    s << "$C" << i << " using 1:2 with lines lw 2 lc rgb '" << class_colour_hex(names, i) << "' title " << gnuplot_quote(label)
       << ", ";
   }
   s << "x with lines dt 2 lc rgb '#999999' title 'chance'\n";
@@ -243,7 +243,7 @@ void plot_emotion_pie(const std::vector<std::int64_t>& counts, const std::vector
     if (counts[c] == 0) continue;
     const double share = static_cast<double>(counts[c]) / total;
     const double end = angle - share * 360.0;
-    s << "0 0 1 " << end << " " << angle << " 0x" << class_colour_hex(c).substr(1) << "\n";
+    s << "0 0 1 " << end << " " << angle << " 0x" << class_colour_hex(names, c).substr(1) << "\n";
     const double mid = (angle + end) / 2 * M_PI / 180;
     char text[96];
     std::snprintf(text, sizeof text, "%s %.1f%%", class_name(names, c).c_str(), 100 * share);
@@ -266,7 +266,7 @@ void plot_emotion_bars(const std::vector<std::int64_t>& counts, const std::vecto
     << "set xrange [-0.6:" << counts.size() - 0.4 << "]\nset yrange [0:" << std::max<std::int64_t>(1, max_count) * 1.15
     << "]\nset tics out nomirror\nset grid noxtics ytics\n$B << EOD\n";
   for (std::size_t c = 0; c < counts.size(); ++c)
-    s << c << " " << counts[c] << " 0x" << class_colour_hex(c).substr(1) << " " << data_quote(class_name(names, c)) << "\n";
+    s << c << " " << counts[c] << " 0x" << class_colour_hex(names, c).substr(1) << " " << data_quote(class_name(names, c)) << "\n";
   s << "EOD\nplot $B using 1:2:3:xtic(4) with boxes lc rgb variable, "
     << "$B using 1:2:(sprintf('%d', $2)) with labels offset 0,0.8\n";
   run_gnuplot(s.str(), png_path);
@@ -304,7 +304,7 @@ void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows
   }
   s << "EOD\nplot ";
   for (std::size_t k = classes; k-- > 0;)
-    s << "$T using 1:" << k + 2 << " with boxes lc rgb '" << class_colour_hex(k) << "' title "
+    s << "$T using 1:" << k + 2 << " with boxes lc rgb '" << class_colour_hex(names, k) << "' title "
       << gnuplot_quote(class_name(names, k)) << (k ? ", " : "\n");
   run_gnuplot(s.str(), png_path);
 }

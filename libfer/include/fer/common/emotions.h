@@ -27,4 +27,10 @@ Rgb class_colour(std::size_t c);
 // The same as "#rrggbb".
 std::string class_colour_hex(std::size_t c);
 
+// The colour of class c of a class list, by name, so a class looks the same
+// in every model whatever its index: FER-2013's seven as above, contempt pink,
+// unknown olive; another name the palette's colour of its index (c % 10).
+Rgb class_colour(const std::vector<std::string>& class_names, std::size_t c);
+std::string class_colour_hex(const std::vector<std::string>& class_names, std::size_t c);
+
 }  // namespace fer

@@ -107,7 +107,8 @@ DatasetSplits load_fer2013_csv(const std::string& path);
 // FER-2013's seven in their order when every class folder is one of them
 // (case-insensitively); else the class folders' names over all splits,
 // lower-cased and sorted.
-// Throws DataError for unreadable or non-48x48 images and unknown folders.
+// Images of any size are resized (read_face_image). Throws DataError for
+// unreadable images and unknown folders.
 DatasetSplits load_image_folder(const std::string& root, const std::vector<std::string>& classes = {});
 
 // The files of such a folder with their split and label, in load order.
@@ -126,8 +127,10 @@ ImageFolderListing list_image_folder(const std::string& root, const std::vector<
 // True for the image extensions the loaders read (png, jpg, jpeg, bmp, tif, tiff; any case).
 bool is_image_file(const std::string& path);
 
-// Reads one 48x48 face as grayscale. Throws DataError naming the file when it
-// cannot be decoded or has another size.
+// Reads one face image of any size, grayscale or colour, as 48x48 grayscale
+// (colour by OpenCV's luma; another size resized with area interpolation: a
+// folder of RAF-DB's 100x100 or AffectNet's larger faces reads as it is).
+// Throws DataError naming the file when it cannot be decoded.
 std::vector<std::uint8_t> read_face_image(const std::string& path);
 
 // Any form, chosen by what `path` is: a folder with FER2013Train/ or

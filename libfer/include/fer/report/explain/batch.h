@@ -26,8 +26,9 @@ struct ExplainItem {
 
 // Inputs: a FER-2013 CSV (its `split` rows), an image folder (recursively; the
 // class folder name gives the true label when it is an emotion name), or image
-// files. Stops after `limit` items (0 = all). Unreadable or non-48x48 images
-// become items with an error. Throws DataError only for a missing path.
+// files. Stops after `limit` items (0 = all). Images of another size are
+// resized to 48x48 (fer::read_face_image); unreadable images become items
+// with an error. Throws DataError only for a missing path.
 // With a `detector`, image files are full photos: each becomes its largest
 // face (cropped as the detector's faces.* settings say: margin, align); an
 // image without a face is an item with the error "no face detected".
