@@ -7,7 +7,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <filesystem>
 #include <map>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -94,6 +96,25 @@ inline CLI::Option* add_precision_option(CLI::App& app, const std::string& name,
   return add_enum_option(app, name, value, fer::precision_names(), help);
 }
 
+// Exit statuses of every app: 0 done, 1 a failure while running (run_main),
+// 2 a usage error (bad arguments; as argparse and most Unix tools).
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+// Parses the command line. Returns nothing to go on; else the status to exit
+// with: 0 after --help, kExitUsage after "error: <what>" and the --help hint.
+inline std::optional<int> parse_command_line(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+    return std::nullopt;
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help
+    const std::string program = argc > 0 ? std::filesystem::path(argv[0]).filename().string() : "the program";
+    std::fprintf(stderr, "error: %s\nrun %s --help for the options\n", e.what(), program.c_str());
+    return kExitUsage;
+  }
+}
+
 // Runs `body`; any exception becomes "error: ..." on stderr and exit status 1.
 template <typename Body>
 int run_main(Body body) {
@@ -101,10 +122,10 @@ int run_main(Body body) {
     return body();
   } catch (const c10::Error& e) {  // LibTorch's message, without the C++ backtrace it appends
     std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
-    return 1;
+    return kExitFailure;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    return kExitFailure;
   }
 }
 

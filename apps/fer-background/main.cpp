@@ -23,7 +23,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--seed", options.seed, "k-means++ seeding")->capture_default_str();
   app.add_flag("--show", show, "Only say what background the checkpoint stores");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
 
   return fer_app::run_main([&] {
     model = fer_app::resolve_model(model);

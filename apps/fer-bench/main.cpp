@@ -274,6 +274,6 @@ int main(int argc, char** argv) {
   CLI::App app{"Measure training and inference images/s of the paper CNN"};
   BenchArgs args;
   add_bench_options(app, args);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   return fer_app::run_main([&] { return run_bench(args); });
 }

@@ -36,6 +36,6 @@ int main(int argc, char** argv) {
   CLI::App app{"Compare training runs: metrics, config differences, validation curves"};
   CompareArgs args;
   add_compare_options(app, args);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   return fer_app::run_main([&] { return run_compare(args); });
 }

@@ -180,7 +180,7 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "Seed of face choice, placement and clutter")->capture_default_str();
   app.add_option("--config", config_path, "YAML whose faces.* keys configure the detector");
   app.add_option("--set", overrides, "Override a config key, e.g. --set faces.detector=yunet (repeatable)");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   return fer_app::run_main([&] {
     if (!make_dir.empty()) return make_photos(make_dir, fer_app::resolve_data_path(data), split, count, seed);
     if (photos_dir.empty()) throw std::runtime_error("give --make-photos DIR or --photos DIR");

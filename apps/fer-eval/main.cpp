@@ -199,7 +199,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Evaluate a checkpoint (or an ensemble): metrics.json, predictions.csv and PNG charts"};
   EvalArgs args;
   add_eval_options(app, args);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   if (app.count("--tta") == 0) args.tta = "none";
   else if (args.tta.empty()) args.tta = "flip";  // plain --tta
   return fer_app::run_main([&] { return run_eval(std::move(args)); });

@@ -206,6 +206,6 @@ int main(int argc, char** argv) {
   ExplainArgs args;
   add_input_options(app, args);
   add_method_options(app, args);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   return fer_app::run_main([&] { return run_explain(std::move(args)); });
 }

@@ -72,6 +72,6 @@ int main(int argc, char** argv) {
   CLI::App app{"Export a model to ONNX, TorchScript or int8 TorchScript"};
   ExportArgs args;
   add_export_options(app, args);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   return fer_app::run_main([&] { return run_export(args); });
 }

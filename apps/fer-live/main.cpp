@@ -109,6 +109,6 @@ int main(int argc, char** argv) {
   CLI::App app{"Live facial emotion recognition: overlay video, frames.csv log, trend charts, wellbeing alerts"};
   LiveArgs args;
   add_live_options(app, args);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   return fer_app::run_main([&] { return run_live(std::move(args)); });
 }

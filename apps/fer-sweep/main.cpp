@@ -79,6 +79,6 @@ int main(int argc, char** argv) {
   CLI::App app{"Train a grid or random sweep over a config, resumably, and rank the runs"};
   SweepArgs args;
   add_sweep_options(app, args);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   return fer_app::run_main([&] { return run_sweep_app(args); });
 }

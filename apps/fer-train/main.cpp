@@ -65,6 +65,6 @@ int main(int argc, char** argv) {
   CLI::App app{"Train a facial emotion recognition model from a YAML config"};
   TrainArgs args;
   add_train_options(app, args);
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   return fer_app::run_main([&] { return run_train(args, argc, argv); });
 }

@@ -22,7 +22,7 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-track-charts", max_tracks, "Timelines for at most this many tracks (most observed first)")->capture_default_str();
   app.add_flag("--no-charts", no_charts, "Only summary.json");
-  CLI11_PARSE(app, argc, argv);
+  if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
 
   return fer_app::run_main([&] {
     const auto log = fer::read_frames_csv(frames);

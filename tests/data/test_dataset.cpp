@@ -2,6 +2,7 @@
 
 #if FER_WITH_OPENCV
 #include <opencv2/imgcodecs.hpp>
+#include <zlib.h>
 #endif
 
 #include "fer/data/dataset.h"
@@ -176,6 +177,32 @@ TEST(ImageFolder, AnySizeAndColourIsResizedToGrayscale) {
     ADD_FAILURE() << "an undecodable image accepted";
   } catch (const fer::DataError& e) {
     EXPECT_NE(std::string(e.what()).find("broken.png: cannot decode image"), std::string::npos) << e.what();
+  }
+}
+
+// A PNG whose header says 46,000 x 46,000 (2.1 gigapixels, no pixel data):
+// refused from its header with a message naming the file, not OpenCV's assertion.
+TEST(ImageFolder, AnOversizedImageIsRefusedNamingTheFile) {
+  const auto be32 = [](std::uint32_t v) {
+    return std::string{static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+                       static_cast<char>(v)};
+  };
+  const auto chunk = [&](const std::string& type_and_data) {
+    const auto crc = crc32(0, reinterpret_cast<const Bytef*>(type_and_data.data()), type_and_data.size());
+    return be32(static_cast<std::uint32_t>(type_and_data.size() - 4)) + type_and_data + be32(static_cast<std::uint32_t>(crc));
+  };
+  const std::string png = std::string("\x89PNG\r\n\x1a\n", 8) +
+                          chunk("IHDR" + be32(46000) + be32(46000) + std::string("\x08\x00\x00\x00\x00", 5)) +
+                          chunk("IDAT" + std::string("\x78\x9c\x03\x00\x00\x00\x00\x01", 8)) +  // an empty zlib stream
+                          chunk("IEND");
+  TempDir dir;
+  fer_test::write_file(dir / "huge.png", png);
+  try {
+    fer::read_face_image(dir / "huge.png");
+    ADD_FAILURE() << "a 46000x46000 image was read";
+  } catch (const fer::DataError& e) {
+    EXPECT_NE(std::string(e.what()).find(dir / "huge.png: image larger than OpenCV's limit of 2^30 pixels"),
+              std::string::npos) << e.what();
   }
 }
 

@@ -99,12 +99,27 @@ bool is_image_file(const std::string& path) {
   return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp" || ext == ".tif" || ext == ".tiff";
 }
 
+#if FER_WITH_OPENCV
+cv::Mat read_image_file(const std::string& path, int imread_flags) {
+  cv::Mat image;
+  try {
+    image = cv::imread(path, imread_flags);
+  } catch (const cv::Exception& e) {  // OpenCV asserts on an oversized header instead of returning nothing
+    if (e.err.find("CV_IO_MAX_IMAGE_PIXELS") != std::string::npos)
+      throw DataError(path + ": image larger than OpenCV's limit of 2^30 pixels (OPENCV_IO_MAX_IMAGE_PIXELS); "
+                             "not read");
+    throw DataError(path + ": cannot decode image (OpenCV: " + e.err + ")");
+  }
+  if (image.empty()) throw DataError(path + ": cannot decode image");
+  return image;
+}
+#endif
+
 std::vector<std::uint8_t> read_face_image(const std::string& path) {
 #if !FER_WITH_OPENCV
   throw DataError(path + ": reading images needs libfer built with OpenCV (FER_WITH_OPENCV=ON); use the FER-2013 CSV");
 #else
-  cv::Mat img = cv::imread(path, cv::IMREAD_GRAYSCALE);  // colour: OpenCV's luma (0.299 R + 0.587 G + 0.114 B)
-  if (img.empty()) throw DataError(path + ": cannot decode image");
+  cv::Mat img = read_image_file(path, cv::IMREAD_GRAYSCALE);  // colour: OpenCV's luma (0.299 R + 0.587 G + 0.114 B)
   if (img.rows != kImageSize || img.cols != kImageSize) {
     // Area interpolation averages the pixels each output pixel covers: no aliasing when shrinking.
     cv::Mat resized;

@@ -246,8 +246,7 @@ std::vector<std::uint8_t> face_input(const cv::Mat& gray, const Face& face, cons
 
 DetectedFace detect_largest_face(const FaceDetector& detector, const std::string& image_path) {
   // Haar reads the file as gray (as it always has); YuNet wants colour.
-  const cv::Mat image = cv::imread(image_path, detector.wants_color() ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE);
-  if (image.empty()) throw DataError(image_path + ": cannot decode image");
+  const cv::Mat image = read_image_file(image_path, detector.wants_color() ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE);
   DetectedFace found;
   const auto faces = detector.detect_faces(image);
   found.faces = static_cast<int>(faces.size());

@@ -15,6 +15,10 @@
 #include "fer/common/io.h"  // DataError
 #include "fer/config/config.h"
 
+namespace cv {
+class Mat;
+}
+
 namespace fer {
 
 constexpr int kImageSize = 48;
@@ -132,6 +136,15 @@ bool is_image_file(const std::string& path);
 // folder of RAF-DB's 100x100 or AffectNet's larger faces reads as it is).
 // Throws DataError naming the file when it cannot be decoded.
 std::vector<std::uint8_t> read_face_image(const std::string& path);
+
+#if FER_WITH_OPENCV
+// cv::imread (flags: cv::IMREAD_*) for every loader that reads image files
+// (datasets, photos, explanation inputs, live image folders). Throws DataError
+// naming the file when it cannot be decoded, and when it is larger than
+// OpenCV's limit of 2^30 pixels (refused from its header, before any memory is
+// taken; the environment variable OPENCV_IO_MAX_IMAGE_PIXELS moves the limit).
+cv::Mat read_image_file(const std::string& path, int imread_flags);
+#endif
 
 // Any form, chosen by what `path` is: a folder with FER2013Train/ or
 // FER2013Valid/ holding label.csv -> FER+ (fer/data/ferplus.h, default

@@ -101,10 +101,11 @@ class FrameSource {
       const auto n = static_cast<std::int64_t>(files_.size());
       if (index >= loops_ * n) return Read::end;
       const std::string& file = files_[index % n];
-      frame = cv::imread(file, cv::IMREAD_COLOR);
       time_s = index / sequence_fps_;
-      if (frame.empty()) {
-        problem = file + ": cannot decode image";
+      try {
+        frame = read_image_file(file, cv::IMREAD_COLOR);
+      } catch (const DataError& e) {  // a bad file is a bad frame: the session goes on
+        problem = e.what();
         return Read::bad_frame;
       }
       return Read::frame;
