@@ -12,6 +12,7 @@
 #include "fer/distributed/distributed.h"
 #include "fer/explain/background.h"
 #include "fer/faces/faces.h"
+#include "fer/models/checkpoint.h"
 #include "fer/report/explain/batch.h"
 #include "fer/report/runtime.h"
 
@@ -150,12 +151,14 @@ int merge_shards(const ExplainArgs& a) {
   return 0;
 }
 
-std::vector<fer::ExplainItem> collect_items(const ExplainArgs& a) {
+// The inputs, labelled by the model's class names.
+std::vector<fer::ExplainItem> collect_items(const ExplainArgs& a, const std::string& model) {
   fer::Config config = a.config_path.empty() ? fer::Config{} : fer::load_config(a.config_path);
   for (const auto& o : a.overrides) fer::apply_override(config, o);
   std::unique_ptr<fer::FaceDetector> detector;
   if (a.detect_faces) detector = std::make_unique<fer::FaceDetector>(config.faces);
-  auto items = fer::collect_explain_inputs(a.inputs, a.split, a.limit, detector.get());
+  const auto class_names = fer::load_checkpoint(model, torch::kCPU).meta.class_names;
+  auto items = fer::collect_explain_inputs(a.inputs, a.split, a.limit, class_names, detector.get());
   if (items.empty()) throw std::runtime_error("no images found in the inputs");
   return items;
 }
@@ -186,7 +189,7 @@ int run_explain(ExplainArgs a) {
   if (!a.merge.empty()) return merge_shards(a);
   if (a.inputs.empty()) throw std::runtime_error("--input is required (a FER-2013 CSV, an image folder or image files)");
   const std::string model = fer_app::resolve_model(a.model);
-  auto items = collect_items(a);
+  auto items = collect_items(a, model);
   auto& options = a.options;
   options.shard = chosen_shard(a.shard);
   options.total_items = items.size();

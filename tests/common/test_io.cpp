@@ -21,6 +21,12 @@ TEST(Io, CsvFieldsRoundTripThroughQuotingWhateverTheyHold) {
   EXPECT_EQ(fer::parse_csv_row("a,,"), (std::vector<std::string>{"a", "", ""}));
 }
 
+TEST(Io, TrimDropsSpacesTabsAndCarriageReturnsAtTheEndsOnly) {
+  EXPECT_EQ(fer::trim(" \t a b\t\r"), "a b");
+  EXPECT_EQ(fer::trim(" \r\t"), "");
+  EXPECT_EQ(fer::trim("x"), "x");
+}
+
 TEST(Io, CsvReaderReadsPlainAndGzipFilesWithMultiLineFieldsAndNamesLines) {
   fer_test::TempDir dir;
   const std::string text = "x,y\r\n1,\"a\nb\"\n\n2,\"c,\"\"d\"\"\"\n";
@@ -112,6 +118,8 @@ TEST(Emotions, NamesAndColoursHaveOneSource) {
   EXPECT_EQ(fer::emotion_names().size(), static_cast<std::size_t>(fer::kNumClasses));
   EXPECT_EQ(fer::emotion_index("Happy"), 3);
   EXPECT_EQ(fer::emotion_index("bored"), -1);
+  EXPECT_EQ(fer::class_index({"calm", "Tired"}, "TIRED"), 1);  // any list, any case
+  EXPECT_EQ(fer::class_index({"calm", "Tired"}, "happy"), -1);
   EXPECT_EQ(fer::emotion_name_list(), "angry, disgust, fear, happy, sad, surprise, neutral");
   EXPECT_EQ(fer::class_colour_hex(0), "#d62728");
   EXPECT_EQ(fer::class_colour_hex(7), fer::class_colour_hex(0));

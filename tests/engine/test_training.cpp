@@ -31,8 +31,12 @@ TEST(Training, ResumeContinuesAtTheNextEpochAndMatchesAnUninterruptedRun) {
   const auto first = fer::train({config, runs / "resumed", false});
   EXPECT_EQ(first.epochs_completed, 2);
   config.train.epochs = 3;
+  const auto data_path = config.data.path;
+  const auto at = data_path.find_last_of('/');
+  config.data.path = data_path.substr(0, at) + "/./" + data_path.substr(at + 1);  // the same file, another name
   const auto resumed = fer::train({config, runs / "resumed", true});
   EXPECT_EQ(resumed.epochs_completed, 3);
+  config.data.path = data_path;
 
   const auto straight = fer::train({config, runs / "straight", false});
   const auto h_resumed = fer::read_history_csv(runs / "resumed/history.csv");
@@ -56,6 +60,10 @@ TEST(Training, ResumeRefusesADifferentConfigAndFreshRunsRefuseToOverwrite) {
   config.train.epochs = 1;
   fer::train({config, runs / "r", false});
   EXPECT_THROW(fer::train({config, runs / "r", false}), std::runtime_error);  // would overwrite
+  fer_test::SyntheticData other;
+  auto other_data = config;
+  other_data.data.path = other.csv;
+  EXPECT_THROW(fer::train({other_data, runs / "r", true}), fer::ConfigError);  // another file is other data
   config.train.lr = 0.01;
   try {
     fer::train({config, runs / "r", true});

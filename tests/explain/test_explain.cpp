@@ -268,7 +268,7 @@ TEST(Lime, SameSeedSameResultAndFirstSampleIsTheUnperturbedImage) {
 TEST(Lime, RealFacesGetThirtyToSixtySuperpixels) {
   const auto csv = fer_test::real_fer2013();
   if (csv.empty()) GTEST_SKIP() << "FER-2013 not found: superpixel count on real faces not checked";
-  const auto items = fer::collect_explain_inputs({csv}, "val", 20);
+  const auto items = fer::collect_explain_inputs({csv}, "val", 20, fer::emotion_names());
   ASSERT_EQ(items.size(), 20u);
   for (const auto& item : items) {
     std::vector<float> image(item.pixels.begin(), item.pixels.end());

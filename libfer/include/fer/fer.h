@@ -74,6 +74,7 @@
 #include "fer/report/train/tensorboard.h"
 #include "fer/report/train/train.h"
 #if FER_WITH_OPENCV
+#include "fer/explain/explainer.h"
 #include "fer/explain/lime.h"
 #include "fer/faces/faces.h"
 #include "fer/faces/tracking.h"

@@ -17,13 +17,18 @@ std::string emotion_name_list() {
   return list;
 }
 
-int emotion_index(const std::string& name) {
-  std::string lower = name;
-  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  const auto& names = emotion_names();
-  const auto it = std::find(names.begin(), names.end(), lower);
-  return it == names.end() ? -1 : static_cast<int>(it - names.begin());
+int class_index(const std::vector<std::string>& class_names, const std::string& name) {
+  const auto lower = [](std::string s) {
+    std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return s;
+  };
+  const std::string wanted = lower(name);
+  for (std::size_t i = 0; i < class_names.size(); ++i)
+    if (lower(class_names[i]) == wanted) return static_cast<int>(i);
+  return -1;
 }
+
+int emotion_index(const std::string& name) { return class_index(emotion_names(), name); }
 
 Rgb class_colour(std::size_t c) {
   // angry red, disgust brown, fear purple, happy green, sad blue, surprise orange, neutral grey

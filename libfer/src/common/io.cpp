@@ -51,6 +51,12 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   });
 }
 
+std::string trim(const std::string& text) {
+  const auto begin = text.find_first_not_of(" \t\r");
+  if (begin == std::string::npos) return "";
+  return text.substr(begin, text.find_last_not_of(" \t\r") - begin + 1);
+}
+
 // --- CSV ---
 
 std::string csv_field(const std::string& text) {

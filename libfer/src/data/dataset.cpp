@@ -16,6 +16,8 @@
 #endif
 #include <random>
 
+#include "fer/common/io.h"
+
 namespace fer {
 namespace fs = std::filesystem;
 
@@ -80,12 +82,6 @@ const Dataset& split_of(const DatasetSplits& splits, SplitName name) {
 }
 
 namespace {
-
-std::string trim(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t") - b + 1);
-}
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
@@ -238,12 +234,6 @@ std::string name_list(const std::vector<std::string>& names) {
   return list;
 }
 
-int index_of(const std::vector<std::string>& names, const std::string& name) {
-  for (std::size_t i = 0; i < names.size(); ++i)
-    if (lower(names[i]) == lower(name)) return static_cast<int>(i);
-  return -1;
-}
-
 // FER-2013's seven when every folder is one of them; else the folders' names, lower-cased and sorted.
 std::vector<std::string> classes_of_folders(const std::vector<std::pair<SplitName, std::vector<fs::path>>>& splits) {
   std::vector<std::string> names;
@@ -252,7 +242,7 @@ std::vector<std::string> classes_of_folders(const std::vector<std::pair<SplitNam
     for (const auto& dir : dirs) {
       const auto name = lower(dir.filename().string());
       all_fer2013 = all_fer2013 && emotion_index(name) >= 0;
-      if (index_of(names, name) < 0) names.push_back(name);
+      if (class_index(names, name) < 0) names.push_back(name);
     }
   if (all_fer2013) return emotion_names();
   std::sort(names.begin(), names.end());
@@ -270,7 +260,7 @@ ImageFolderListing list_image_folder(const std::string& root, const std::vector<
   if (out.class_names.empty()) throw DataError(root + ": no class folders found");
   for (const auto& [split, class_dirs] : splits)
     for (const auto& class_dir : class_dirs) {
-      const int label = index_of(out.class_names, class_dir.filename().string());
+      const int label = class_index(out.class_names, class_dir.filename().string());
       if (label < 0)
         throw DataError(class_dir.string() + ": unknown class folder (expected one of " + name_list(out.class_names) +
                         (classes.empty() ? "" : ": data.classes") + ")");

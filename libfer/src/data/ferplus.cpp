@@ -4,6 +4,8 @@
 #include <charconv>
 #include <filesystem>
 
+#include "fer/common/io.h"
+
 namespace fer {
 namespace fs = std::filesystem;
 
@@ -24,17 +26,11 @@ void count_dropped(Dataset& split, const std::string& why) {
   split.dropped.push_back({why, 1});
 }
 
-std::string trimmed(const std::string& s) {
-  const auto b = s.find_first_not_of(" \t\r");
-  if (b == std::string::npos) return "";
-  return s.substr(b, s.find_last_not_of(" \t\r") - b + 1);
-}
-
 // Ten counts from fields[first..first+9], each a number in 0..10.
 FerplusCounts parse_counts(const std::vector<std::string>& fields, std::size_t first, const std::string& where) {
   FerplusCounts counts{};
   for (int c = 0; c < kFerplusColumns; ++c) {
-    const auto text = trimmed(fields[first + c]);
+    const auto text = trim(fields[first + c]);
     int value = -1;
     const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), value);
     if (err != std::errc() || end != text.data() + text.size() || value < 0 || value > 10)
@@ -59,7 +55,7 @@ void read_split_folder(DatasetSplits& splits, const fs::path& folder, SplitName 
     if (fields.size() != 2 + kFerplusColumns)
       throw DataError(where + ": expected 12 fields (name, face box, ten vote counts), found " +
                       std::to_string(fields.size()));
-    const auto name = trimmed(fields[0]);
+    const auto name = trim(fields[0]);
     if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..")
       throw DataError(where + ": '" + name + "' is not an image file name");
     const auto counts = parse_counts(fields, 2, where);
@@ -153,7 +149,7 @@ DatasetSplits load_ferplus_csv(const std::string& fer2013_csv, const std::string
   Fer2013CsvRows faces(fer2013_csv);
   CsvReader votes(votes_csv);
   std::vector<std::string> header, fields;
-  if (!votes.next(header) || header.size() != 2 + kFerplusColumns || trimmed(header[0]) != "Usage")
+  if (!votes.next(header) || header.size() != 2 + kFerplusColumns || trim(header[0]) != "Usage")
     throw DataError(votes_csv + ":1: expected the header Usage,Image name," +
                     "neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF");
   DatasetSplits splits;
@@ -169,10 +165,10 @@ DatasetSplits load_ferplus_csv(const std::string& fer2013_csv, const std::string
     if (fields.size() != 2 + kFerplusColumns)
       throw DataError(where + ": expected 12 fields (Usage, Image name, ten vote counts), found " +
                       std::to_string(fields.size()));
-    if (trimmed(fields[0]) != face.usage)
-      throw DataError(where + ": Usage '" + trimmed(fields[0]) + "' differs from '" + face.usage + "' at " + face.where +
+    if (trim(fields[0]) != face.usage)
+      throw DataError(where + ": Usage '" + trim(fields[0]) + "' differs from '" + face.usage + "' at " + face.where +
                       ": the files are not paired row by row");
-    if (trimmed(fields[1]).empty()) {  // FER+ dropped this row: not a face
+    if (trim(fields[1]).empty()) {  // FER+ dropped this row: not a face
       count_dropped(split_of(splits, face.split), kNotAFace);
       continue;
     }

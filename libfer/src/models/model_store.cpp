@@ -27,10 +27,8 @@ std::vector<std::string> read_manifest(const fs::path& dir) {
   std::vector<std::string> folders;
   std::string line;
   for (int number = 1; std::getline(in, line); ++number) {
-    line = line.substr(0, line.find('#'));
-    const auto begin = line.find_first_not_of(" \t\r");
-    if (begin == std::string::npos) continue;
-    const auto name = line.substr(begin, line.find_last_not_of(" \t\r") - begin + 1);
+    const auto name = trim(line.substr(0, line.find('#')));
+    if (name.empty()) continue;
     const auto where = manifest.string() + ":" + std::to_string(number) + ": ";
     if (name.find('/') != std::string::npos || name == "." || name == "..")
       throw std::runtime_error(where + "'" + name + "' is not a folder name of " + dir.string());

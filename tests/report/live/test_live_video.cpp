@@ -394,7 +394,7 @@ TEST(DetectFaces, PhotosWithoutAFaceAreCountedInTheAllImagesAccuracy) {
   EXPECT_EQ(line, blank.string());
 
   // fer-explain's input path: the photo becomes its face, the blank one an item with an error.
-  const auto items = fer::collect_explain_inputs({(dir.path() / "photos").string()}, "val", 0, &detector);
+  const auto items = fer::collect_explain_inputs({(dir.path() / "photos").string()}, "val", 0, fer::emotion_names(), &detector);
   ASSERT_EQ(items.size(), 5u);
   int failed = 0;
   for (const auto& item : items) {

@@ -230,6 +230,17 @@ TEST(Compare, BestEpochFollowsTheMonitorAndTheTableShowsOnlyDifferingKeys) {
   const auto table = fer::comparison_markdown(comparison);
   EXPECT_NE(table.find("| a | 0.5500 |"), std::string::npos) << table;
   EXPECT_NE(table.find("| `train.lr` | 0.001 | 0.0003 |"), std::string::npos) << table;
+  EXPECT_EQ(table.find("plurality"), std::string::npos) << table;  // no votes, no vote columns
+
+  // A run on voted data (FER+) brings the annotator agreement: columns, and metrics to sort by.
+  write_run(out / "c", "train: {lr: 0.001}\n", rows,
+            R"({"accuracy": 0.8, "n": 10, "votes": {"n": 12, "cross_entropy": 0.61, "plurality_accuracy": 0.83}})");
+  const auto voted = fer::read_runs({out / "a", out / "c"});
+  EXPECT_DOUBLE_EQ(fer::run_metric(voted[1], "votes.plurality_accuracy"), 0.83);
+  EXPECT_TRUE(fer::lower_is_better("votes.cross_entropy"));
+  const auto voted_table = fer::comparison_markdown(fer::compare_runs(voted));
+  EXPECT_NE(voted_table.find("| c | 0.8000 | – | – | 0.6100 | 0.8300 |"), std::string::npos) << voted_table;
+  EXPECT_NE(voted_table.find("| a | 0.5500 | – | – | – | – |"), std::string::npos) << voted_table;
   if (!fer::gnuplot_available()) GTEST_SKIP() << "no gnuplot";
   fer::plot_run_curves(runs, "a vs b", out / "curves.png");
   EXPECT_GT(fer_test::fs::file_size(out / "curves.png"), 1000u);

@@ -16,7 +16,9 @@ const std::vector<std::string>& emotion_names();
 // "angry, disgust, ..., neutral", for messages.
 std::string emotion_name_list();
 
-// Index of an emotion name (case-insensitive) in emotion_names(), or -1.
+// Index of a class name (case-insensitive) in a class list, or -1.
+int class_index(const std::vector<std::string>& class_names, const std::string& name);
+// The same in emotion_names().
 int emotion_index(const std::string& name);
 
 struct Rgb {

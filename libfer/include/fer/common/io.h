@@ -41,6 +41,9 @@ std::string program_share_dir();
 // then renames the file over `path`. A throwing writer leaves `path` as it was.
 void replace_file_atomically(const std::string& path, const std::function<void(const std::string& tmp)>& write);
 
+// `text` without leading and trailing spaces, tabs and carriage returns.
+std::string trim(const std::string& text);
+
 // --- CSV (RFC 4180: a field with a comma, quote or line break is quoted, quotes doubled) ---
 
 std::string csv_field(const std::string& text);

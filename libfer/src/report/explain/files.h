@@ -14,6 +14,7 @@
 
 #include "fer/common/emotions.h"
 #include "fer/explain/background.h"
+#include "fer/explain/explainer.h"
 #include "fer/explain/faithfulness.h"
 #include "fer/explain/lime.h"
 #include "fer/report/explain/batch.h"
@@ -41,15 +42,10 @@ std::string safe_stem(const std::string& source);
 // The methods whose deletion/insertion AUCs the manifest carries, in column order.
 extern const std::vector<std::string> kFaithfulnessMethods;
 
-// What one item produced: a manifest row and a gallery card.
-struct ItemRecord {
-  std::string error, files, summary_png;
-  int predicted = -1;
-  std::vector<float> probs;
-  std::vector<int64_t> classes;
-  double additivity = NAN, lime_score = NAN;
-  int lime_label = -1, lime_segments = 0;
-  std::map<std::string, FaithfulnessCurves> faithfulness;
+// What one item produced (its explanation and the files written from it): a
+// manifest row and a gallery card.
+struct ItemRecord : FaceExplanation {
+  std::string files, summary_png;  // relative to the batch's folder
 };
 
 // What the batch-level files (global SHAP maps, faithfulness, gallery) are made
@@ -69,8 +65,6 @@ struct BatchReport {
 std::string manifest_header(const std::vector<std::string>& names);
 std::string manifest_row(std::size_t index, const ExplainItem& item, const ItemRecord& r,
                          const std::vector<std::string>& names);
-// The faithfulness baseline: the (weighted) mean reference image, else mid-grey.
-std::vector<float> baseline_image(const BackgroundSummary& background, std::string* description);
 GalleryCard gallery_card(std::size_t index, const ExplainItem& item, const ItemRecord& r,
                          const std::vector<std::string>& names, const std::string& faithfulness_method);
 nlohmann::json report_json(const BatchReport& r);

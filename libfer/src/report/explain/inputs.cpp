@@ -19,7 +19,8 @@ bool is_csv(const fs::path& p) {
   return name.size() > 4 && (name.rfind(".csv") == name.size() - 4 || name.rfind(".csv.gz") == name.size() - 7);
 }
 
-ExplainItem read_image_item(const fs::path& path, const FaceDetector* detector) {
+ExplainItem read_image_item(const fs::path& path, const std::vector<std::string>& class_names,
+                            const FaceDetector* detector) {
   ExplainItem item;
   item.source = path.string();
   try {
@@ -34,34 +35,16 @@ ExplainItem read_image_item(const fs::path& path, const FaceDetector* detector) 
     item.error = e.what();
     return item;
   }
-  item.label = emotion_index(path.parent_path().filename().string());
+  item.label = class_index(class_names, path.parent_path().filename().string());
   return item;
 }
 
 }  // namespace
 
-ClassSelection parse_class_selection(const std::string& text, int num_classes) {
-  ClassSelection s;
-  if (text == "all") s.kind = ClassSelection::all;
-  else if (text == "pred") s.kind = ClassSelection::pred;
-  else if (text.rfind("top:", 0) == 0) {
-    s.kind = ClassSelection::top;
-    try {
-      s.k = std::stoi(text.substr(4));
-    } catch (const std::exception&) {
-      s.k = 0;
-    }
-    if (s.k < 1 || s.k > num_classes)
-      throw std::invalid_argument("class selection '" + text + "': K must be in 1.." + std::to_string(num_classes));
-  } else {
-    throw std::invalid_argument("class selection '" + text + "' (expected all, pred or top:K)");
-  }
-  return s;
-}
-
 
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
-                                                std::size_t limit, const FaceDetector* detector) {
+                                                std::size_t limit, const std::vector<std::string>& class_names,
+                                                const FaceDetector* detector) {
   std::vector<ExplainItem> items;
   auto full = [&] { return limit > 0 && items.size() >= limit; };
   for (const auto& input : inputs) {
@@ -75,7 +58,7 @@ std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& 
       std::sort(files.begin(), files.end());
       for (const auto& f : files) {
         if (full()) break;
-        items.push_back(read_image_item(f, detector));
+        items.push_back(read_image_item(f, class_names, detector));
       }
     } else if (is_csv(path)) {
       const auto splits = load_fer2013_csv(input);
@@ -83,9 +66,9 @@ std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& 
       if (d.size() == 0) throw DataError(input + ": the " + split + " split is empty");
       for (std::size_t i = 0; i < d.size() && !full(); ++i)
         items.push_back({d.sources[i], std::vector<std::uint8_t>(d.image(i), d.image(i) + kImagePixels),
-                         static_cast<int>(d.labels[i]), ""});
+                         class_index(class_names, d.class_names[d.labels[i]]), ""});
     } else {
-      items.push_back(read_image_item(path, detector));
+      items.push_back(read_image_item(path, class_names, detector));
     }
   }
   return items;

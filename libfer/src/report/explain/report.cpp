@@ -43,8 +43,9 @@ std::string manifest_row(std::size_t index, const ExplainItem& item, const ItemR
   for (std::size_t c = 0; c < names.size(); ++c) row.push_back(r.probs.empty() ? "" : fmt::format("{:.6f}", r.probs[c]));
   std::string class_list;
   for (auto c : r.classes) class_list += (class_list.empty() ? "" : ";") + names[c];
-  row.insert(row.end(), {class_list, optional_number(r.additivity, "{:.3g}"), name_of(r.lime_label),
-                         optional_number(r.lime_score, "{:.4f}"), r.lime_segments ? std::to_string(r.lime_segments) : ""});
+  row.insert(row.end(), {class_list, optional_number(r.additivity, "{:.3g}"), name_of(r.lime ? r.lime->label : -1),
+                         optional_number(r.lime ? r.lime->score : NAN, "{:.4f}"),
+                         r.lime ? std::to_string(r.lime->num_segments) : ""});
   for (const auto& m : kFaithfulnessMethods) {
     const auto it = r.faithfulness.find(m);
     const bool has = it != r.faithfulness.end();
@@ -53,21 +54,6 @@ std::string manifest_row(std::size_t index, const ExplainItem& item, const ItemR
   }
   row.push_back(r.files);
   return csv_row(row) + "\n";
-}
-
-std::vector<float> baseline_image(const BackgroundSummary& background, std::string* description) {
-  if (!(background.centroids.defined() && background.centroids.size(0) > 0)) {
-    *description = "mid-grey (0.5): no background";
-    return std::vector<float>(kImagePixels, 0.5f);
-  }
-  const auto refs = background.centroids.to(torch::kCPU, torch::kFloat32).reshape({-1, kImagePixels});
-  const auto mean = background.weights.defined()
-                        ? (refs * background.weights.to(torch::kCPU, torch::kFloat32).view({-1, 1})).sum(0) /
-                              background.weights.sum().to(torch::kCPU)
-                        : refs.mean(0);
-  *description = fmt::format("mean of the {} background references", refs.size(0));
-  const auto m = mean.contiguous();
-  return std::vector<float>(m.data_ptr<float>(), m.data_ptr<float>() + kImagePixels);
 }
 
 namespace {

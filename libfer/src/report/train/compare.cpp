@@ -39,8 +39,12 @@ std::map<std::string, double> numbers_of(const std::string& metrics_path) {
   } catch (const nlohmann::json::exception& e) {
     throw DataError(metrics_path + ": not valid JSON: " + e.what());
   }
-  for (const auto& [key, value] : json.items())
+  for (const auto& [key, value] : json.items()) {
     if (value.is_number()) numbers[key] = value.get<double>();
+    if (key == "votes" && value.is_object())  // agreement with annotators (FER+): votes.cross_entropy, ...
+      for (const auto& [name, number] : value.items())
+        if (number.is_number() && name != "n") numbers["votes." + name] = number.get<double>();
+  }
   return numbers;
 }
 
@@ -75,7 +79,9 @@ std::vector<RunRecord> read_runs(const std::vector<std::string>& dirs) {
   return runs;
 }
 
-bool lower_is_better(const std::string& metric) { return metric.find("loss") != std::string::npos; }
+bool lower_is_better(const std::string& metric) {
+  return metric.find("loss") != std::string::npos || metric.find("cross_entropy") != std::string::npos;
+}
 
 std::vector<std::string> known_metrics(const RunRecord& run) {
   std::vector<std::string> names;
@@ -119,13 +125,19 @@ std::string comparison_markdown(const RunComparison& comparison) {
     const auto found = run.metrics.find(name);
     return found == run.metrics.end() ? std::string("–") : decimal(found->second, 4);
   };
+  // Runs on voted data (FER+) add the agreement with the annotators.
+  const bool votes = std::any_of(comparison.runs.begin(), comparison.runs.end(),
+                                 [](const RunRecord* run) { return run->metrics.count("votes.plurality_accuracy") > 0; });
   std::ostringstream out;
-  out << "| run | accuracy | balanced acc. | macro F1 | best epoch | epochs | best val acc. | final val acc. | train time |\n"
-      << "|---|---|---|---|---|---|---|---|---|\n";
+  out << "| run | accuracy | balanced acc. | macro F1 |" << (votes ? " vote cross-entropy | plurality acc. |" : "")
+      << " best epoch | epochs | best val acc. | final val acc. | train time |\n"
+      << "|---|---|---|---|" << (votes ? "---|---|" : "") << "---|---|---|---|---|\n";
   for (const RunRecord* run : comparison.runs) {
     const bool any = !run->history.empty();
     out << "| " << run->label << " | " << metric(*run, "accuracy") << " | " << metric(*run, "balanced_accuracy") << " | "
-        << metric(*run, "macro_f1") << " | " << (any ? std::to_string(run->best_epoch) : "–") << " | "
+        << metric(*run, "macro_f1") << " | ";
+    if (votes) out << metric(*run, "votes.cross_entropy") << " | " << metric(*run, "votes.plurality_accuracy") << " | ";
+    out << (any ? std::to_string(run->best_epoch) : "–") << " | "
         << run->history.size() << " | " << (any ? decimal(run->best_val_accuracy, 4) : "–") << " | "
         << (any ? decimal(run->history.back().val_accuracy, 4) : "–") << " | " << format_duration(run->train_seconds)
         << " |\n";

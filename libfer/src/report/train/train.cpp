@@ -65,6 +65,16 @@ std::shared_ptr<spdlog::logger> make_run_logger(const std::string& log_path, int
   return log;
 }
 
+// The same file under another name (../shared vs /work/shared) is the same data.
+void same_files_same_names(Config& previous, const Config& now) {
+  const auto same_file = [](const std::string& a, const std::string& b) {
+    std::error_code ec;
+    return !a.empty() && !b.empty() && fs::equivalent(a, b, ec) && !ec;
+  };
+  if (same_file(previous.data.path, now.data.path)) previous.data.path = now.data.path;
+  if (same_file(previous.data.votes, now.data.votes)) previous.data.votes = now.data.votes;
+}
+
 // A resumed run must continue the experiment it started, not a different one.
 // Writes config.yaml and removes the *.tmp a killed write leaves (rank 0 only:
 // every rank checks alike, so all refuse a wrong request together). Returns
@@ -76,6 +86,7 @@ bool prepare_run_dir(const TrainRequest& request) {
   if (request.resume && have_last) {
     Config previous = request.config;  // keys the saved file lacks (added since) keep today's values
     apply_yaml(previous, read_file(path("config.yaml")), path("config.yaml"));
+    same_files_same_names(previous, request.config);
     std::string changed;
     for (const auto& difference : config_differences(previous, request.config))
       if (!may_change_on_resume(difference.substr(0, difference.find(':')))) changed += "\n  " + difference;
@@ -263,7 +274,8 @@ void select_for_target(const Config& c, Dataset& train) {
   if (target == TrainTarget::majority && train.has_votes()) {
     const auto before = static_cast<std::int64_t>(train.size());
     train.keep_if([&](std::size_t i) { return train.majority[i] >= 0; });
-    train.dropped.push_back({"without a majority label (train.target majority)", before - static_cast<std::int64_t>(train.size())});
+    const auto left_out = before - static_cast<std::int64_t>(train.size());
+    if (left_out > 0) train.dropped.push_back({"without a majority label (train.target majority)", left_out});
   }
 }
 

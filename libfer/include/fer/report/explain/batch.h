@@ -3,14 +3,12 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
-#include "fer/common/enum_names.h"
-#include "fer/common/precision.h"
 #include "fer/data/dataset.h"
 #include "fer/explain/background.h"
+#include "fer/explain/explainer.h"
 #include "fer/faces/faces.h"
 #include "fer/report/evaluate/shards.h"
 
@@ -25,47 +23,25 @@ struct ExplainItem {
 };
 
 // Inputs: a FER-2013 CSV (its `split` rows), an image folder (recursively; the
-// class folder name gives the true label when it is an emotion name), or image
-// files. Stops after `limit` items (0 = all). Images of another size are
-// resized to 48x48 (fer::read_face_image); unreadable images become items
-// with an error. Throws DataError only for a missing path.
+// class folder's name gives the true label when it is one of `class_names`,
+// the model's, any case), or image files. A CSV row's label is its class's
+// index in `class_names` by name (-1 when the model lacks it). Stops after
+// `limit` items (0 = all). Images of another size or colour are read as 48x48
+// grayscale (fer::read_face_image); unreadable images become items with an
+// error. Throws DataError only for a missing path.
 // With a `detector`, image files are full photos: each becomes its largest
 // face (cropped as the detector's faces.* settings say: margin, align); an
 // image without a face is an item with the error "no face detected".
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
-                                                std::size_t limit, const FaceDetector* detector = nullptr);
+                                                std::size_t limit, const std::vector<std::string>& class_names,
+                                                const FaceDetector* detector = nullptr);
 
-enum class ExplainMethod { shap, lime, both };
-// "shap" | "lime" | "both"; throws std::invalid_argument otherwise.
-const EnumNames<ExplainMethod>& explain_method_names();  // shap, lime, both
-ExplainMethod parse_explain_method(const std::string& name);
-std::string explain_method_name(ExplainMethod method);
-
-struct ExplainOptions {
-  ExplainMethod method = ExplainMethod::both;
-  std::string classes = "pred";   // all | pred | top:K
-  bool probabilities = false;     // DeepSHAP on softmax outputs instead of logits
-  int lime_samples = 1000;
-  int top_superpixels = 5;
-  std::uint64_t seed = 0;
+// The explainer's options (fer/explain/explainer.h) and the files'.
+struct ExplainOptions : ExplainerOptions {
+  int top_superpixels = 5;        // LIME's panel: the superpixels drawn
+  std::uint64_t seed = 0;         // item i's LIME and random ranking use seed + i
   bool save_raw = false;          // also .npy float32 [classes,48,48]
-  std::string device = "auto";
-  // The model calls of LIME and the faithfulness curves (the prediction itself
-  // is fp32); empty: default_inference_precision (bf16 on a CPU with native
-  // bf16, else fp32). DeepSHAP's own: shap_precision.
-  std::optional<Precision> precision;
-  // DeepSHAP's backward pass through the convs: fp32 (exact to float rounding)
-  // or bf16 (faster on AMX/AVX512-BF16 CPUs; maps within a few 1e-3 of fp32's).
-  Precision shap_precision = Precision::fp32;
-  // Rows (image x class x reference) of one DeepSHAP backward pass: several
-  // images share a pass when they fit. 0: the device's default (one image per
-  // pass on CPU, where larger passes measured slower; 8192 rows elsewhere).
-  std::int64_t shap_pass_rows = 0;
   bool progress = true;
-  // Deletion/insertion curves for SHAP, LIME and a random ranking of each image's
-  // predicted class (2*(steps+1) forward passes per method and image).
-  bool faithfulness = true;
-  int faithfulness_steps = 20;
   // Sharded batches (fer-explain --shard K/N): the items given are this shard's
   // slice (fer::dataset_shard's rule) of `total_items`; their folders, manifest
   // rows and LIME seeds keep their numbers in the whole batch, and shard.json
@@ -107,11 +83,5 @@ ExplainSummary merge_explanation_shards(const std::vector<std::string>& shard_di
 // seeded random order); all of them when count >= pool.size().
 Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t seed);
 
-// Parses "all", "pred", "top:K" (K in 1..classes). Throws std::invalid_argument.
-struct ClassSelection {
-  enum Kind { all, pred, top } kind = pred;
-  int k = 1;
-};
-ClassSelection parse_class_selection(const std::string& text, int num_classes);
 
 }  // namespace fer

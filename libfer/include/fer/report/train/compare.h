@@ -35,11 +35,12 @@ RunRecord read_run(const std::string& dir);
 std::vector<RunRecord> read_runs(const std::vector<std::string>& dirs);
 
 // A selection metric's value: a number of metrics.json ("accuracy",
-// "balanced_accuracy", "macro_f1", ...), or "best_val_accuracy" /
+// "balanced_accuracy", "macro_f1", ...; its "votes" record's as
+// "votes.cross_entropy", "votes.plurality_accuracy"), or "best_val_accuracy" /
 // "best_val_loss" from the history. Throws std::invalid_argument naming the
 // metric and the run when it has none (e.g. not evaluated yet).
 double run_metric(const RunRecord& run, const std::string& metric);
-// Losses rank ascending, everything else descending.
+// Losses and cross-entropies rank ascending, everything else descending.
 bool lower_is_better(const std::string& metric);
 // The metrics run_metric knows for this run, sorted.
 std::vector<std::string> known_metrics(const RunRecord& run);

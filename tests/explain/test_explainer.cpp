@@ -1,0 +1,152 @@
+// FaceExplainer: a face's explanation equals what its building blocks give
+// one by one (DeepSHAP, LIME, the curves), and a failure stays with its face.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "fer/data/augment.h"
+#include "fer/explain/deepshap.h"
+#include "fer/explain/explainer.h"
+#include "fer/inference/inference.h"
+#include "fer/models/checkpoint.h"
+#include "fer/models/model.h"
+#include "test_util.h"
+
+namespace face_explainer_test {
+
+const std::vector<std::string> kSeven{"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"};
+
+torch::Tensor random_faces_tensor(int64_t n, uint64_t seed) {
+  auto gen = fer::make_cpu_generator(seed);
+  return torch::rand({n, 1, 48, 48}, gen, torch::kFloat32);
+}
+
+// A paper CNN with BatchNorm statistics from a few random batches, saved.
+fer::Classifier saved_model(const std::string& path) {
+  torch::manual_seed(5);
+  auto model = fer::make_model(fer::ModelOptions{});
+  model->train();
+  {
+    torch::NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) model->forward(random_faces_tensor(16, 10 + i));
+  }
+  model->eval();
+  fer::save_checkpoint(path, *model, {fer::ModelOptions{}, kSeven, {}});
+  return fer::load_checkpoint(path, torch::kCPU).model;
+}
+
+// Two constant references, 0.2 and 0.6, weighted 1:3: their mean is 0.5.
+fer::BackgroundSummary two_constant_references() {
+  fer::BackgroundSummary b;
+  b.centroids = torch::cat({torch::full({1, 1, 48, 48}, 0.2f), torch::full({1, 1, 48, 48}, 0.6f)});
+  b.weights = torch::tensor({0.25f, 0.75f});
+  b.faces = 4;
+  return b;
+}
+
+std::vector<float> as_vector(const torch::Tensor& image) {
+  const auto c = image.contiguous();
+  return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
+}
+
+void expect_same_curves(const fer::FaithfulnessCurves& a, const fer::FaithfulnessCurves& b) {
+  ASSERT_EQ(a.deletion.size(), b.deletion.size());
+  for (std::size_t i = 0; i < a.deletion.size(); ++i) {
+    EXPECT_NEAR(a.deletion[i], b.deletion[i], 1e-6);
+    EXPECT_NEAR(a.insertion[i], b.insertion[i], 1e-6);
+  }
+}
+
+TEST(FaceExplainer, ItsPartsEqualTheBuildingBlocksRunOneByOne) {
+  fer_test::TempDir dir;
+  auto model = saved_model(dir / "m.pt");
+  const auto background = two_constant_references();
+  fer::ExplainerOptions o;
+  o.classes = "all";
+  o.lime_samples = 150;
+  o.precision = fer::Precision::fp32;
+  o.faithfulness_steps = 8;
+  fer::FaceExplainer explainer(dir / "m.pt", background, o);
+  ASSERT_EQ(explainer.baseline().size(), 2304u);
+  EXPECT_NEAR(explainer.baseline()[0], 0.5f, 1e-6);  // 0.25 * 0.2 + 0.75 * 0.6
+  EXPECT_NEAR(explainer.baseline()[2303], 0.5f, 1e-6);
+
+  const auto image = as_vector(random_faces_tensor(1, 3)[0]);
+  const auto e = explainer.explain({image}, {41}).at(0);
+  ASSERT_TRUE(e.error.empty()) << e.error;
+
+  const auto probs = torch::softmax(model->forward(torch::tensor(image).view({1, 1, 48, 48})), 1)[0];
+  ASSERT_EQ(e.probs.size(), 7u);
+  for (int c = 0; c < 7; ++c) EXPECT_NEAR(e.probs[c], probs[c].item<float>(), 1e-5);
+  EXPECT_EQ(e.predicted, probs.argmax().item<int64_t>());
+  EXPECT_EQ(e.classes, (std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6}));
+
+  fer::DeepShapOptions shap_options;
+  shap_options.background_weights = background.weights;
+  fer::DeepShapExplainer shap(model, background.centroids, torch::kCPU, shap_options);
+  const auto reference = shap.explain(torch::tensor(image).view({1, 48, 48}), e.classes);
+  ASSERT_TRUE(e.shap.defined());
+  EXPECT_EQ(e.shap.sizes(), (std::vector<int64_t>{7, 48, 48}));
+  EXPECT_LT((e.shap - reference.attributions).abs().max().item<float>(), 1e-5);
+  EXPECT_NEAR(e.additivity, reference.additivity_error, 1e-6);
+
+  const auto predictor = fer::probability_predictor(*model, torch::kCPU);
+  fer::LimeOptions lime_options;
+  lime_options.num_samples = 150;
+  lime_options.seed = 41;
+  const auto lime = fer::explain_lime(image, 48, 48, predictor, e.predicted, lime_options);
+  ASSERT_TRUE(e.lime.has_value());
+  EXPECT_EQ(e.lime->label, e.predicted);
+  EXPECT_EQ(e.lime->segments, lime.segments);
+  ASSERT_EQ(e.lime->weights.size(), lime.weights.size());
+  for (std::size_t i = 0; i < lime.weights.size(); ++i) EXPECT_NEAR(e.lime->weights[i], lime.weights[i], 1e-4);
+
+  const auto map = e.shap[e.predicted].contiguous();
+  const std::vector<float> predicted_map(map.data_ptr<float>(), map.data_ptr<float>() + 2304);
+  ASSERT_EQ(e.faithfulness.size(), 3u);
+  expect_same_curves(e.faithfulness.at("shap"), fer::deletion_insertion_curves(image, explainer.baseline(), predicted_map,
+                                                                                 e.predicted, predictor, 8));
+  expect_same_curves(e.faithfulness.at("random"),
+                     fer::deletion_insertion_curves(image, explainer.baseline(), fer::random_pixel_scores(2304, 41),
+                                                    e.predicted, predictor, 8));
+}
+
+TEST(FaceExplainer, AFailedFaceKeepsItsErrorAndTheOthersTheirExplanations) {
+  fer_test::TempDir dir;
+  saved_model(dir / "m.pt");
+  fer::ExplainerOptions o;
+  o.classes = "top:2";
+  o.lime_samples = 64;
+  o.faithfulness = false;
+  fer::FaceExplainer explainer(dir / "m.pt", two_constant_references(), o);
+  const auto a = as_vector(random_faces_tensor(1, 1)[0]), b = as_vector(random_faces_tensor(1, 2)[0]);
+  const auto together = explainer.explain({a, std::vector<float>(100, 0.5f), b}, {1, 2, 3});
+  ASSERT_EQ(together.size(), 3u);
+  EXPECT_NE(together[1].error.find("100 values"), std::string::npos) << together[1].error;
+  EXPECT_TRUE(together[1].probs.empty());
+  const auto alone = explainer.explain({b}, {3}).at(0);
+  ASSERT_TRUE(together[0].error.empty() && together[2].error.empty());
+  EXPECT_EQ(together[2].classes, alone.classes);
+  EXPECT_EQ(together[2].classes.size(), 2u);
+  EXPECT_EQ(together[2].classes[0], together[2].predicted);
+  EXPECT_LT((together[2].shap - alone.shap).abs().max().item<float>(), 1e-5);
+  EXPECT_EQ(together[2].lime->segments, alone.lime->segments);
+  EXPECT_TRUE(together[2].faithfulness.empty());
+
+  EXPECT_THROW(explainer.explain({a}, {}), std::invalid_argument);
+}
+
+TEST(FaceExplainer, RefusesWhatItCannotExplain) {
+  fer_test::TempDir dir;
+  saved_model(dir / "m.pt");
+  fer::ExplainerOptions o;
+  EXPECT_THROW(fer::FaceExplainer(dir / "m.pt", fer::BackgroundSummary{}, o), std::invalid_argument);  // SHAP, no references
+  o.classes = "top:8";
+  EXPECT_THROW(fer::FaceExplainer(dir / "m.pt", two_constant_references(), o), std::invalid_argument);
+  o.classes = "pred";
+  o.method = fer::ExplainMethod::lime;
+  fer::FaceExplainer lime_only(dir / "m.pt", fer::BackgroundSummary{}, o);
+  EXPECT_FALSE(lime_only.explains_shap());
+  EXPECT_EQ(lime_only.baseline_description(), "mid-grey (0.5): no background");
+}
+
+}  // namespace face_explainer_test
