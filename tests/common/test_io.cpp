@@ -120,6 +120,8 @@ TEST(Emotions, NamesAndColoursHaveOneSource) {
   EXPECT_EQ(fer::emotion_index("bored"), -1);
   EXPECT_EQ(fer::class_index({"calm", "Tired"}, "TIRED"), 1);  // any list, any case
   EXPECT_EQ(fer::class_index({"calm", "Tired"}, "happy"), -1);
+  EXPECT_EQ(fer::class_name_list({"calm", "Tired"}), "calm, Tired");
+  EXPECT_EQ(fer::class_name_list({}), "");
   EXPECT_EQ(fer::emotion_name_list(), "angry, disgust, fear, happy, sad, surprise, neutral");
   EXPECT_EQ(fer::class_colour_hex(0), "#d62728");
   EXPECT_EQ(fer::class_colour_hex(7), fer::class_colour_hex(0));

@@ -83,7 +83,7 @@ TEST(FerplusVotes, FacesAreKeptDroppedAndLabelledByTheRules) {
   add(fer::SplitName::train, counts({0, 0, 0, 1, 4, 3, 0, 0, 2, 0}));  // no majority: label = most voted (anger)
   add(fer::SplitName::train, counts({0, 0, 0, 0, 0, 0, 0, 0, 2, 8}));  // not a face
   add(fer::SplitName::train, counts({0, 0, 0, 0, 0, 0, 0, 0, 10, 0}));  // votes only for unknown
-  add(fer::SplitName::val, counts({0, 0, 0, 1, 4, 3, 0, 0, 2, 0}));  // no majority: validation drops it
+  add(fer::SplitName::val, counts({0, 0, 0, 1, 4, 3, 0, 0, 2, 0}));  // no majority: kept for the vote metrics
   add(fer::SplitName::val, counts({0, 0, 0, 0, 0, 0, 0, 7, 3, 0}));  // majority contempt
   ASSERT_EQ(splits.train.size(), 2u);
   EXPECT_EQ(splits.train.labels, (std::vector<std::int64_t>{0, 4}));
@@ -91,9 +91,14 @@ TEST(FerplusVotes, FacesAreKeptDroppedAndLabelledByTheRules) {
   EXPECT_EQ(std::vector<float>(splits.train.votes_of(1), splits.train.votes_of(1) + 8),
             (std::vector<float>{0, 0, 0, 1, 4, 3, 0, 0}));
   EXPECT_EQ(splits.train.dropped.size(), 2u);
-  ASSERT_EQ(splits.val.size(), 1u);
-  EXPECT_EQ(splits.val.labels[0], 7);
-  EXPECT_EQ(splits.val.dropped.size(), 1u);
+  ASSERT_EQ(splits.val.size(), 2u);
+  EXPECT_EQ(splits.val.majority, (std::vector<std::int64_t>{-1, 7}));
+  EXPECT_TRUE(splits.val.dropped.empty());
+  const auto scored = fer::majority_faces(splits.val);  // what validation and accuracy count
+  ASSERT_EQ(scored.size(), 1u);
+  EXPECT_EQ(scored.labels[0], 7);
+  EXPECT_EQ(scored.sources.size(), 1u);
+  EXPECT_EQ(std::vector<float>(scored.votes_of(0), scored.votes_of(0) + 8), (std::vector<float>{0, 0, 0, 0, 0, 0, 0, 7}));
 }
 
 TEST(FerplusCsv, PairsKaggleRowsWithTheirVotesAndRefusesMismatches) {
@@ -163,7 +168,7 @@ TEST(FerplusFolders, ReadsLabelCsvAndPngsAndNamesMalformedLines) {
 
   fer::DataConfig config;
   config.path = dir.path().string();
-  config.ferplus_as_fer2013 = true;  // contempt has no FER-2013 class: the face has no majority, validation drops it
+  config.ferplus_as_fer2013 = true;  // contempt has no FER-2013 class: the face has no vote for a kept class
   const auto mapped = fer::load_dataset(config);
   EXPECT_EQ(mapped.train.class_names, fer::emotion_names());
   EXPECT_EQ(mapped.train.labels, (std::vector<std::int64_t>{6, 3}));

@@ -5,6 +5,7 @@
 #include <torch/torch.h>
 
 #include <filesystem>
+#include <set>
 
 #include "fer/data/augment.h"
 #include "fer/explain/background.h"
@@ -65,6 +66,27 @@ TEST(Background, NoCentroidSummarisesFewerFacesThanTheMinimum) {
   for (int64_t c = 0; c < s.centroids.size(0); ++c) EXPECT_GE(s.weights[c].item<double>() * 68, 20 - 1e-3) << c;
   EXPECT_NEAR(s.weights.sum().item<double>(), 1.0, 1e-6);
   EXPECT_THROW(fer::kmeans_background(images_of(pixels).slice(0, 0, 10), options), std::invalid_argument);
+}
+
+TEST(Background, ASampleHoldsDistinctFacesOfThePoolWithItsClasses) {
+  fer::Dataset pool;
+  pool.class_names = {"calm", "tired"};
+  std::vector<std::uint8_t> image(fer::kImagePixels);
+  for (int i = 0; i < 10; ++i) {
+    image[0] = static_cast<std::uint8_t>(i);
+    pool.add(image.data(), i % 2, "face" + std::to_string(i));
+  }
+  const auto sample = fer::sample_background(pool, 4, 7);
+  EXPECT_EQ(sample.class_names, pool.class_names);
+  ASSERT_EQ(sample.size(), 4u);
+  std::set<int> firsts;
+  for (std::size_t i = 0; i < sample.size(); ++i) {
+    firsts.insert(sample.image(i)[0]);
+    EXPECT_EQ(sample.sources[i], "face" + std::to_string(sample.image(i)[0]));  // image and source stay together
+  }
+  EXPECT_EQ(firsts.size(), 4u);  // without replacement
+  EXPECT_EQ(fer::sample_background(pool, 4, 7).sources, sample.sources);  // the seed decides
+  EXPECT_EQ(fer::sample_background(pool, 50, 7).size(), 10u);  // more than the pool: all of it
 }
 
 TEST(Background, NpyBytesRoundTripAndMalformedBytesAreNamed) {

@@ -11,11 +11,13 @@ const std::vector<std::string>& emotion_names() {
   return names;
 }
 
-std::string emotion_name_list() {
+std::string class_name_list(const std::vector<std::string>& class_names) {
   std::string list;
-  for (const auto& name : emotion_names()) list += (list.empty() ? "" : ", ") + name;
+  for (const auto& name : class_names) list += (list.empty() ? "" : ", ") + name;
   return list;
 }
+
+std::string emotion_name_list() { return class_name_list(emotion_names()); }
 
 int class_index(const std::vector<std::string>& class_names, const std::string& name) {
   const auto lower = [](std::string s) {

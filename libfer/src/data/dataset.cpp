@@ -228,12 +228,6 @@ std::vector<std::pair<SplitName, std::vector<fs::path>>> class_folders(const std
   return out;
 }
 
-std::string name_list(const std::vector<std::string>& names) {
-  std::string list;
-  for (const auto& name : names) list += (list.empty() ? "" : ", ") + name;
-  return list;
-}
-
 // FER-2013's seven when every folder is one of them; else the folders' names, lower-cased and sorted.
 std::vector<std::string> classes_of_folders(const std::vector<std::pair<SplitName, std::vector<fs::path>>>& splits) {
   std::vector<std::string> names;
@@ -262,7 +256,7 @@ ImageFolderListing list_image_folder(const std::string& root, const std::vector<
     for (const auto& class_dir : class_dirs) {
       const int label = class_index(out.class_names, class_dir.filename().string());
       if (label < 0)
-        throw DataError(class_dir.string() + ": unknown class folder (expected one of " + name_list(out.class_names) +
+        throw DataError(class_dir.string() + ": unknown class folder (expected one of " + class_name_list(out.class_names) +
                         (classes.empty() ? "" : ": data.classes") + ")");
       std::vector<fs::path> files;
       for (const auto& e : fs::directory_iterator(class_dir))
@@ -339,6 +333,14 @@ std::vector<std::int64_t> class_counts(const Dataset& data) {
   return counts;
 }
 
+Dataset majority_faces(const Dataset& data) {
+  if (!data.has_votes() || std::all_of(data.majority.begin(), data.majority.end(), [](auto m) { return m >= 0; }))
+    return data;
+  Dataset kept = data;
+  kept.keep_if([&](std::size_t i) { return data.majority[i] >= 0; });
+  return kept;
+}
+
 std::string class_summary(const Dataset& data) {
   const auto counts = class_counts(data);
   std::string out = "n=" + std::to_string(data.size());
@@ -348,6 +350,8 @@ std::string class_summary(const Dataset& data) {
                   data.size() ? 100.0 * counts[c] / data.size() : 0.0);
     out += "  " + data.class_names[c] + share;
   }
+  const auto without_majority = std::count(data.majority.begin(), data.majority.end(), -1);
+  if (without_majority > 0) out += "; " + std::to_string(without_majority) + " without a majority label";
   for (const auto& [why, count] : data.dropped) out += "; left out: " + std::to_string(count) + " " + why;
   return out;
 }

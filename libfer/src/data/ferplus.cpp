@@ -15,7 +15,6 @@ constexpr int kUnknownColumn = 8;
 constexpr int kNotFaceColumn = 9;
 const char* const kNotAFace = "not a face (NF holds the most votes)";
 const char* const kNoClassVotes = "with no vote for a kept class";
-const char* const kNoMajority = "without a majority label (validation and test keep only those)";
 
 void count_dropped(Dataset& split, const std::string& why) {
   for (auto& [reason, count] : split.dropped)
@@ -121,7 +120,6 @@ void add_ferplus_face(DatasetSplits& splits, SplitName split, const std::uint8_t
   if (*most <= 0) return count_dropped(target, kNoClassVotes);
   const int column = ferplus_majority_column(counts);
   const std::int64_t majority = column < 0 ? -1 : classes[column];
-  if (majority < 0 && split != SplitName::train) return count_dropped(target, kNoMajority);
   const std::int64_t label = majority >= 0 ? majority : most - votes.begin();
   target.add_voted(pixels, label, votes.data(), majority, source);
 }

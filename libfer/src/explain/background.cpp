@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <random>
 #include <stdexcept>
 
@@ -100,6 +101,17 @@ BackgroundSummary kmeans_background(const torch::Tensor& images, const KmeansOpt
     const auto kept = centroids.index({keep});
     centroids = means(assign(x, x_sq, kept), kept);
   }
+}
+
+Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t seed) {
+  std::vector<std::size_t> order(pool.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  Dataset out = pool.empty_like();
+  for (std::size_t i = 0; i < std::min(count, order.size()); ++i)
+    out.add(pool.image(order[i]), pool.labels[order[i]], pool.sources[order[i]]);
+  return out;
 }
 
 BackgroundSummary background_from_images(const Dataset& images) {

@@ -4,18 +4,17 @@
 #include <iterator>
 #include <stdexcept>
 
+#include "fer/common/emotions.h"
+
 namespace fer {
 
 WellbeingMonitor::WellbeingMonitor(const AlertConfig& config, const std::vector<std::string>& class_names)
     : config_(config), class_names_(class_names), negative_(class_names.size(), false) {
   for (const auto& name : config.negative_emotions) {
     const auto it = std::find(class_names.begin(), class_names.end(), name);
-    if (it == class_names.end()) {
-      std::string classes;
-      for (const auto& c : class_names) classes += (classes.empty() ? "" : ", ") + c;
-      throw ConfigError("alert.negative_emotions: '" + name + "' is not a class of the model (its classes: " + classes +
-                        "); name some of them, or set alert.enabled: false");
-    }
+    if (it == class_names.end())
+      throw ConfigError("alert.negative_emotions: '" + name + "' is not a class of the model (its classes: " +
+                        class_name_list(class_names) + "); name some of them, or set alert.enabled: false");
     negative_[it - class_names.begin()] = true;
   }
 }

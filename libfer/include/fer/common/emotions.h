@@ -13,7 +13,9 @@ constexpr int kNumClasses = 7;
 // Label order of FER-2013: 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral.
 const std::vector<std::string>& emotion_names();
 
-// "angry, disgust, ..., neutral", for messages.
+// "a, b, c" of a class list, for messages.
+std::string class_name_list(const std::vector<std::string>& class_names);
+// "angry, disgust, ..., neutral".
 std::string emotion_name_list();
 
 // Index of a class name (case-insensitive) in a class list, or -1.

@@ -68,6 +68,10 @@ struct Dataset {
   Dataset empty_like() const;
 };
 
+// The faces with a majority label (FER+'s majority rule: what accuracy and
+// validation count), in order; every face of single-label data.
+Dataset majority_faces(const Dataset& data);
+
 struct DatasetSplits {
   Dataset train, val, test;
 };

@@ -12,9 +12,11 @@
 //   d.train.votes_of(0);   // 8 vote counts: neutral happy surprise sad angry disgust fear contempt
 //
 // What is kept: faces whose NF column holds the most votes are dropped (and
-// counted in Dataset::dropped), as are faces with no vote for a kept class;
-// the validation and test splits keep only faces with a majority label (the
-// standard FER+ protocol: its accuracy is the "majority rule" figure).
+// counted in Dataset::dropped), as are faces with no vote for a kept class.
+// A face without a majority label stays in every split (majority -1, labelled
+// with its most voted class): validation and accuracy count only the faces
+// with one (fer::majority_faces; the standard FER+ "majority rule" figure),
+// the agreement with the annotators counts them all.
 #pragma once
 
 #include <array>
@@ -70,7 +72,6 @@ DatasetSplits load_ferplus_csv(const std::string& fer2013_csv, const std::string
                                const FerplusOptions& options);
 
 // Adds one face to its split under the rules above (the loaders' shared step).
-// `split` decides whether a face without a majority is kept (train only).
 void add_ferplus_face(DatasetSplits& splits, SplitName split, const std::uint8_t* pixels, const FerplusCounts& counts,
                       const FerplusOptions& options, const std::string& source);
 

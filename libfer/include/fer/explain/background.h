@@ -51,6 +51,10 @@ void add_background_to_checkpoint(const std::string& checkpoint, const Backgroun
 // std::runtime_error for a malformed one.
 std::optional<BackgroundSummary> load_background(const std::string& checkpoint);
 
+// Picks `count` images from `pool` with `seed` (without replacement, in a
+// seeded random order); all of them when count >= pool.size().
+Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t seed);
+
 // Every image of `images` as an unweighted reference (a drawn sample, or a file).
 BackgroundSummary background_from_images(const Dataset& images);
 

@@ -72,7 +72,7 @@ struct FaceExplanation {
   int predicted = -1;            // argmax of probs (the first on ties)
   std::vector<int64_t> classes;  // the explained classes, in ClassSelection's order
   at::Tensor shap;            // [classes, 48, 48] on the CPU (pixels a smaller input crops away: 0); undefined without SHAP
-  double additivity = NAN;       // DeepSHAP's worst |sum(map) - (f(x) - E f(ref))| over the classes
+  double additivity = NAN;       // DeepSHAP's additivity error (DeepShapResult::additivity_error)
   std::optional<LimeExplanation> lime;  // of the predicted class
   std::map<std::string, FaithfulnessCurves> faithfulness;  // "shap", "lime", "random": the predicted class's curves
 };
@@ -95,8 +95,8 @@ class FaceExplainer {
   const std::string& baseline_description() const { return baseline_description_; }
 
   // Requires images of 48*48 values in [0,1] and one seed per image (LIME's
-  // sampling and the random ranking). A failure stays with its face (a failed
-  // DeepSHAP pass, with every face of the call); nothing else throws.
+  // sampling and the random ranking; else std::invalid_argument). A failure
+  // stays with its face (a failed DeepSHAP pass, with every face of the call).
   std::vector<FaceExplanation> explain(const std::vector<std::vector<float>>& images,
                                        const std::vector<std::uint64_t>& seeds);
 

@@ -122,25 +122,31 @@ EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoin
   return predict_checkpoints(checkpoint_paths, data, device, predict);
 }
 
-namespace {
-std::string joined_names(const std::vector<std::string>& names) {
-  std::string text;
-  for (const auto& n : names) text += (text.empty() ? "" : ", ") + n;
-  return "(" + text + ")";
-}
-}  // namespace
-
 EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
                                       const std::string& out_dir, const EvaluationOptions& options) {
   const auto prediction = predict_checkpoints(checkpoint_paths, data, options);
   if (prediction.class_names != data.class_names)
-    throw std::runtime_error(checkpoint_paths.front() + " predicts the classes " + joined_names(prediction.class_names) +
-                             "; the data's are " + joined_names(data.class_names));
+    throw std::runtime_error(checkpoint_paths.front() + " predicts the classes (" + class_name_list(prediction.class_names) + ")" +
+                             "; the data's are (" + class_name_list(data.class_names) + ")");
   nlohmann::json extra = nlohmann::json::object();
-  if (data.has_votes())
-    extra["votes"] = compute_vote_metrics(data.votes, prediction.probabilities, data.num_classes()).to_json();
-  return write_evaluation(data.labels, prediction.probabilities, prediction.class_names, out_dir, options,
-                          checkpoint_paths, extra);
+  if (!data.has_votes())
+    return write_evaluation(data.labels, prediction.probabilities, prediction.class_names, out_dir, options,
+                            checkpoint_paths, extra);
+  // Agreement with the annotators over every voted face; the majority-rule
+  // figures (accuracy, confusion, ...) over the faces with a majority label.
+  auto votes = compute_vote_metrics(data.votes, prediction.probabilities, data.num_classes()).to_json();
+  const std::size_t k = data.class_names.size();
+  std::vector<std::int64_t> labels;
+  std::vector<float> probabilities;
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    if (data.majority[i] < 0) continue;
+    labels.push_back(data.labels[i]);
+    probabilities.insert(probabilities.end(), prediction.probabilities.begin() + i * k,
+                         prediction.probabilities.begin() + (i + 1) * k);
+  }
+  votes["without_majority"] = data.size() - labels.size();
+  extra["votes"] = votes;
+  return write_evaluation(labels, probabilities, prediction.class_names, out_dir, options, checkpoint_paths, extra);
 }
 
 EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,

@@ -84,9 +84,11 @@ void check_shard_sequence(const std::vector<ShardExtent>& shards, int count, std
 
 EvaluationResult evaluate_shard(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
                                 const ShardSpec& shard, const std::string& out_dir, const EvaluationOptions& options) {
-  const auto part = dataset_shard(data, shard);
+  // The merge adds up majority-rule figures only: a shard holds the faces with a majority label.
+  const auto scored = majority_faces(data);
+  const auto part = dataset_shard(scored, shard);
   const auto result = evaluate_checkpoints(checkpoint_paths, part, out_dir, options);
-  write_evaluation_shard(out_dir, shard, data.size(), part.labels, result, part.class_names, options,
+  write_evaluation_shard(out_dir, shard, scored.size(), part.labels, result, part.class_names, options,
                          checkpoint_paths);
   return result;
 }

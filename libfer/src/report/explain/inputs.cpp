@@ -1,9 +1,7 @@
 // What an explanation batch explains: image files, folders, FER-2013 CSV rows;
-// which classes; the DeepSHAP background sample.
+// their labels by the model's classes.
 #include <algorithm>
 #include <filesystem>
-#include <numeric>
-#include <random>
 
 #include "fer/faces/faces.h"
 #include "fer/report/explain/batch.h"
@@ -41,7 +39,6 @@ ExplainItem read_image_item(const fs::path& path, const std::vector<std::string>
 
 }  // namespace
 
-
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
                                                 std::size_t limit, const std::vector<std::string>& class_names,
                                                 const FaceDetector* detector) {
@@ -72,17 +69,6 @@ std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& 
     }
   }
   return items;
-}
-
-Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t seed) {
-  std::vector<std::size_t> order(pool.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::mt19937_64 rng(seed);
-  std::shuffle(order.begin(), order.end(), rng);
-  Dataset out;
-  for (std::size_t i = 0; i < std::min(count, order.size()); ++i)
-    out.add(pool.image(order[i]), pool.labels[order[i]], pool.sources[order[i]]);
-  return out;
 }
 
 }  // namespace fer

@@ -363,7 +363,7 @@ TrainSummary train(const TrainRequest& request) {
   if (cfg.train.tensorboard && rank == 0)
     kept.tensorboard = std::make_shared<TensorBoardHook>(path("tb"), to_yaml(cfg), static_cast<int64_t>(splits.train.size()));
   const auto& best = kept.best;
-  register_hooks(trainer, cfg, val_shard(splits.val, *comm, device), run_dir, meta, log_line, kept, comm);
+  register_hooks(trainer, cfg, val_shard(majority_faces(splits.val), *comm, device), run_dir, meta, log_line, kept, comm);
   if (resuming) {
     restore_training_state(trainer, last.blobs);
     log->info("resuming after epoch {} (best {} epoch {})", trainer.progress().epoch, cfg.train.early_stopping_monitor,

@@ -79,9 +79,6 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
 // another batch.
 ExplainSummary merge_explanation_shards(const std::vector<std::string>& shard_dirs, const std::string& out_dir);
 
-// Picks `count` images from `pool` with `seed` (without replacement, in a
-// seeded random order); all of them when count >= pool.size().
-Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t seed);
 
 
 }  // namespace fer
