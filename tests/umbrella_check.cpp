@@ -13,6 +13,7 @@ static_assert(std::is_class_v<fer::DistributedEnv>);
 static_assert(std::is_class_v<fer::ShardSpec>);
 static_assert(std::is_class_v<fer::EvaluationOptions>);
 static_assert(std::is_class_v<fer::Config>);
+static_assert(std::is_class_v<fer::RunFolderLock>);
 #if FER_WITH_OPENCV
 static_assert(std::is_class_v<fer::ExplainOptions>);
 static_assert(std::is_class_v<fer::LimeOptions>);

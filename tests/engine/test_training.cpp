@@ -8,6 +8,8 @@
 #include <fstream>
 #include <thread>
 
+#include <sys/wait.h>
+
 #include "fer/config/config.h"
 #include "fer/models/checkpoint.h"
 #include "fer/report/plot.h"
@@ -128,6 +130,14 @@ TEST(Training, KilledProcessResumesFromItsLastCompletedEpoch) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   ASSERT_GE(rows, 2u) << "training did not get through two epochs";
+  // A second run into the folder is refused while the first one writes there.
+  const std::string second = bin + " --config " + config_path + " --data " + data.csv + " --out " + out +
+                             " --resume > " + (runs / "log_second") + " 2>&1";
+  const int second_status = std::system(second.c_str());
+  EXPECT_TRUE(WIFEXITED(second_status) && WEXITSTATUS(second_status) == 1) << "status " << second_status;
+  const auto refusal = fer_test::read_text(runs / "log_second");
+  EXPECT_NE(refusal.find(out + " is in use by another run (pid " + std::to_string(pid) + ","), std::string::npos)
+      << refusal;
   kill(pid, SIGKILL);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
   const auto before = fer::read_history_csv(out + "/history.csv");

@@ -68,6 +68,7 @@
 #include "fer/report/live/trends.h"
 #include "fer/report/plot.h"
 #include "fer/report/progress.h"
+#include "fer/report/run_lock.h"
 #include "fer/report/runtime.h"
 #include "fer/report/train/compare.h"
 #include "fer/report/train/sweep.h"

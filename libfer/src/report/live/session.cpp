@@ -21,6 +21,7 @@
 #include "fer/report/environment.h"
 #include "fer/report/live/sinks.h"
 #include "fer/report/progress.h"
+#include "fer/report/run_lock.h"
 
 namespace fer {
 namespace fs = std::filesystem;
@@ -194,7 +195,7 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
   LiveSession session(make_model_analyzer(checkpoint, cfg, device), cfg.live,
                       /*annotate=*/options.write_video || static_cast<bool>(options.on_frame));
   FrameSource source(options.source, cfg.live.sequence_fps, options.loops);
-  fs::create_directories(options.out_dir);
+  const RunFolderLock lock(options.out_dir);
   write_session_setup(options, device, threads, session.analyzer());
   const double interval = source.fps() > 0 ? 1.0 / source.fps() : 1.0 / 30;
   add_standard_sinks(session, options, checkpoint, interval);

@@ -14,6 +14,7 @@
 
 #include "fer/common/io.h"
 #include "fer/report/plot.h"
+#include "fer/report/run_lock.h"
 #include "fer/report/train/train.h"
 
 namespace fer {
@@ -332,7 +333,7 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepCallbacks& callbacks) {
   if (callbacks.parallel < 1) throw std::invalid_argument("run_sweep: parallel must be at least 1");
   if (callbacks.parallel > 1 && !callbacks.train)
     throw std::invalid_argument("run_sweep: parallel runs need a train callback that starts processes");
-  fs::create_directories(plan.spec.out_dir);
+  const RunFolderLock lock(plan.spec.out_dir);  // the runs below lock their own folders
   write_text_atomic((fs::path(plan.spec.out_dir) / "sweep.json").string(), plan_json(plan).dump(2) + "\n");
   SweepScheduler scheduler(plan, callbacks);
   if (callbacks.on_progress) callbacks.on_progress(scheduler.progress());  // runs finished before this invocation

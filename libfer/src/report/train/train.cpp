@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <optional>
 
 #include "fer/common/io.h"
 #include "fer/data/sampler.h"
@@ -14,6 +15,7 @@
 #include "fer/explain/background.h"
 #include "fer/inference/inference.h"
 #include "fer/report/environment.h"
+#include "fer/report/run_lock.h"
 #include "fer/report/evaluate/evaluate.h"
 #include "fer/models/model_store.h"
 #include "fer/report/progress.h"
@@ -315,6 +317,8 @@ TrainSummary train(const TrainRequest& request) {
   const Config& cfg = request.config;
   const std::string& run_dir = request.run_dir;
   const auto path = [&](const char* name) { return (fs::path(run_dir) / name).string(); };
+  std::optional<RunFolderLock> lock;  // rank 0's: a distributed run is one run
+  if (request.distributed.rank == 0) lock.emplace(run_dir);
   const bool resuming = prepare_run_dir(request);
   const int rank = request.distributed.rank, world = request.distributed.world_size;
   auto log = make_run_logger(path("train.log"), rank);
