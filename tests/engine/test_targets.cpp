@@ -1,6 +1,8 @@
 // Training on annotator votes: the four targets of Barsoum et al. against
 // hand-computed values, and a FER+-shaped folder trained end to end.
 #include <gtest/gtest.h>
+
+#include <numeric>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -9,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <fstream>
+#include <numeric>
 #endif
 
 #include "fer/engine/engine.h"
@@ -130,6 +133,18 @@ TEST(VoteTargets, EachTargetModeTrainsOnItsLossOfTheVotes) {
 // model has eight outputs, the checkpoint names the classes, and the
 // evaluation reports the majority rule's figures on the faces with a majority
 // and the agreement with the annotators on all of them.
+// Face i's ten vote counts: 7-3 over its class and the next, or in the
+// validation split for every fourth face 4-3-3 (no majority label).
+static std::vector<int> fixture_votes(int i, bool validation) {
+  const int cls = i % 8;
+  std::vector<int> counts(10, 0);
+  const bool split_vote = validation && i % 4 == 3;
+  counts[cls] = split_vote ? 4 : 7;
+  counts[(cls + 1) % 8] = 3;
+  if (split_vote) counts[(cls + 2) % 8] = 3;
+  return counts;
+}
+
 TEST(VoteTargets, AFerplusFolderTrainsOnVoteDistributionsEndToEnd) {
   fer_test::TempDir dir;
   const auto root = dir.path() / "ferplus";
@@ -141,11 +156,7 @@ TEST(VoteTargets, AFerplusFolderTrainsOnVoteDistributionsEndToEnd) {
       cv::Mat image(48, 48, CV_8UC1, cv::Scalar(20 + 25 * cls));
       const auto name = "fer" + std::to_string(1000000 + i) + ".png";
       cv::imwrite((root / split / name).string(), image);
-      std::vector<int> counts(10, 0);
-      const bool split_vote = split[7] == 'V' && i % 4 == 3;  // 4-3-3: no majority label
-      counts[cls] = split_vote ? 4 : 7;
-      counts[(cls + 1) % 8] = 3;
-      if (split_vote) counts[(cls + 2) % 8] = 3;
+      const auto counts = fixture_votes(i, split[7] == 'V');
       labels += name + ",\"(0, 0, 48, 48)\"";
       for (int c : counts) labels += "," + std::to_string(c);
       labels += "\n";
@@ -166,6 +177,19 @@ TEST(VoteTargets, AFerplusFolderTrainsOnVoteDistributionsEndToEnd) {
   EXPECT_EQ(json.at("n"), 24);  // the majority rule's figures: faces with a majority label
   EXPECT_EQ(json.at("votes").at("n"), 32);  // the annotators' agreement: every voted face
   EXPECT_EQ(json.at("votes").at("without_majority"), 8);
+  const auto shares = json.at("votes").at("vote_share").get<std::vector<double>>();
+  const auto mean_p = json.at("votes").at("mean_probability").get<std::vector<double>>();
+  ASSERT_EQ(shares.size(), 8u);
+  ASSERT_EQ(mean_p.size(), 8u);
+  EXPECT_NEAR(std::accumulate(shares.begin(), shares.end(), 0.0), 1.0, 1e-9);
+  EXPECT_NEAR(std::accumulate(mean_p.begin(), mean_p.end(), 0.0), 1.0, 1e-5);
+  std::vector<double> expected_shares(8, 0.0);
+  for (int i = 0; i < 32; ++i) {
+    const auto counts = fixture_votes(i, true);
+    for (int c = 0; c < 8; ++c) expected_shares[c] += counts[c] / 10.0 / 32;
+  }
+  for (int c = 0; c < 8; ++c) EXPECT_NEAR(shares[c], expected_shares[c], 1e-6) << c;
+  EXPECT_EQ(fer_test::fs::exists(dir / "run/votes.png"), fer_test::fs::exists(dir / "run/confusion_matrix.png"));
 
   fer_test::SyntheticData single;
   config.data.path = single.csv;  // single labels: soft targets are refused, naming the key

@@ -127,6 +127,12 @@ TEST(VoteMetrics, CrossEntropyAndPluralityAccuracyByHand) {
                      (0.1 * std::log(0.7) + 0.9 * std::log(0.2))) / 3;
   EXPECT_NEAR(m.cross_entropy, ce, 1e-6);
   EXPECT_DOUBLE_EQ(m.plurality_accuracy, 2.0 / 3);
+  // Shares per row: (0.6, 0.4, 0), (0, 0.5, 0.5), (0.1, 0.9, 0).
+  const std::vector<double> share{0.7 / 3, 1.8 / 3, 0.5 / 3}, mean_p{1.4 / 3, 0.75 / 3, 0.85 / 3};
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NEAR(m.vote_share[c], share[c], 1e-6) << c;
+    EXPECT_NEAR(m.mean_probability[c], mean_p[c], 1e-6) << c;
+  }
   EXPECT_THROW(fer::compute_vote_metrics({0, 0, 0}, {0.2f, 0.3f, 0.5f}, 3), std::invalid_argument);
   EXPECT_THROW(fer::compute_vote_metrics(votes, {0.5f}, 3), std::invalid_argument);
 }

@@ -1,7 +1,8 @@
 // Accuracy regression guard: every shipped model and ensemble (the folders
-// experiments/models.txt lists) on FER-2013 PublicTest reproduces the
-// metrics recorded beside it: metrics.json and each PublicTest record one
-// folder down (tta/, tencrop/: other TTA modes).
+// experiments/models.txt lists) reproduces the metrics recorded beside it on
+// the split it was selected on (FER-2013 PublicTest; FER+'s FER2013Valid, with
+// the agreement with the annotators): metrics.json and each such record one
+// folder down (flip/, tencrop/: other TTA modes).
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <torch/version.h>
@@ -12,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "fer/config/config.h"
 #include "fer/data/dataset.h"
 #include "fer/inference/inference.h"
 #include "fer/models/checkpoint.h"
@@ -52,11 +54,30 @@ std::string recorded_libtorch(const std::vector<std::string>& models) {
 // One record to hold a model (or an ensemble's members) to.
 struct Record {
   std::vector<std::string> models;
+  fer::DataConfig data;
   fer_test::fs::path metrics_path;
   fer::Tta tta;
   std::string recorded_libtorch;
   bool twice;  // also evaluate once more, uncached, and compare predictions
 };
+
+// The data a record was measured on: its metrics.json's "data", a path under
+// ../shared in shipped records (FER-2013's CSV: fer_test::real_fer2013(), so
+// $FER2013_CSV still applies), read with the data options of the model's run
+// (config.yaml beside its first member: FER+'s class options).
+fer::DataConfig record_data(const nlohmann::json& metrics, const std::string& first_model) {
+  auto data = fer::load_config((fer_test::fs::path(first_model).parent_path() / "config.yaml").string()).data;
+  const fer_test::fs::path recorded = metrics.at("data").get<std::string>();
+  if (recorded.filename() == "fer2013.csv.gz" && !fer_test::real_fer2013().empty()) data.path = fer_test::real_fer2013();
+  else data.path = (fer_test::fs::path(fer_test::source_dir()) / recorded).lexically_normal().string();
+  return data;
+}
+
+std::string data_key(const fer::DataConfig& data) {
+  return data.path + "|" + data.votes + "|" + std::to_string(data.ferplus_unknown) + std::to_string(data.ferplus_as_fer2013);
+}
+
+bool is_fer2013(const fer::DataConfig& data) { return data.votes.empty() && !fer_test::fs::is_directory(data.path); }
 
 std::string architecture_of(const std::string& model) {
   return fer::load_checkpoint(model, torch::kCPU).meta.model.architecture;
@@ -77,14 +98,16 @@ std::vector<Record> shipped_records() {
     // Determinism (and that the cached views are fer-eval's) is checked once per
     // architecture, on a single model: it depends on the code path, not the weights.
     const bool twice = models.size() == 1 && checked_twice.insert(architecture_of(models.front())).second;
-    records.push_back({models, dir / "metrics.json", fer::parse_tta(recorded_tta(read_json(dir / "metrics.json"))),
-                       libtorch, twice});
+    const auto metrics = read_json(dir / "metrics.json");
+    const auto data = record_data(metrics, models.front());
+    records.push_back({models, data, dir / "metrics.json", fer::parse_tta(recorded_tta(metrics)), libtorch, twice});
     for (const auto& sub : fer_test::fs::directory_iterator(dir)) {
       const auto path = sub.path() / "metrics.json";
       if (!fer_test::fs::exists(path)) continue;
       const auto json = read_json(path);
       if (json.value("split", "") == "val")
-        records.push_back({models, path, fer::parse_tta(recorded_tta(json)), libtorch, false});
+        records.push_back({models, record_data(json, models.front()), path, fer::parse_tta(recorded_tta(json)), libtorch,
+                           false});
     }
   }
   return records;
@@ -160,45 +183,70 @@ class ProbabilityCache {
 
 // Holds the record's models (one, or an ensemble's members) to it (split val,
 // its TTA, fp32): no more than 0.5 points below, and exactly equal on the
-// LibTorch that recorded it (another version's kernels may round differently).
+// LibTorch that recorded it (another version's kernels may round differently);
+// for data with votes, the agreement with the annotators as well.
 void check_against_record(const Record& record, const fer::Dataset& val, ProbabilityCache& cache) {
   SCOPED_TRACE(record.metrics_path.string());
   const auto recorded = read_json(record.metrics_path);
   ASSERT_EQ(recorded.at("split"), "val");
-  ASSERT_EQ(val.size(), static_cast<std::size_t>(recorded.at("n").get<int64_t>()));
   fer::EvaluationOptions options;
   options.charts = false;
   options.progress = false;
   options.device = "cpu";
   options.tta = record.tta;
   fer_test::TempDir out;
-  const auto prediction = cache.probabilities(record.models, record.tta);
-  const auto first = fer::write_evaluation(val.labels, prediction.probabilities, prediction.class_names, out / "a",
-                                           options, record.models);
+  const auto first = fer::write_dataset_evaluation(val, cache.probabilities(record.models, record.tta), out / "a",
+                                                   options, record.models);
+  ASSERT_EQ(first.predicted.size(), static_cast<std::size_t>(recorded.at("n").get<int64_t>()));
   if (record.twice) {  // fer-eval itself, uncached: the same predictions
     const auto second = fer::evaluate_checkpoints(record.models, val, out / "b", options);
     EXPECT_EQ(first.predicted, second.predicted) << "predictions differ between two runs";
   }
+  const bool same_libtorch = record.recorded_libtorch == TORCH_VERSION;
   const double accuracy = recorded.at("accuracy").get<double>();
   EXPECT_GE(first.metrics.accuracy, accuracy - 0.005)
-      << "PublicTest accuracy (TTA " << fer::tta_name(options.tta) << ") fell more than 0.5 points below the recorded " << accuracy;
+      << "accuracy (TTA " << fer::tta_name(options.tta) << ") fell more than 0.5 points below the recorded " << accuracy;
   EXPECT_NEAR(first.metrics.balanced_accuracy, recorded.at("balanced_accuracy").get<double>(), 0.01);
-  if (record.recorded_libtorch == TORCH_VERSION) {
+  if (same_libtorch) {
     EXPECT_DOUBLE_EQ(first.metrics.accuracy, accuracy);
     EXPECT_EQ(first.metrics.confusion, recorded.at("confusion_matrix").get<std::vector<std::vector<std::int64_t>>>());
+  }
+  ASSERT_EQ(val.has_votes(), recorded.contains("votes"));
+  if (!val.has_votes()) return;
+  const auto votes = read_json(fer_test::fs::path(out / "a") / "metrics.json").at("votes");
+  EXPECT_EQ(votes.at("n"), recorded.at("votes").at("n"));
+  for (const char* key : {"cross_entropy", "plurality_accuracy"}) {
+    const double measured = votes.at(key).get<double>();
+    const double in_record = recorded.at("votes").at(key).get<double>();
+    EXPECT_NEAR(measured, in_record, same_libtorch ? 1e-12 : 0.01) << key;
+  }
+}
+
+// Holds every shipped record measured on data `which` selects to it.
+void check_shipped_records(bool (*which)(const fer::DataConfig&)) {
+  std::map<std::string, std::vector<Record>> by_data;  // the same data read once
+  for (auto& record : shipped_records())
+    if (which(record.data)) by_data[data_key(record.data)].push_back(record);
+  if (by_data.empty()) GTEST_SKIP() << "no shipped model of this data";
+  for (const auto& [key, records] : by_data) {
+    const auto& data = records.front().data;
+    if (!fer_test::fs::exists(data.path))
+      GTEST_SKIP() << data.path << " not found: the accuracy guard did NOT run on " << records.size() << " records";
+    const auto splits = fer::load_dataset(data);
+    ProbabilityCache cache(splits.val, records);
+    for (const auto& record : records) check_against_record(record, splits.val, cache);
   }
 }
 }  // namespace
 
 TEST(ReferenceModel, EveryShippedModelReproducesItsPublicTestMetrics) {
-  const std::string csv = fer_test::real_fer2013();
-  if (csv.empty())
+  if (fer_test::real_fer2013().empty())
     GTEST_SKIP() << "FER-2013 not found (../shared/data/fer2013/fer2013.csv.gz or $FER2013_CSV): "
                     "the accuracy guard did NOT run";
-  const auto splits = fer::load_dataset(csv);
-  const auto records = shipped_records();
-  ProbabilityCache cache(splits.val, records);
-  for (const auto& record : records) check_against_record(record, splits.val, cache);
+  check_shipped_records(is_fer2013);
   EXPECT_TRUE(fer_test::fs::exists(kExperiments / "fer2013_paper_cnn" / "best.pt")) << "the paper's model is missing";
-  EXPECT_GE(records.size(), 1u);
+}
+
+TEST(ReferenceModel, EveryShippedFerplusModelReproducesItsValidMetrics) {
+  check_shipped_records([](const fer::DataConfig& data) { return !is_fer2013(data); });
 }

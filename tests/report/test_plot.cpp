@@ -30,7 +30,10 @@ TEST(Plot, ChartsArePngImagesOfTheRequestedSize) {
   fer::plot_roc_curves({roc}, {"a"}, {0.75}, "ROC", dir / "roc.png");
   fer::plot_training_curves({{1, 1e-3, 1.8, 0.3, 1.7, 0.35, 1}, {2, 1e-3, 1.5, 0.45, 1.6, 0.4, 1}}, "T",
                             dir / "curves.png");
-  for (const char* name : {"cm.png", "roc.png", "curves.png"}) {
+  const auto votes = fer::compute_vote_metrics({6, 4, 0, 1, 9}, {0.5f, 0.3f, 0.2f, 0.1f, 0.9f}, 5);
+  fer::plot_vote_agreement(votes, {"neutral", "happy", "surprise", "sad", "contempt"}, "Votes", dir / "votes.png");
+  EXPECT_THROW(fer::plot_vote_agreement(votes, {"a", "b"}, "Votes", dir / "bad.png"), std::invalid_argument);
+  for (const char* name : {"cm.png", "roc.png", "curves.png", "votes.png"}) {
     const cv::Mat img = cv::imread(dir / name, cv::IMREAD_COLOR);
     ASSERT_FALSE(img.empty()) << name;
     EXPECT_GE(img.cols, 800) << name;

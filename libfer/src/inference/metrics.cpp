@@ -175,6 +175,8 @@ VoteMetrics compute_vote_metrics(const std::vector<float>& votes, const std::vec
                                 std::to_string(num_classes) + "]");
   VoteMetrics m;
   m.n = static_cast<std::int64_t>(votes.size() / k);
+  m.vote_share.assign(k, 0.0);
+  m.mean_probability.assign(k, 0.0);
   if (m.n == 0) return m;
   const auto predicted = argmax_rows(probabilities, num_classes);
   double cross_entropy = 0;
@@ -185,17 +187,29 @@ VoteMetrics compute_vote_metrics(const std::vector<float>& votes, const std::vec
     const double total = std::accumulate(v, v + k, 0.0);
     if (total <= 0) throw std::invalid_argument("compute_vote_metrics: row " + std::to_string(i) + " has no votes");
     const float most = *std::max_element(v, v + k);
-    for (std::size_t c = 0; c < k; ++c)  // a class the annotators never chose adds nothing, whatever its p
+    for (std::size_t c = 0; c < k; ++c) {  // a class the annotators never chose adds nothing, whatever its p
       if (v[c] > 0) cross_entropy -= v[c] / total * std::log(std::max(static_cast<double>(p[c]), 1e-12));
+      m.vote_share[c] += v[c] / total;
+      m.mean_probability[c] += p[c];
+    }
     plural += v[predicted[i]] == most;
   }
-  m.cross_entropy = cross_entropy / static_cast<double>(m.n);
-  m.plurality_accuracy = static_cast<double>(plural) / static_cast<double>(m.n);
+  const auto rows = static_cast<double>(m.n);
+  m.cross_entropy = cross_entropy / rows;
+  m.plurality_accuracy = static_cast<double>(plural) / rows;
+  for (std::size_t c = 0; c < k; ++c) {
+    m.vote_share[c] /= rows;
+    m.mean_probability[c] /= rows;
+  }
   return m;
 }
 
 nlohmann::json VoteMetrics::to_json() const {
-  return {{"n", n}, {"cross_entropy", cross_entropy}, {"plurality_accuracy", plurality_accuracy}};
+  return {{"n", n},
+          {"cross_entropy", cross_entropy},
+          {"plurality_accuracy", plurality_accuracy},
+          {"vote_share", vote_share},
+          {"mean_probability", mean_probability}};
 }
 
 }  // namespace fer

@@ -272,6 +272,29 @@ void plot_emotion_bars(const std::vector<std::int64_t>& counts, const std::vecto
   run_gnuplot(s.str(), png_path);
 }
 
+void plot_vote_agreement(const VoteMetrics& votes, const std::vector<std::string>& names, const std::string& title,
+                         const std::string& png_path) {
+  if (votes.vote_share.size() != names.size() || votes.mean_probability.size() != names.size())
+    throw std::invalid_argument("plot_vote_agreement: " + std::to_string(names.size()) + " class names for " +
+                                std::to_string(votes.vote_share.size()) + " vote shares");
+  double top = 0.05;
+  for (std::size_t c = 0; c < names.size(); ++c) top = std::max({top, votes.vote_share[c], votes.mean_probability[c]});
+  ensure_parent(png_path);
+  std::ostringstream s;
+  s << terminal(960, 520, png_path) << "set title " << gnuplot_quote(title)
+    << "\nset ylabel 'Mean share over the faces'\nset key top right\nset style fill solid 0.9 border -1\n"
+    << "set boxwidth 0.36\nset xrange [-0.6:" << names.size() - 0.4 << "]\nset yrange [0:" << top * 1.2
+    << "]\nset tics out nomirror\nset grid noxtics ytics\n$V << EOD\n";
+  for (std::size_t c = 0; c < names.size(); ++c)
+    s << c << " " << votes.vote_share[c] << " " << votes.mean_probability[c] << " 0x"
+      << class_colour_hex(names, c).substr(1) << " " << data_quote(class_name(names, c)) << "\n";
+  s << "EOD\nplot $V using ($1-0.19):2:xtic(5) with boxes fs pattern 2 border lc rgb '#404040' title 'annotators (vote share)', "
+    << "$V using ($1+0.19):3:4 with boxes lc rgb variable title 'model (mean probability)', "
+    << "$V using ($1-0.19):2:(sprintf('%.2f', $2)) with labels offset 0,0.7 notitle, "
+    << "$V using ($1+0.19):3:(sprintf('%.2f', $3)) with labels offset 0,0.7 notitle\n";
+  run_gnuplot(s.str(), png_path);
+}
+
 void plot_emotion_timeline(const std::vector<std::vector<std::int64_t>>& windows, double window_s,
                            const std::vector<std::string>& names, const std::string& title,
                            const std::string& png_path, double start_s) {

@@ -48,6 +48,8 @@ struct VoteMetrics {
   std::int64_t n = 0;
   double cross_entropy = 0;        // mean -sum_k v_k log p_k, v the row's vote distribution (natural log)
   double plurality_accuracy = 0;   // share of arg-max predictions among their row's most-voted classes (ties: any)
+  std::vector<double> vote_share;        // per class: the mean over rows of its share of the row's votes
+  std::vector<double> mean_probability;  // per class: the mean predicted probability (beside vote_share: calibration)
   nlohmann::json to_json() const;
 };
 VoteMetrics compute_vote_metrics(const std::vector<float>& votes, const std::vector<float>& probabilities,

@@ -32,6 +32,13 @@ void plot_confusion_matrix(const std::vector<std::vector<std::int64_t>>& confusi
 void plot_roc_curves(const std::vector<RocCurve>& curves, const std::vector<std::string>& names,
                      const std::vector<double>& aucs, const std::string& title, const std::string& png_path);
 
+// Per class, the annotators' mean vote share (grey) beside the model's mean
+// probability (the class's colour): where the model over- or under-predicts a
+// class relative to the people who labelled the faces. Requires vote_share and
+// mean_probability of names.size() classes.
+void plot_vote_agreement(const VoteMetrics& votes, const std::vector<std::string>& names, const std::string& title,
+                         const std::string& png_path);
+
 // Deletion (left) and insertion (right) mean curves of each method, AUCs in the legend.
 // Requires a non-empty report.
 void plot_faithfulness_curves(const FaithfulnessReport& report, const std::string& title,

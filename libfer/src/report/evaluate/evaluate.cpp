@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 
 #include "fer/common/io.h"
@@ -32,6 +33,12 @@ std::string predictions_csv(const std::vector<std::int64_t>& labels, const std::
     text += "\n";
   }
   return text;
+}
+
+// What every chart's title ends with: " (val, TTA flip, ensemble of 3, n=3589)".
+std::string chart_tag(const EvaluationOptions& options, std::size_t members, std::size_t n) {
+  return " (" + options.split + (options.tta == Tta::none ? "" : ", TTA " + tta_name(options.tta)) +
+         (members > 1 ? ", ensemble of " + std::to_string(members) : "") + ", n=" + std::to_string(n) + ")";
 }
 }  // namespace
 
@@ -70,9 +77,7 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
     spdlog::warn("gnuplot (pngcairo) not found: charts skipped; install gnuplot-nox");
     return result;
   }
-  const std::string tag = " (" + options.split + (tta == Tta::none ? "" : ", TTA " + tta_name(tta)) +
-                          (checkpoint_paths.size() > 1 ? ", ensemble of " + std::to_string(checkpoint_paths.size()) : "") +
-                          ", n=" + std::to_string(labels.size()) + ")";
+  const std::string tag = chart_tag(options, checkpoint_paths.size(), labels.size());
   const auto cm_path = (fs::path(out_dir) / "confusion_matrix.png").string();
   plot_confusion_matrix(result.metrics.confusion, names, false, "Confusion matrix" + tag, cm_path);
   const auto cmn_path = (fs::path(out_dir) / "confusion_matrix_normalized.png").string();
@@ -122,19 +127,21 @@ EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoin
   return predict_checkpoints(checkpoint_paths, data, device, predict);
 }
 
-EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
-                                      const std::string& out_dir, const EvaluationOptions& options) {
-  const auto prediction = predict_checkpoints(checkpoint_paths, data, options);
+EvaluationResult write_dataset_evaluation(const Dataset& data, const EnsemblePrediction& prediction,
+                                          const std::string& out_dir, const EvaluationOptions& options,
+                                          const std::vector<std::string>& checkpoint_paths) {
   if (prediction.class_names != data.class_names)
     throw std::runtime_error(checkpoint_paths.front() + " predicts the classes (" + class_name_list(prediction.class_names) + ")" +
                              "; the data's are (" + class_name_list(data.class_names) + ")");
-  nlohmann::json extra = nlohmann::json::object();
+  if (prediction.probabilities.size() != data.size() * data.class_names.size())
+    throw std::invalid_argument("write_dataset_evaluation: " + std::to_string(prediction.probabilities.size()) +
+                                " probabilities for " + std::to_string(data.size()) + " faces");
   if (!data.has_votes())
     return write_evaluation(data.labels, prediction.probabilities, prediction.class_names, out_dir, options,
-                            checkpoint_paths, extra);
+                            checkpoint_paths);
   // Agreement with the annotators over every voted face; the majority-rule
   // figures (accuracy, confusion, ...) over the faces with a majority label.
-  auto votes = compute_vote_metrics(data.votes, prediction.probabilities, data.num_classes()).to_json();
+  const auto votes = compute_vote_metrics(data.votes, prediction.probabilities, data.num_classes());
   const std::size_t k = data.class_names.size();
   std::vector<std::int64_t> labels;
   std::vector<float> probabilities;
@@ -144,9 +151,27 @@ EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint
     probabilities.insert(probabilities.end(), prediction.probabilities.begin() + i * k,
                          prediction.probabilities.begin() + (i + 1) * k);
   }
-  votes["without_majority"] = data.size() - labels.size();
-  extra["votes"] = votes;
-  return write_evaluation(labels, probabilities, prediction.class_names, out_dir, options, checkpoint_paths, extra);
+  auto votes_json = votes.to_json();
+  votes_json["without_majority"] = data.size() - labels.size();
+  auto result = write_evaluation(labels, probabilities, prediction.class_names, out_dir, options, checkpoint_paths,
+                                 {{"votes", votes_json}});
+  if (options.charts && gnuplot_available()) {
+    char figures[96];
+    std::snprintf(figures, sizeof figures, ": cross-entropy %.3f, plurality accuracy %.1f%%", votes.cross_entropy,
+                  100 * votes.plurality_accuracy);
+    const auto path = (fs::path(out_dir) / "votes.png").string();
+    plot_vote_agreement(votes, data.class_names,
+                        "Agreement with the annotators" + chart_tag(options, checkpoint_paths.size(), data.size()) + figures,
+                        path);
+    result.files.push_back(path);
+  }
+  return result;
+}
+
+EvaluationResult evaluate_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
+                                      const std::string& out_dir, const EvaluationOptions& options) {
+  return write_dataset_evaluation(data, predict_checkpoints(checkpoint_paths, data, options), out_dir, options,
+                                  checkpoint_paths);
 }
 
 EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,

@@ -35,7 +35,8 @@ struct EvaluationResult {
 
 // Requires a non-empty `data`. Writes into `out_dir` (created):
 // metrics.json, predictions.csv, confusion_matrix.png, confusion_matrix_normalized.png,
-// roc_curves.png and, given history_csv, training_curves.png.
+// roc_curves.png, for data with votes votes.png (write_dataset_evaluation) and,
+// given history_csv, training_curves.png.
 // Throws std::runtime_error naming the checkpoint or the file that failed.
 EvaluationResult evaluate_checkpoint(const std::string& checkpoint_path, const Dataset& data,
                                      const std::string& out_dir, const EvaluationOptions& options);
@@ -62,6 +63,15 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
                                   const std::vector<std::string>& class_names, const std::string& out_dir,
                                   const EvaluationOptions& options, const std::vector<std::string>& checkpoint_paths,
                                   const nlohmann::json& extra = nlohmann::json::object());
+
+// The report part for a dataset: `prediction` holds data.size() rows of the
+// data's classes (else throws). For data with votes (FER+), accuracy and the
+// other majority-rule figures count the faces with a majority label, and
+// metrics.json's "votes" (fer::VoteMetrics, plus "without_majority") and the
+// chart votes.png count every voted face.
+EvaluationResult write_dataset_evaluation(const Dataset& data, const EnsemblePrediction& prediction,
+                                          const std::string& out_dir, const EvaluationOptions& options,
+                                          const std::vector<std::string>& checkpoint_paths);
 
 // Full photos (fer-eval --detect-faces): each image was reduced to its largest
 // face by load_image_folder_with_faces. The model is evaluated on the images
