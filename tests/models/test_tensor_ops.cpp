@@ -1,10 +1,13 @@
 // Augmentation, model, checkpoint and inference: the tensor side of libfer.
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <torch/torch.h>
 
 
+#include "fer/common/io.h"
 #include "fer/data/augment.h"
 #include "fer/inference/inference.h"
 #include "fer/models/checkpoint.h"
@@ -192,6 +195,44 @@ TEST(Checkpoint, SaveLoadGivesIdenticalOutputsWithoutAConfig) {
   const auto x = random_batch(6, 20);
   torch::NoGradGuard no_grad;
   EXPECT_TRUE(torch::equal(model->forward(x), loaded.model->forward(x)));
+}
+
+// A full disk (here: a file-size limit) is an error naming the file and the
+// cause, never an abort; the temporary file goes, the last good checkpoint stays.
+TEST(Checkpoint, AFailedWriteNamesTheCauseAndKeepsTheLastGoodCheckpoint) {
+  fer_test::TempDir dir;
+  fer::ModelOptions o;
+  o.filters = {8, 16, 32};
+  o.dense_units = 64;
+  auto model = fer::make_model(o);
+  fer::CheckpointMeta meta{o, {"a", "b", "c", "d", "e", "f", "g"}, {}};
+  const std::string path = dir / "last.pt";
+  fer::save_checkpoint(path, *model, meta, {});
+  const auto good = fer_test::read_text(path);
+  ASSERT_GT(good.size(), 64u * 1024);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.add_(1.0);
+  }
+  {
+    fer_test::FileSizeLimit full(64 * 1024);
+    try {
+      fer::save_checkpoint(path, *model, meta, {});
+      ADD_FAILURE() << "a write past the limit succeeded";
+    } catch (const std::runtime_error& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(path + ".tmp"), std::string::npos) << message;
+      EXPECT_NE(message.find(std::strerror(EFBIG)), std::string::npos) << message;
+    }
+    EXPECT_THROW(fer::write_text_atomic(dir / "metrics.json", std::string(128 * 1024, 'x')), std::runtime_error);
+  }
+  EXPECT_FALSE(fer_test::fs::exists(path + ".tmp"));
+  EXPECT_FALSE(fer_test::fs::exists(dir / "metrics.json.tmp"));
+  EXPECT_FALSE(fer_test::fs::exists(dir / "metrics.json"));
+  EXPECT_EQ(fer_test::read_text(path), good);
+  EXPECT_NO_THROW(fer::load_checkpoint(path, torch::kCPU));
+  fer::save_checkpoint(path, *model, meta, {});  // space again: the write goes through
+  EXPECT_NE(fer_test::read_text(path), good);
 }
 
 TEST(Checkpoint, BadFilesGiveErrorsNamingThem) {

@@ -1,7 +1,10 @@
 #include "fer/common/io.h"
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <zlib.h>
 
+#include <cerrno>
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
@@ -43,12 +46,29 @@ std::string read_file(const std::string& path) {
 }
 
 void write_text_atomic(const std::string& path, const std::string& text) {
-  replace_file_atomically(path, [&](const std::string& tmp) {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
-  });
+  replace_file_atomically(path, [&](const std::string& tmp) { write_file_checked(tmp, text); });
+}
+
+void write_file_checked(const std::string& path, const std::string& bytes) {
+  const auto fail = [&](const char* what) {
+    throw std::runtime_error("cannot " + std::string(what) + " '" + path + "': " + std::strerror(errno));
+  };
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("create");
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    const auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = ENOSPC;  // a regular file accepts nothing only when its device is full
+      const int error = errno;
+      ::close(fd);
+      errno = error;
+      fail("write");
+    }
+    done += static_cast<std::size_t>(n);
+  }
+  if (::close(fd) != 0) fail("write");  // network filesystems may report a full device only here
 }
 
 std::string trim(const std::string& text) {

@@ -4,6 +4,7 @@
 #include <torch/script.h>
 
 #include <filesystem>
+#include <sstream>
 #include <limits>
 #include <set>
 
@@ -125,13 +126,19 @@ void save_checkpoint(const std::string& path, ClassifierImpl& model, const Check
 
   const std::filesystem::path target(path);
   if (target.has_parent_path()) std::filesystem::create_directories(target.parent_path());
-  replace_file_atomically(path, [&](const std::string& tmp) {
-    try {
-      modules.at("").save(tmp, extra);
-    } catch (const c10::Error& e) {
-      throw std::runtime_error("cannot write checkpoint '" + tmp + "': " + e.what_without_backtrace());
-    }
-  });
+  // Serialized in memory first: LibTorch's file writer aborts the process when
+  // a write fails (its destructor throws); our checked writes report the cause.
+  std::ostringstream archive;
+  try {
+    modules.at("").save(archive, extra);
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot serialize checkpoint '" + path + "': " + e.what_without_backtrace());
+  }
+  try {
+    write_text_atomic(path, archive.str());
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error(std::string(e.what()) + " (checkpoint " + path + " not replaced)");
+  }
 }
 
 std::vector<std::string> checkpoint_blob_names(const std::string& path) {

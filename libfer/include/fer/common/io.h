@@ -29,8 +29,14 @@ std::string read_file(const std::string& path);
 
 // --- whole files, replaced atomically: a killed run never leaves half a file ---
 
-// Writes `text` to path.tmp, then renames it over `path`.
+// Writes `text` to path.tmp, then renames it over `path`. Throws
+// std::runtime_error naming the file and the cause ("No space left on
+// device", "File too large"), path.tmp removed and `path` as it was.
 void write_text_atomic(const std::string& path, const std::string& text);
+
+// Writes `bytes` to `path` with every call checked (open, write, close):
+// throws std::runtime_error naming the file and the cause.
+void write_file_checked(const std::string& path, const std::string& bytes);
 
 // <the running program's folder>/../share/libfer: where an install, and the
 // build tree beside build/bin, keep data files (YuNet, shipped models).
