@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "fer/distributed/distributed.h"
+#include "stop_signals.h"
 
 namespace fer_app {
 
@@ -68,9 +69,11 @@ inline int exit_code(int status) { return WIFEXITED(status) ? WEXITSTATUS(status
 }  // namespace detail
 
 // Runs `args` as ranks 0..nproc-1 of a one-machine job. Each rank gets
-// OMP_NUM_THREADS = cores / nproc unless it is set (torchrun sets 1). Returns 0
-// when every rank succeeds, else the first failing rank's exit code, after
-// SIGTERM (then, 30 s later, SIGKILL) to the others.
+// OMP_NUM_THREADS = cores / nproc unless it is set (torchrun sets 1); SIGINT,
+// SIGTERM and SIGUSR1 are passed on to every rank. Returns 0 when every rank
+// succeeds, kExitInterrupted when they stopped on such a signal, else the
+// first failing rank's exit code, after SIGTERM (then, 30 s later, SIGKILL) to
+// the others.
 inline int launch_local_ranks(int nproc, const std::vector<std::string>& args) {
   if (nproc < 1) throw std::runtime_error("--nproc must be at least 1");
   const int port = fer::free_local_port();
@@ -84,8 +87,7 @@ inline int launch_local_ranks(int nproc, const std::vector<std::string>& args) {
     if (pid == 0) detail::exec_rank(args, rank, nproc, port, threads);
     pids.push_back(pid);
   }
-  std::signal(SIGINT, detail::forward_signal);
-  std::signal(SIGTERM, detail::forward_signal);
+  for (const int signal : {SIGINT, SIGTERM, SIGUSR1}) std::signal(signal, detail::forward_signal);
 
   int result = 0;
   std::size_t running = pids.size();
@@ -102,7 +104,9 @@ inline int launch_local_ranks(int nproc, const std::vector<std::string>& args) {
     const auto it = std::find(pids.begin(), pids.end(), pid);
     const int rank = static_cast<int>(it - pids.begin()), code = detail::exit_code(status);
     *it = 0;
-    if (code != 0 && result == 0) {
+    if (code == kExitInterrupted && result == 0) {  // the ranks stop after the same batch, each saying so
+      result = code;
+    } else if (code != 0 && (result == 0 || result == kExitInterrupted)) {
       result = code;
       std::fprintf(stderr, "fer-train --nproc: rank %d exited with code %d; stopping the other ranks\n", rank, code);
       detail::forward_signal(SIGTERM);

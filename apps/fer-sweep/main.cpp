@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "app_common.h"
+#include "stop_signals.h"
 #include "train_process.h"
 #include "fer/report/progress.h"
 #include "fer/report/train/sweep.h"
@@ -56,13 +57,16 @@ int run_sweep_app(SweepArgs& a) {
     for (const auto& run : plan.runs) std::printf("%s\n", run.dir.c_str());
     return 0;
   }
+  fer_app::install_stop_signals();
   fer::SweepCallbacks callbacks;
   callbacks.parallel = a.parallel;
+  callbacks.stop_requested = fer_app::stop_requested;
   callbacks.on_progress = print_progress;
   callbacks.log = [](const std::string& m) { std::fprintf(stderr, "sweep: %s\n", m.c_str()); };
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (a.parallel > 1) {
-    auto processes = std::make_shared<fer_app::TrainProcesses>(a.devices, std::max(1, cores / a.parallel));
+    auto processes =
+        std::make_shared<fer_app::TrainProcesses>(a.devices, std::max(1, cores / a.parallel), fer_app::stop_requested);
     callbacks.train = [processes](const fer::SweepRun& run, bool resume) { (*processes)(run, resume); };
   } else {
     fer_app::configure_runtime(a.spec.base.train.threads);
@@ -70,6 +74,12 @@ int run_sweep_app(SweepArgs& a) {
   const fer::SweepResult result = fer::run_sweep(plan, callbacks);
   fer::write_sweep_summary(result);
   std::fputs(fer::read_file(a.spec.out_dir + "/summary.md").c_str(), stdout);
+  if (result.interrupted) {
+    std::fprintf(stderr, "sweep stopped by %s: the same command continues it (interrupted runs resume from their "
+                         "last.pt) (exit %d)\n",
+                 fer_app::stop_signal_name().c_str(), fer_app::kExitInterrupted);
+    return fer_app::kExitInterrupted;
+  }
   return result.failed ? 1 : 0;
 }
 

@@ -8,23 +8,31 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fer/common/io.h"
 #include "fer/config/config.h"
 #include "fer/report/train/sweep.h"
+#include "stop_signals.h"
 
 namespace fer_app {
 
 class TrainProcesses {
  public:
   // `devices`: CUDA device ids handed out one per running process (empty: none set).
-  TrainProcesses(std::vector<std::string> devices, int threads_each) : free_(std::move(devices)), threads_(threads_each) {}
+  // `stop_requested`: when it turns true, each running fer-train gets SIGTERM
+  // (it stops after its batch, saving its position) and its run throws fer::RunInterrupted.
+  TrainProcesses(std::vector<std::string> devices, int threads_each, std::function<bool()> stop_requested)
+      : free_(std::move(devices)), threads_(threads_each), stop_requested_(std::move(stop_requested)) {}
 
   void operator()(const fer::SweepRun& run, bool resume) {
     namespace fs = std::filesystem;
@@ -44,6 +52,9 @@ class TrainProcesses {
       throw;
     }
     give_back(device);
+    if (code == kExitInterrupted)
+      throw fer::RunInterrupted(run.name + " stopped after a batch; its last.pt holds the position (" + run.dir +
+                                "/sweep_console.log)");
     if (code != 0)
       throw std::runtime_error("fer-train exited with code " + std::to_string(code) + " (its output: " + run.dir +
                                "/sweep_console.log)");
@@ -68,7 +79,7 @@ class TrainProcesses {
 
   // Everything the child needs is built before fork: between fork and exec only
   // async-signal-safe calls, as this process has threads.
-  static int run_child(const std::vector<std::string>& args, const std::string& device, const std::string& log_path) {
+  int run_child(const std::vector<std::string>& args, const std::string& device, const std::string& log_path) const {
     std::vector<std::string> env_strings;
     for (char** e = ::environ; *e; ++e) {
       const std::string entry = *e;
@@ -93,13 +104,22 @@ class TrainProcesses {
     close(log);
     if (pid < 0) throw std::runtime_error("fork failed for " + args[0]);
     int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
+    for (bool told = false;;) {
+      const pid_t done = waitpid(pid, &status, WNOHANG);
+      if (done == pid) break;
+      if (done < 0 && errno != EINTR) throw std::runtime_error("waitpid failed for " + args[0]);
+      if (!told && stop_requested_ && stop_requested_()) {
+        kill(pid, SIGTERM);
+        told = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
 
   std::vector<std::string> free_;
   int threads_;
+  std::function<bool()> stop_requested_;
   std::mutex mutex_;
 };
 

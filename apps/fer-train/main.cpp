@@ -5,6 +5,7 @@
 
 #include "app_common.h"
 #include "launcher.h"
+#include "stop_signals.h"
 #include "fer/config/config.h"
 #include "fer/report/runtime.h"
 #include "fer/report/train/train.h"
@@ -51,7 +52,20 @@ int run_train(const TrainArgs& a, int argc, char** argv) {
   const std::string run_dir = a.out.empty() ? (std::filesystem::path("runs") / config.name).string() : a.out;
   const auto env = fer::DistributedEnv::from_environment();
   fer_app::configure_runtime(config.train.threads);
-  const auto summary = fer::train({config, run_dir, a.resume, env});
+  fer_app::install_stop_signals();
+  const auto summary = fer::train({config, run_dir, a.resume, env, fer_app::stop_requested});
+  if (summary.interrupted) {
+    const std::string stopped_by =
+        fer_app::stop_requested() ? fer_app::stop_signal_name() : "a signal to another rank";
+    if (env.rank == 0)
+      std::fprintf(stderr,
+                   "stopped by %s after batch %lld/%lld of epoch %d: %s/last.pt holds the position; the same command "
+                   "with --resume continues there (exit %d)\n",
+                   stopped_by.c_str(), static_cast<long long>(summary.interrupted_after_batch),
+                   static_cast<long long>(summary.batches_per_epoch), summary.epochs_completed + 1, run_dir.c_str(),
+                   fer_app::kExitInterrupted);
+    return fer_app::kExitInterrupted;
+  }
   if (env.rank != 0) return 0;
   std::printf("run directory: %s\nbest epoch %d (val loss %.4f), validation accuracy %.4f, balanced accuracy %.4f\n",
               summary.run_dir.c_str(), summary.best_epoch, summary.best_val_loss, summary.final_val_accuracy,

@@ -465,9 +465,8 @@ struct DistributedRun {
   }
 };
 
-// Starts two ranks, waits for `rows` finished epochs, then does `act` to rank 1.
-// Returns rank 0's exit code and how long it took to exit after `act`.
-std::pair<int, double> disturb_rank_1(const DistributedRun& run, const std::string& out, int signal, double wait_s) {
+// Starts two ranks (logs rank0.log, rank1.log) and waits for their first finished epoch.
+std::pair<pid_t, pid_t> two_ranks_one_epoch_in(const DistributedRun& run, const std::string& out) {
   const int port = fer::free_local_port();
   const pid_t rank0 = spawn_rank(run.args(out), 0, 2, port, run.dir / "rank0.log");
   const pid_t rank1 = spawn_rank(run.args(out), 1, 2, port, run.dir / "rank1.log");
@@ -475,6 +474,13 @@ std::pair<int, double> disturb_rank_1(const DistributedRun& run, const std::stri
   while (history_rows(out) < 1 && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   EXPECT_GE(history_rows(out), 1u) << fer_test::read_text(run.dir / "rank0.log");
+  return {rank0, rank1};
+}
+
+// Sends `signal` to rank 1 after the first epoch. Returns rank 0's exit code
+// and how long it took to exit after the signal.
+std::pair<int, double> disturb_rank_1(const DistributedRun& run, const std::string& out, int signal, double wait_s) {
+  const auto [rank0, rank1] = two_ranks_one_epoch_in(run, out);
   kill(rank1, signal);
   const auto start = std::chrono::steady_clock::now();
   const int code = wait_exit(rank0, wait_s);
@@ -537,6 +543,35 @@ TEST(DistributedTraining, ResumesWithTheSameWorldSizeAndRefusesAnother) {
   EXPECT_NE(fer_test::read_text(run.dir / "log4").find("trained by 2 ranks and this one has 1"), std::string::npos)
       << fer_test::read_text(run.dir / "log4");
   EXPECT_EQ(history_rows(out), 3u);
+}
+
+// SIGTERM to one rank: both stop after the same batch (exit 3), rank 0's last.pt
+// holds both ranks' positions, and the resumed job ends as an uninterrupted one.
+TEST(DistributedTraining, ASignalToOneRankStopsEveryRankAfterTheSameBatch) {
+  if (!fer::distributed_supported()) GTEST_SKIP() << "built without c10d Gloo (libgloo-dev)";
+  DistributedRun run(200);
+  const std::string out = run.dir / "run", straight = run.dir / "straight";
+  const auto [rank0, rank1] = two_ranks_one_epoch_in(run, out);
+  kill(rank1, SIGTERM);
+  EXPECT_EQ(wait_exit(rank1, 60), 3) << fer_test::read_text(run.dir / "rank1.log");
+  EXPECT_EQ(wait_exit(rank0, 60), 3) << fer_test::read_text(run.dir / "rank0.log");
+  const std::string log0 = fer_test::read_text(run.dir / "rank0.log");
+  EXPECT_NE(log0.find("stopped by a signal to another rank after batch"), std::string::npos) << log0;
+  const auto saved = fer::load_checkpoint(out + "/last.pt", torch::kCPU, fer::training_state_blob_names());
+  const auto position0 = fer::interrupted_position(saved.blobs, 0), position1 = fer::interrupted_position(saved.blobs, 1);
+  ASSERT_TRUE(position0 && position1);
+  EXPECT_EQ(position0->step, position1->step);
+  EXPECT_NE(position0->generator_state, position1->generator_state);  // each rank's own augmentation stream
+  const std::string epochs = "--set train.epochs=" + std::to_string(position0->epoch + 1);
+  ASSERT_EQ(std::system(run.command(out, "--nproc 2 --resume " + epochs, run.dir / "log2").c_str()), 0)
+      << fer_test::read_text(run.dir / "log2");
+  ASSERT_EQ(std::system(run.command(straight, "--nproc 2 " + epochs, run.dir / "log3").c_str()), 0)
+      << fer_test::read_text(run.dir / "log3");
+  fer_test::expect_same_history(fer::read_history_csv(out + "/history.csv"),
+                                fer::read_history_csv(straight + "/history.csv"));
+  const auto a = fer::load_checkpoint(out + "/last.pt", torch::kCPU), b = fer::load_checkpoint(straight + "/last.pt", torch::kCPU);
+  for (const auto& p : a.model->named_parameters())
+    EXPECT_TRUE(torch::equal(p.value(), b.model->named_parameters()[p.key()])) << p.key();
 }
 
 namespace {

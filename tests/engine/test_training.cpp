@@ -6,11 +6,15 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <functional>
+#include <memory>
 #include <thread>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "fer/config/config.h"
+#include "fer/engine/hooks.h"
 #include "fer/models/checkpoint.h"
 #include "fer/report/plot.h"
 #include "fer/report/train/train.h"
@@ -166,6 +170,138 @@ TEST(Training, KilledProcessResumesFromItsLastCompletedEpoch) {
   }
   for (const auto& e : fer_test::fs::directory_iterator(out))
     EXPECT_NE(e.path().extension(), ".tmp") << "leftover temporary file " << e.path();
+}
+
+namespace {
+
+// Every parameter and buffer of two checkpoints' models is bit for bit the same.
+void expect_same_weights(const std::string& a, const std::string& b) {
+  const auto x = fer::load_checkpoint(a, torch::kCPU), y = fer::load_checkpoint(b, torch::kCPU);
+  const auto xs = x.model->named_parameters(), ys = y.model->named_parameters();
+  ASSERT_EQ(xs.size(), ys.size());
+  for (const auto& p : xs) EXPECT_TRUE(torch::equal(p.value(), ys[p.key()])) << a << " and " << b << " differ in " << p.key();
+  const auto xb = x.model->named_buffers(), yb = y.model->named_buffers();
+  for (const auto& p : xb) EXPECT_TRUE(torch::equal(p.value(), yb[p.key()])) << a << " and " << b << " differ in " << p.key();
+}
+
+// A stop request after the `n`th batch of this process's training.
+std::function<bool()> stop_after(int n) {
+  auto batches = std::make_shared<int>(0);
+  return [batches, n] { return ++*batches >= n; };
+}
+
+}  // namespace
+
+// Interrupted twice, inside the first epoch and inside the second, with every
+// random stream in use (dropout, crop, erasing, mixup/cutmix) and stateful hooks
+// (SGD momentum, EMA): the resumed run ends bit for bit where one never
+// interrupted does, and nothing is evaluated before the last epoch.
+TEST(Training, AStopRequestSavesThePositionInTheEpochAndResumingIsBitIdentical) {
+  SyntheticData data;
+  fer_test::TempDir runs;
+  auto config = training_config(data.csv);
+  config.train.epochs = 3;
+  config.train.batch_size = 16;
+  config.train.optimizer = "sgd";
+  config.train.nesterov = true;
+  config.train.lr = 0.02;
+  config.train.ema_decay = 0.9;
+  config.augment.crop_size = 44;
+  config.augment.crop_padding = 2;
+  config.augment.erase_prob = 0.5;
+  config.augment.mixup_alpha = 0.4;
+  config.augment.cutmix_alpha = 1.0;
+  const std::string run = runs / "interrupted";
+
+  fer::TrainRequest first{config, run, false, {}, stop_after(3)};
+  const auto stopped = fer::train(first);
+  ASSERT_TRUE(stopped.interrupted);
+  EXPECT_EQ(stopped.epochs_completed, 0);
+  EXPECT_EQ(stopped.interrupted_after_batch, 3);
+  ASSERT_GT(stopped.batches_per_epoch, 5);
+  EXPECT_FALSE(fer_test::fs::exists(run + "/history.csv"));
+  EXPECT_FALSE(fer_test::fs::exists(run + "/metrics.json"));
+  const auto saved = fer::load_checkpoint(run + "/last.pt", torch::kCPU, fer::training_state_blob_names());
+  const auto position = fer::interrupted_position(saved.blobs);
+  ASSERT_TRUE(position.has_value());
+  EXPECT_EQ(position->epoch, 1);
+  EXPECT_EQ(position->step, 3);
+
+  // Resumed, it stops again in the second epoch: 3 batches into it.
+  const auto again = fer::train({config, run, true, {}, stop_after(static_cast<int>(stopped.batches_per_epoch))});
+  ASSERT_TRUE(again.interrupted);
+  EXPECT_EQ(again.epochs_completed, 1);
+  EXPECT_EQ(again.interrupted_after_batch, 3);
+  EXPECT_EQ(fer::read_history_csv(run + "/history.csv").size(), 1u);
+  EXPECT_NE(fer_test::read_text(run + "/train.log").find("resuming after epoch 0, at batch 4 of epoch 1"),
+            std::string::npos);
+
+  const auto finished = fer::train({config, run, true, {}, [] { return false; }});
+  EXPECT_FALSE(finished.interrupted);
+  EXPECT_EQ(finished.epochs_completed, 3);
+  EXPECT_TRUE(fer_test::fs::exists(run + "/metrics.json"));
+  const auto straight = fer::train({config, runs / "straight", false});
+  const auto h_resumed = fer::read_history_csv(run + "/history.csv");
+  const auto h_straight = fer::read_history_csv(runs / "straight/history.csv");
+  ASSERT_EQ(h_resumed.size(), h_straight.size());
+  for (std::size_t i = 0; i < h_resumed.size(); ++i) {
+    EXPECT_EQ(h_resumed[i].train_loss, h_straight[i].train_loss) << "epoch " << i + 1;
+    EXPECT_EQ(h_resumed[i].train_accuracy, h_straight[i].train_accuracy) << "epoch " << i + 1;
+    EXPECT_EQ(h_resumed[i].val_loss, h_straight[i].val_loss) << "epoch " << i + 1;
+  }
+  expect_same_weights(run + "/last.pt", runs / "straight/last.pt");
+  expect_same_weights(run + "/best.pt", runs / "straight/best.pt");
+}
+
+// fer-train on SIGTERM: the batch finishes, last.pt records the position, the
+// message says how to go on, exit 3; --resume then ends where an uninterrupted run does.
+TEST(Training, SigtermStopsFerTrainAfterItsBatchWithExit3AndResumeContinuesThere) {
+  SyntheticData data;
+  fer_test::TempDir runs;
+  const std::string bin = std::string(fer_test::bin_dir()) + "/fer-train";
+  const std::string config_path = runs / "term.yaml";
+  fer_test::write_file(config_path,
+                       "name: term\nmodel: {filters: [8, 16, 32], dense_units: 64}\n"
+                       "train: {epochs: 40, batch_size: 8, threads: 2, seed: 5, background_k: 0}\n"
+                       "augment: {crop_size: 44, crop_padding: 2, erase_prob: 0.5}\n");
+  const std::string out = runs / "run";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (!freopen((runs / "log1").c_str(), "w", stdout) || !freopen((runs / "log1").c_str(), "a", stderr)) _exit(126);
+    execl(bin.c_str(), bin.c_str(), "--config", config_path.c_str(), "--data", data.csv.c_str(), "--out", out.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  ASSERT_GT(pid, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(3);
+  std::size_t rows = 0;
+  while (rows < 1 && std::chrono::steady_clock::now() < deadline) {
+    if (fer_test::fs::exists(out + "/history.csv")) rows = fer::read_history_csv(out + "/history.csv").size();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GE(rows, 1u) << "training did not get through an epoch";
+  kill(pid, SIGTERM);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "fer-train died of signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 3);
+  const auto log = fer_test::read_text(runs / "log1");
+  EXPECT_NE(log.find("stopped by SIGTERM after batch "), std::string::npos) << log;
+  EXPECT_NE(log.find("with --resume continues there (exit 3)"), std::string::npos) << log;
+  const auto saved = fer::load_checkpoint(out + "/last.pt", torch::kCPU, fer::training_state_blob_names());
+  const auto position = fer::interrupted_position(saved.blobs);
+  ASSERT_TRUE(position.has_value()) << "last.pt holds no position";
+  const int epochs = position->epoch + 1;
+
+  const std::string resume = bin + " --config " + config_path + " --data " + data.csv + " --out " + out +
+                             " --resume --set train.epochs=" + std::to_string(epochs) + " > " + (runs / "log2") + " 2>&1";
+  ASSERT_EQ(std::system(resume.c_str()), 0) << fer_test::read_text(runs / "log2");
+  const std::string straight = bin + " --config " + config_path + " --data " + data.csv + " --out " +
+                               (runs / "straight") + " --set train.epochs=" + std::to_string(epochs) + " > " +
+                               (runs / "log3") + " 2>&1";
+  ASSERT_EQ(std::system(straight.c_str()), 0) << fer_test::read_text(runs / "log3");
+  EXPECT_EQ(fer::read_history_csv(out + "/history.csv").size(), static_cast<std::size_t>(epochs));
+  expect_same_weights(out + "/last.pt", runs / "straight/last.pt");
 }
 
 TEST(Training, SmokeRunOnFer2013LearnsBeyondChance) {

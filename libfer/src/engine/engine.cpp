@@ -2,8 +2,14 @@
 
 #include <torch/torch.h>
 
+#include <fmt/format.h>
+
 #include <chrono>
 #include <cmath>
+#include <cstring>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
 
 #include "fer/data/sampler.h"
 #include "fer/engine/optim.h"
@@ -29,13 +35,21 @@ void TrainerBase::train() {
     progress_.improved = false;
     call(&HookBase::before_epoch);
     const auto start = std::chrono::steady_clock::now();
-    begin_epoch();
-    for (progress_.step = 0; progress_.step < progress_.steps_per_epoch; ++progress_.step) {
+    progress_.step = 0;
+    begin_epoch();  // a resumed epoch: its next batch, and its seconds so far in record.seconds
+    const auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(); };
+    for (; progress_.step < progress_.steps_per_epoch; ++progress_.step) {
       run_step();
       call(&HookBase::after_step);
+      if (progress_.interrupt) {
+        ++progress_.step;
+        progress_.record.seconds += elapsed();
+        call(&HookBase::on_interrupt);
+        return;
+      }
     }
     end_epoch();
-    progress_.record.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    progress_.record.seconds += elapsed();
     call(&HookBase::after_epoch);
   }
   call(&HookBase::after_train);
@@ -135,6 +149,8 @@ SupervisedTrainer::SupervisedTrainer(Classifier model, std::unique_ptr<torch::op
 
 void SupervisedTrainer::begin_epoch() {
   const int epoch = progress().epoch;
+  if (resume_at_ && resume_at_->epoch != epoch)
+    throw std::logic_error(fmt::format("resume_at: epoch {} was to continue, epoch {} begins", resume_at_->epoch, epoch));
   const uint64_t rank_streams = 1000 * static_cast<uint64_t>(options_.rank);  // rank 0: the single-process streams
   torch::manual_seed(epoch_seed(options_.seed, epoch, 1 + rank_streams));    // dropout
   generator_ = make_cpu_generator(epoch_seed(options_.seed, epoch, 2));
@@ -149,6 +165,129 @@ void SupervisedTrainer::begin_epoch() {
   progress().images_in_epoch = usable_;
   progress().record.lr = optimizer_lr(*optimizer_);
   model_->train();
+  if (resume_at_) continue_epoch(*resume_at_);
+  resume_at_.reset();
+}
+
+namespace {
+
+std::string generator_bytes(const at::Generator& generator) {
+  const auto state = generator.get_state().contiguous();
+  return std::string(static_cast<const char*>(state.data_ptr()), static_cast<std::size_t>(state.nbytes()));
+}
+
+void set_generator_bytes(at::Generator generator, const std::string& bytes, const char* what) {
+  if (bytes.empty()) throw std::runtime_error(std::string("the interrupted epoch's position lacks the ") + what + " state");
+  auto state = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  std::memcpy(state.data_ptr(), bytes.data(), bytes.size());
+  std::lock_guard<std::mutex> lock(generator.mutex());
+  generator.set_state(state);
+}
+
+// The generator dropout draws from on `device` (torch::manual_seed seeds them all).
+at::Generator global_generator(const torch::Device& device) {
+  return at::globalContext().defaultGenerator(device.is_cuda() ? device : torch::Device(torch::kCPU));
+}
+
+// The buffers of `model` and, when it is another module, of `eval` (EMA), as bytes.
+std::string buffer_bytes(torch::nn::Module& model, torch::nn::Module* eval) {
+  torch::serialize::OutputArchive archive;
+  for (const auto& b : model.named_buffers()) archive.write("model." + b.key(), b.value());
+  if (eval)
+    for (const auto& b : eval->named_buffers()) archive.write("eval." + b.key(), b.value());
+  std::ostringstream out;
+  archive.save_to(out);
+  return out.str();
+}
+
+void load_buffer_bytes(const std::string& bytes, torch::nn::Module& model, torch::nn::Module* eval) {
+  if (bytes.empty()) throw std::runtime_error("the interrupted epoch's position lacks the model's buffers");
+  torch::serialize::InputArchive archive;
+  std::istringstream in(bytes);
+  archive.load_from(in);
+  torch::NoGradGuard no_grad;
+  const auto load = [&](torch::nn::Module& module, const std::string& prefix) {
+    for (auto& b : module.named_buffers()) {
+      torch::Tensor saved;
+      if (!archive.try_read(prefix + b.key(), saved))
+        throw std::runtime_error("the interrupted epoch's position lacks the buffer " + prefix + b.key());
+      b.value().copy_(saved);
+    }
+  };
+  load(model, "model.");
+  if (eval) load(*eval, "eval.");
+}
+
+}  // namespace
+
+EpochPosition SupervisedTrainer::position() const {
+  TORCH_CHECK(loss_sum_.defined(), "position: no epoch has begun");
+  const auto& p = progress();
+  EpochPosition at;
+  at.epoch = p.epoch;
+  at.step = p.step;
+  at.seconds = p.record.seconds;
+  at.loss_sum = loss_sum_.item<double>();
+  at.correct = correct_.item<int64_t>();
+  at.generator_state = generator_bytes(generator_);
+  at.global_cpu_state = generator_bytes(global_generator(torch::kCPU));
+  if (device_.is_cuda()) at.global_device_state = generator_bytes(global_generator(device_));
+  at.buffers = buffer_bytes(*model_, eval_model_ ? eval_model_.get() : nullptr);
+  return at;
+}
+
+void SupervisedTrainer::continue_epoch(const EpochPosition& at) {
+  if (at.step < 0 || at.step > progress().steps_per_epoch)
+    throw std::runtime_error(fmt::format("the interrupted epoch {} stopped before batch {}, and it has {} batches now",
+                                         at.epoch, at.step, progress().steps_per_epoch));
+  if (device_.is_cuda() != !at.global_device_state.empty())
+    throw std::runtime_error(fmt::format("epoch {} was interrupted on {} and resumes on {}: resume an interrupted epoch "
+                                         "on the same kind of device",
+                                         at.epoch, device_.is_cuda() ? "the CPU" : "a GPU", device_.str()));
+  progress().step = at.step;
+  progress().record.seconds = at.seconds;
+  loss_sum_.fill_(at.loss_sum);
+  correct_.fill_(at.correct);
+  set_generator_bytes(generator_, at.generator_state, "augmentation generator");
+  set_generator_bytes(global_generator(torch::kCPU), at.global_cpu_state, "CPU generator");
+  if (device_.is_cuda()) set_generator_bytes(global_generator(device_), at.global_device_state, "GPU generator");
+  load_buffer_bytes(at.buffers, *model_, eval_model_ ? eval_model_.get() : nullptr);
+}
+
+std::string EpochPosition::to_bytes() const {
+  const auto binary = [](const std::string& s) {
+    return nlohmann::json::binary(std::vector<std::uint8_t>(s.begin(), s.end()));
+  };
+  const nlohmann::json j = {{"epoch", epoch},         {"step", step},
+                            {"seconds", seconds},     {"loss_sum", loss_sum},
+                            {"correct", correct},     {"generator", binary(generator_state)},
+                            {"global_cpu", binary(global_cpu_state)}, {"global_device", binary(global_device_state)},
+                            {"buffers", binary(buffers)}};
+  const auto cbor = nlohmann::json::to_cbor(j);
+  return std::string(cbor.begin(), cbor.end());
+}
+
+EpochPosition EpochPosition::from_bytes(const std::string& bytes) {
+  const auto j = nlohmann::json::from_cbor(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
+  const auto field = [&](const char* key) -> const nlohmann::json& {
+    if (!j.contains(key)) throw std::runtime_error(std::string("the interrupted epoch's position lacks '") + key + "'");
+    return j.at(key);
+  };
+  const auto text = [&](const char* key) {
+    const auto& b = field(key).get_binary();
+    return std::string(b.begin(), b.end());
+  };
+  EpochPosition at;
+  at.epoch = field("epoch").get<int>();
+  at.step = field("step").get<std::int64_t>();
+  at.seconds = field("seconds").get<double>();
+  at.loss_sum = field("loss_sum").get<double>();
+  at.correct = field("correct").get<std::int64_t>();
+  at.generator_state = text("generator");
+  at.global_cpu_state = text("global_cpu");
+  at.global_device_state = text("global_device");
+  at.buffers = text("buffers");
+  return at;
 }
 
 void SupervisedTrainer::run_step() {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 
@@ -19,6 +20,7 @@ namespace {
 constexpr const char* kOptimizerBlob = "optimizer.pt";
 constexpr const char* kStateBlob = "trainer_state.json";
 constexpr const char* kHookBlobs = "hook_blobs.cbor";
+constexpr const char* kPositionBlob = "position.cbor";  // only in a last.pt written at an interrupt
 
 SupervisedTrainer& supervised(TrainerBase& trainer) {
   auto* t = dynamic_cast<SupervisedTrainer*>(&trainer);
@@ -323,7 +325,7 @@ void HistoryHook::load_state_dict(const HookState& s) { history_ = history_from_
 
 // --- checkpoints ---
 
-std::vector<std::string> training_state_blob_names() { return {kOptimizerBlob, kStateBlob, kHookBlobs}; }
+std::vector<std::string> training_state_blob_names() { return {kOptimizerBlob, kStateBlob, kHookBlobs, kPositionBlob}; }
 
 Blobs training_state_blobs(SupervisedTrainer& t) {
   torch::serialize::OutputArchive archive;
@@ -332,7 +334,8 @@ Blobs training_state_blobs(SupervisedTrainer& t) {
   archive.save_to(optimizer_bytes);
 
   const auto& p = t.progress();
-  nlohmann::json state = {{"epoch", p.epoch},
+  // At an interrupt the running epoch is not completed: its position says where it stands.
+  nlohmann::json state = {{"epoch", p.interrupt ? p.epoch - 1 : p.epoch},
                           {"world_size", t.options().world_size},
                           {"train_seconds", p.train_seconds},
                           {"scaler", t.scaler().state_dict()},
@@ -344,9 +347,31 @@ Blobs training_state_blobs(SupervisedTrainer& t) {
       blobs[name][key] = nlohmann::json::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end()));
   }
   const auto cbor = nlohmann::json::to_cbor(blobs);
-  return {{kOptimizerBlob, optimizer_bytes.str()},
-          {kStateBlob, state.dump()},
-          {kHookBlobs, std::string(cbor.begin(), cbor.end())}};
+  Blobs result{{kOptimizerBlob, optimizer_bytes.str()},
+               {kStateBlob, state.dump()},
+               {kHookBlobs, std::string(cbor.begin(), cbor.end())}};
+  if (p.interrupt) {  // one entry per rank
+    auto positions = t.rank_positions();
+    if (positions.empty()) positions.push_back(t.position());
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& position : positions) {
+      const auto bytes = position.to_bytes();
+      list.push_back(nlohmann::json::binary(std::vector<std::uint8_t>(bytes.begin(), bytes.end())));
+    }
+    const auto encoded = nlohmann::json::to_cbor(list);
+    result[kPositionBlob] = std::string(encoded.begin(), encoded.end());
+  }
+  return result;
+}
+
+std::optional<EpochPosition> interrupted_position(const Blobs& blobs, int rank) {
+  const auto it = blobs.find(kPositionBlob);
+  if (it == blobs.end()) return std::nullopt;
+  const auto list = nlohmann::json::from_cbor(std::vector<std::uint8_t>(it->second.begin(), it->second.end()));
+  if (!list.is_array() || rank < 0 || rank >= static_cast<int>(list.size()))
+    throw std::runtime_error(fmt::format("the checkpoint's interrupted epoch has no position for rank {}", rank));
+  const auto& bytes = list.at(static_cast<std::size_t>(rank)).get_binary();
+  return EpochPosition::from_bytes(std::string(bytes.begin(), bytes.end()));
 }
 
 void restore_training_state(SupervisedTrainer& t, const Blobs& blobs) {
@@ -389,6 +414,7 @@ void restore_training_state(SupervisedTrainer& t, const Blobs& blobs) {
   t.scaler().load_state_dict(state.at("scaler"));
   t.progress().epoch = state.at("epoch").get<int>();
   t.progress().train_seconds = state.at("train_seconds").get<double>();
+  if (auto position = interrupted_position(blobs, t.options().rank)) t.resume_at(std::move(*position));
 }
 
 CheckpointHook::CheckpointHook(std::string run_dir, CheckpointMeta meta)
@@ -408,6 +434,65 @@ void CheckpointHook::after_epoch(TrainerBase& trainer) {
   save_checkpoint((fs::path(run_dir_) / "last.pt").string(), *t.model(), meta_, training_state_blobs(t));
 }
 
+void CheckpointHook::on_interrupt(TrainerBase& trainer) {
+  auto& t = supervised(trainer);
+  save_checkpoint((std::filesystem::path(run_dir_) / "last.pt").string(), *t.model(), meta_, training_state_blobs(t));
+}
+
+// --- InterruptHook ---
+
+InterruptHook::InterruptHook(std::function<bool()> requested, std::shared_ptr<Communicator> comm)
+    : requested_(std::move(requested)), comm_(std::move(comm)) {
+  if (!requested_) throw std::invalid_argument("InterruptHook needs a request function");
+}
+
+void InterruptHook::after_step(TrainerBase& trainer) {
+  const bool asked = requested_();
+  if (!comm_ || comm_->world_size() == 1) {
+    trainer.progress().interrupt = trainer.progress().interrupt || asked;
+    return;
+  }
+  std::vector<at::Tensor> flag{torch::full({1}, asked ? 1.0f : 0.0f, torch::TensorOptions().device(
+                                                                          supervised(trainer).device()))};
+  comm_->all_reduce_sum(flag, "the stop request");
+  if (flag.front().item<float>() > 0) trainer.progress().interrupt = true;
+}
+
+namespace {
+
+// Every rank's bytes on every rank: each fills its row of a zero matrix and
+// the rows are summed (bytes as float32 are exact, and so is adding zeros).
+std::vector<std::string> all_gather_bytes(Communicator& comm, const std::string& mine, const torch::Device& device) {
+  const int64_t world = comm.world_size(), rank = comm.rank();
+  const auto on_device = torch::TensorOptions().dtype(torch::kFloat32).device(device);
+  std::vector<at::Tensor> sizes{torch::zeros({world}, on_device)};
+  sizes[0][rank] = static_cast<double>(mine.size());
+  comm.all_reduce_sum(sizes, "the sizes of the ranks' positions");
+  const auto size_of = sizes[0].to(torch::kCPU).to(torch::kInt64);
+  const int64_t longest = size_of.max().item<int64_t>();
+  auto row = torch::empty({static_cast<int64_t>(mine.size())}, torch::kUInt8);
+  std::memcpy(row.data_ptr(), mine.data(), mine.size());
+  std::vector<at::Tensor> rows{torch::zeros({world, longest}, on_device)};
+  rows[0][rank].narrow(0, 0, row.size(0)).copy_(row.to(torch::kFloat32));
+  comm.all_reduce_sum(rows, "the ranks' positions");
+  const auto all = rows[0].to(torch::kCPU).to(torch::kUInt8).contiguous();
+  std::vector<std::string> gathered;
+  for (int64_t r = 0; r < world; ++r)
+    gathered.emplace_back(static_cast<const char*>(all[r].data_ptr()), static_cast<std::size_t>(size_of[r].item<int64_t>()));
+  return gathered;
+}
+
+}  // namespace
+
+void InterruptHook::on_interrupt(TrainerBase& trainer) {
+  if (!comm_ || comm_->world_size() == 1) return;
+  auto& t = supervised(trainer);
+  std::vector<EpochPosition> positions;
+  for (const auto& bytes : all_gather_bytes(*comm_, t.position().to_bytes(), t.device()))
+    positions.push_back(EpochPosition::from_bytes(bytes));
+  t.set_rank_positions(std::move(positions));
+}
+
 // --- LoggingHook ---
 
 void LoggingHook::before_epoch(TrainerBase&) {
@@ -417,8 +502,19 @@ void LoggingHook::before_epoch(TrainerBase&) {
 void LoggingHook::after_step(TrainerBase& trainer) {
   const auto& p = trainer.progress();
   if (!progress_) return;
-  if (!bar_) bar_ = progress_(p.steps_per_epoch, fmt::format("epoch {:3d}/{}", p.epoch, p.max_epochs));
+  if (!bar_) {
+    bar_ = progress_(p.steps_per_epoch, fmt::format("epoch {:3d}/{}", p.epoch, p.max_epochs));
+    if (p.step > 0) bar_->advance(p.step, 0, "");  // a resumed epoch starts where it stopped
+  }
   bar_->advance(1, p.images_in_step, p.step % 20 == 0 ? fmt::format("loss {:.4f}", p.loss.item<double>()) : "");
+}
+
+void LoggingHook::on_interrupt(TrainerBase& trainer) {
+  const auto& p = trainer.progress();
+  if (bar_) bar_->finish();
+  bar_.reset();
+  log_(fmt::format("interrupted after batch {}/{} of epoch {}: last.pt holds the position and --resume continues there",
+                   p.step, p.steps_per_epoch, p.epoch));
 }
 
 void LoggingHook::after_epoch(TrainerBase& trainer) {

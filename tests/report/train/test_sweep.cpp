@@ -11,6 +11,8 @@
 #include "fer/report/plot.h"
 #include "fer/report/train/compare.h"
 #include "fer/report/train/sweep.h"
+#include "fer/models/checkpoint.h"
+#include "fer/engine/hooks.h"
 #include "fer/report/train/train.h"
 #include "test_util.h"
 
@@ -122,9 +124,10 @@ TEST(Sweep, RandomTrialsStayInRangeAreLogUniformAndRepeatWithTheirSeed) {
   EXPECT_EQ(plan.runs[0].name.rfind("trial000,train.lr=", 0), 0u);
 }
 
-TEST(Sweep, AnInterruptedSweepSkipsFinishedRunsAndResumesTheInterruptedOne) {
-  fer_test::SyntheticData data;
-  fer_test::TempDir out;
+namespace {
+
+// Three runs of two epochs over train.lr, on synthetic data, into out/sweep.
+fer::SweepPlan three_learning_rates(const fer_test::SyntheticData& data, const fer_test::TempDir& out) {
   auto base = fer_test::tiny_config(data.csv, 3);
   base.train.epochs = 2;
   base.train.tensorboard = false;
@@ -132,7 +135,50 @@ TEST(Sweep, AnInterruptedSweepSkipsFinishedRunsAndResumesTheInterruptedOne) {
   spec.base = base;
   spec.out_dir = out / "sweep";
   spec.grid = {fer::parse_grid_axis("train.lr=1e-3,1e-2,3e-2")};
-  const auto plan = fer::plan_sweep(spec);
+  return fer::plan_sweep(spec);
+}
+
+}  // namespace
+
+// A stop request (fer-sweep: SIGTERM) during the second run: that run stops after
+// its batch with its position saved, is neither failed nor finished, no other
+// run starts; the next invocation resumes it where it stopped.
+TEST(Sweep, AStopRequestStopsTheRunningRunAfterItsBatchAndStartsNoOther) {
+  fer_test::SyntheticData data;
+  fer_test::TempDir out;
+  const auto plan = three_learning_rates(data, out);
+
+  int asked = 0, batches_of_first_run = -1;
+  fer::SweepCallbacks first;
+  first.log = [&](const std::string& m) {
+    if (m.rfind(plan.runs[0].name + ":", 0) == 0) batches_of_first_run = asked;  // the first run finished
+  };
+  first.stop_requested = [&] {  // asked before each run and after every batch: stop 3 batches into the second run
+    ++asked;
+    return batches_of_first_run >= 0 && asked > batches_of_first_run + 3;
+  };
+  const auto stopped = fer::run_sweep(plan, first);
+  EXPECT_TRUE(stopped.interrupted);
+  EXPECT_EQ(stopped.failed, 0);
+  EXPECT_EQ(stopped.not_run, 2);
+  EXPECT_EQ(fer::sweep_run_state(plan.runs[0]), fer::SweepRunState::finished);
+  EXPECT_EQ(fer::sweep_run_state(plan.runs[1]), fer::SweepRunState::interrupted);
+  EXPECT_EQ(fer::sweep_run_state(plan.runs[2]), fer::SweepRunState::pending);
+  const auto saved = fer::load_checkpoint(plan.runs[1].dir + "/last.pt", torch::kCPU, fer::training_state_blob_names());
+  const auto position = fer::interrupted_position(saved.blobs);
+  ASSERT_TRUE(position.has_value());
+  EXPECT_EQ(position->epoch, 1);
+
+  const auto result = fer::run_sweep(plan, fer::SweepCallbacks{});
+  EXPECT_FALSE(result.interrupted);
+  EXPECT_EQ(result.failed + result.not_run, 0);
+  EXPECT_EQ(fer::read_history_csv(plan.runs[1].dir + "/history.csv").size(), 2u);
+}
+
+TEST(Sweep, AnInterruptedSweepSkipsFinishedRunsAndResumesTheInterruptedOne) {
+  fer_test::SyntheticData data;
+  fer_test::TempDir out;
+  const auto plan = three_learning_rates(data, out);
 
   // First invocation: stopped after one run (as by Ctrl-C between runs).
   std::vector<std::string> trained;

@@ -14,6 +14,7 @@
 #include <torch/optim/optimizer.h>
 
 #include <memory>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -51,6 +52,10 @@ class HookBase {
   virtual void after_backward(TrainerBase&) {}
   virtual void after_step(TrainerBase&) {}
   virtual void after_epoch(TrainerBase&) {}
+  // A hook set progress().interrupt during the last step: training stops inside
+  // the epoch, progress().step is the next batch to run, and neither
+  // after_epoch nor after_train runs. The point to save the position (CheckpointHook).
+  virtual void on_interrupt(TrainerBase&) {}
   virtual void after_train(TrainerBase&) {}
   virtual HookState state_dict() const { return {}; }
   virtual void load_state_dict(const HookState&) {}
@@ -70,6 +75,7 @@ struct TrainProgress {
   bool improved = false;         // this epoch's model is the best so far (set by BestModelHook)
   bool stop = false;             // set by a hook to end training after this epoch
   std::string stop_reason;
+  bool interrupt = false;        // set by a hook during a step to stop after it, inside the epoch (InterruptHook)
   double train_seconds = 0;      // all completed epochs
 };
 
@@ -81,6 +87,7 @@ class TrainerBase {
   void train();
 
   TrainProgress& progress() { return progress_; }
+  const TrainProgress& progress() const { return progress_; }
   const std::vector<std::shared_ptr<HookBase>>& hooks() const { return hooks_; }
   // Every named hook's state, by name; and back (hooks absent from `states` keep theirs).
   std::map<std::string, HookState> hook_states() const;
@@ -99,6 +106,27 @@ class TrainerBase {
   void call(void (HookBase::*point)(TrainerBase&));
   std::vector<std::shared_ptr<HookBase>> hooks_;
   TrainProgress progress_;
+};
+
+// Where an interrupted epoch stands, all that a resumed run needs to go on as
+// if never stopped besides last.pt's weights and hook states: the next batch,
+// the epoch's sums and seconds so far, the model's buffers, and the random streams (the trainer's augmentation generator and the global
+// generators dropout draws from, on the CPU and on the training GPU; the bytes
+// of at::Generator::get_state()).
+struct EpochPosition {
+  int epoch = 0;          // the interrupted epoch (1-based)
+  std::int64_t step = 0;  // the next batch to run
+  double seconds = 0;     // the epoch's training time so far
+  double loss_sum = 0;    // sum over its images of the loss, and of the right answers
+  std::int64_t correct = 0;
+  std::string generator_state, global_cpu_state, global_device_state;  // the last: empty on the CPU
+  // The model's buffers (and the eval model's, EMA): BatchNorm statistics are
+  // each rank's own until the epoch's end averages them.
+  std::string buffers;
+
+  std::string to_bytes() const;  // CBOR
+  // Throws std::runtime_error naming the missing field.
+  static EpochPosition from_bytes(const std::string& bytes);
 };
 
 // The data one supervised run trains on: uint8 images [N,48,48] and labels [N]
@@ -181,6 +209,16 @@ class SupervisedTrainer : public TrainerBase {
   GradScaler& scaler() { return scaler_; }
   const c10::Device& device() const { return device_; }
   const StepOptions& options() const { return options_; }
+  // The running epoch's position (meaningful after an interrupt: progress().step
+  // is the next batch). Requires a started epoch.
+  EpochPosition position() const;
+  // The next begin_epoch() of `position.epoch` continues from it instead of
+  // starting the epoch (resume of an interrupted run: restore_training_state).
+  void resume_at(EpochPosition position) { resume_at_ = std::move(position); }
+  // Every rank's position at an interrupt, by rank (InterruptHook gathers them
+  // for rank 0, which alone writes last.pt); empty: this process's alone.
+  const std::vector<EpochPosition>& rank_positions() const { return rank_positions_; }
+  void set_rank_positions(std::vector<EpochPosition> positions) { rank_positions_ = std::move(positions); }
 
  protected:
   void begin_epoch() override;
@@ -200,6 +238,9 @@ class SupervisedTrainer : public TrainerBase {
   at::Tensor order_, loss_sum_, correct_;
   at::Tensor vote_distribution_, epoch_labels_;  // probability / crossentropy targets
   int64_t usable_ = 0;
+  std::optional<EpochPosition> resume_at_;
+  std::vector<EpochPosition> rank_positions_;
+  void continue_epoch(const EpochPosition& position);
 };
 
 }  // namespace fer

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -167,21 +168,46 @@ class HistoryHook : public HookBase {
 
 // After each epoch: best.pt (the eval model) when the epoch improved, then
 // last.pt, the resume point: weights, optimizer, gradient scaler, progress and
-// every hook's state. Both atomic. Register it after every hook whose state it saves.
+// every hook's state. Both atomic. Register it after every hook whose state it
+// saves. At an interrupt, last.pt alone, with the epoch's position.
 class CheckpointHook : public HookBase {
  public:
   CheckpointHook(std::string run_dir, CheckpointMeta meta);
   void after_epoch(TrainerBase& trainer) override;
+  void on_interrupt(TrainerBase& trainer) override;
 
  private:
   std::string run_dir_;
   CheckpointMeta meta_;
 };
 
-// The contents of last.pt besides the weights, and their restoration.
+// The contents of last.pt besides the weights, and their restoration: between
+// epochs, or after an interrupt with the epoch's position (the resumed run
+// continues at its next batch).
 Blobs training_state_blobs(SupervisedTrainer& trainer);
 // Throws std::runtime_error naming what is missing.
 void restore_training_state(SupervisedTrainer& trainer, const Blobs& blobs);
+// The interrupted epoch's position of `rank` that last.pt's blobs hold, if
+// any. Throws std::runtime_error when it holds none for that rank.
+std::optional<EpochPosition> interrupted_position(const Blobs& blobs, int rank = 0);
+
+// Stops training after the batch during which `requested()` turned true (a
+// signal handler's flag: fer-train stops so on SIGTERM, SIGINT and SIGUSR1):
+// sets progress().interrupt. Given a communicator of several ranks, the ranks
+// agree after every batch (an all-reduce of one number), so all stop at the
+// same one when any of them is asked to.
+// At the interrupt the ranks' positions (each has its own random streams) are
+// gathered for rank 0's last.pt.
+class InterruptHook : public HookBase {
+ public:
+  explicit InterruptHook(std::function<bool()> requested, std::shared_ptr<Communicator> comm = nullptr);
+  void after_step(TrainerBase& trainer) override;
+  void on_interrupt(TrainerBase& trainer) override;
+
+ private:
+  std::function<bool()> requested_;
+  std::shared_ptr<Communicator> comm_;
+};
 // The blob names restore_training_state reads (for load_checkpoint).
 std::vector<std::string> training_state_blob_names();
 
@@ -195,6 +221,7 @@ class LoggingHook : public HookBase {
   void before_epoch(TrainerBase& trainer) override;
   void after_step(TrainerBase& trainer) override;
   void after_epoch(TrainerBase& trainer) override;
+  void on_interrupt(TrainerBase& trainer) override;
 
  private:
   LogFn log_;

@@ -267,6 +267,9 @@ class SweepScheduler {
         const double metric = finished_result(run, plan_.spec.metric).metric;
         write_text_atomic(result_path(run).string(),
                           nlohmann::json{{"name", run.name}, {"metric", plan_.spec.metric}, {"value", metric}}.dump(2) + "\n");
+      } catch (const RunInterrupted& e) {
+        stop(e.what());
+        continue;
       } catch (const std::exception& e) {
         error = e.what();
       }
@@ -276,19 +279,35 @@ class SweepScheduler {
   }
 
   std::vector<std::string> failures() const { return failures_; }
+  bool interrupted() const { return interrupted_; }
   SweepProgress progress() const { return progress_; }
 
  private:
   bool take(std::size_t& index) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (next_ >= todo_.size() || (callbacks_.should_abort && callbacks_.should_abort())) return false;
+    if (callbacks_.stop_requested && callbacks_.stop_requested()) interrupted_ = true;
+    if (next_ >= todo_.size() || interrupted_ || (callbacks_.should_abort && callbacks_.should_abort())) return false;
     index = todo_[next_++];
     return true;
   }
 
   void train(const SweepRun& run, bool resume) const {
     if (callbacks_.train) return callbacks_.train(run, resume);
-    fer::train({run.config, run.dir, resume, {}});
+    TrainRequest request;
+    request.config = run.config;
+    request.run_dir = run.dir;
+    request.resume = resume;
+    request.stop_requested = callbacks_.stop_requested;
+    const auto summary = fer::train(request);
+    if (summary.interrupted)
+      throw RunInterrupted(run.name + " stopped after batch " + std::to_string(summary.interrupted_after_batch) +
+                           " of epoch " + std::to_string(summary.epochs_completed + 1) + "; its last.pt holds the position");
+  }
+
+  void stop(const std::string& message) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    interrupted_ = true;
+    log(message);
   }
 
   void finish(std::size_t index, const std::string& error, double seconds) {
@@ -323,6 +342,7 @@ class SweepScheduler {
   std::size_t next_ = 0;
   std::vector<double> seconds_;
   std::vector<std::string> failures_;
+  bool interrupted_ = false;
   SweepProgress progress_;
   std::mutex mutex_;
 };
@@ -343,6 +363,7 @@ SweepResult run_sweep(const SweepPlan& plan, const SweepCallbacks& callbacks) {
   for (auto& worker : workers) worker.join();
 
   SweepResult result = collect_sweep(plan);
+  result.interrupted = scheduler.interrupted();
   const auto failures = scheduler.failures();
   for (auto& entry : result.ranked) {
     const auto at = std::find_if(plan.runs.begin(), plan.runs.end(), [&](const auto& r) { return r.name == entry.run.name; });

@@ -44,7 +44,7 @@ std::string resume_rule() {
   std::string keys;
   for (const auto& k : keys_a_resumed_run_may_change())
     keys += (keys.empty() ? "" : ", ") + (k.back() == '.' ? k + "*" : k);
-  return "a resumed run continues after its last completed epoch with the config of its config.yaml; only these keys "
+  return "a resumed run continues after its last completed epoch (or at the batch where a stop signal interrupted it) with the config of its config.yaml; only these keys "
          "may differ: " + keys;
 }
 
@@ -189,7 +189,8 @@ struct RunHooks {
 
 void register_hooks(SupervisedTrainer& trainer, const Config& cfg, TrainData val, const std::string& run_dir,
                     const CheckpointMeta& meta, const LogFn& log, const RunHooks& kept,
-                    const std::shared_ptr<Communicator>& comm) {
+                    const std::shared_ptr<Communicator>& comm, const std::function<bool()>& stop_requested) {
+  if (stop_requested) trainer.register_hook(std::make_shared<InterruptHook>(stop_requested, comm));
   if (comm->world_size() > 1)
     trainer.register_hook(std::make_shared<DataParallelHook>(
         comm, static_cast<int64_t>(cfg.train.distributed_bucket_mb * (1 << 20))));
@@ -367,23 +368,30 @@ TrainSummary train(const TrainRequest& request) {
   if (cfg.train.tensorboard && rank == 0)
     kept.tensorboard = std::make_shared<TensorBoardHook>(path("tb"), to_yaml(cfg), static_cast<int64_t>(splits.train.size()));
   const auto& best = kept.best;
-  register_hooks(trainer, cfg, val_shard(majority_faces(splits.val), *comm, device), run_dir, meta, log_line, kept, comm);
+  register_hooks(trainer, cfg, val_shard(majority_faces(splits.val), *comm, device), run_dir, meta, log_line, kept, comm,
+                 request.stop_requested);
   if (resuming) {
     restore_training_state(trainer, last.blobs);
-    log->info("resuming after epoch {} (best {} epoch {})", trainer.progress().epoch, cfg.train.early_stopping_monitor,
-              best->best_epoch());
+    const auto position = interrupted_position(last.blobs, rank);
+    log->info("resuming after epoch {}{} (best {} epoch {})", trainer.progress().epoch,
+              position ? fmt::format(", at batch {} of epoch {}", position->step + 1, position->epoch) : "",
+              cfg.train.early_stopping_monitor, best->best_epoch());
   }
   trainer.train();
 
   TrainSummary summary;
   summary.run_dir = run_dir;
-  summary.epochs_completed = trainer.progress().epoch;
+  const auto& progress = trainer.progress();
+  summary.interrupted = progress.interrupt;
+  summary.epochs_completed = progress.interrupt ? progress.epoch - 1 : progress.epoch;
+  summary.interrupted_after_batch = progress.interrupt ? progress.step : 0;
+  summary.batches_per_epoch = progress.steps_per_epoch;
   summary.best_epoch = best->best_epoch();
   summary.best_val_loss = best->best_val_loss();
   summary.best_val_accuracy = best->best_val_accuracy();
   summary.early_stopped = best->early_stopped();
   summary.best_checkpoint = path("best.pt");
-  if (rank != 0) return summary;  // rank 0 evaluates and writes
+  if (rank != 0 || summary.interrupted) return summary;  // rank 0 evaluates and writes, after the last epoch
   log->info("training done: {} epochs in {}; evaluating best.pt (epoch {})", summary.epochs_completed,
             format_duration(trainer.progress().train_seconds), summary.best_epoch);
   store_background(cfg, splits.train, summary.best_checkpoint, *log);

@@ -89,7 +89,18 @@ struct SweepCallbacks {
   std::function<void(const SweepProgress&)> on_progress;
   LogFn log;
   std::function<bool()> should_abort;  // checked before each run starts
+  // Asked before each run starts and after every batch of a run trained in
+  // this process: true stops the running runs after their batch (last.pt holds
+  // the position; the next run_sweep resumes them) and starts no other.
+  std::function<bool()> stop_requested;
   int parallel = 1;
+};
+
+// Thrown by SweepCallbacks::train when its run stopped on a stop request, its
+// position saved: the run is neither failed nor finished.
+class RunInterrupted : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 struct SweepRunResult {
@@ -104,6 +115,7 @@ struct SweepResult {
   SweepPlan plan;
   std::vector<SweepRunResult> ranked;  // finished runs best first, then failed or not run
   int failed = 0, not_run = 0;
+  bool interrupted = false;  // a stop request ended the sweep before its last run
 };
 
 // Trains the plan's runs not finished yet (interrupted ones resumed), a

@@ -4,6 +4,8 @@
 // accuracy, early stopping on validation loss with the best weights restored.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -18,6 +20,10 @@ struct TrainRequest {
   std::string run_dir;      // fer-train: runs/<name> unless chosen
   bool resume = false;      // continue from run_dir/last.pt
   DistributedEnv distributed;  // this process's rank; a world of one by default
+  // Asked after every batch (fer-train: a SIGTERM, SIGINT or SIGUSR1 arrived):
+  // true stops the run there, see TrainSummary::interrupted. Every rank of a
+  // distributed run stops after the same batch when any of them is asked.
+  std::function<bool()> stop_requested;
 };
 
 struct TrainSummary {
@@ -28,6 +34,12 @@ struct TrainSummary {
   bool early_stopped = false;
   double final_val_accuracy = 0, final_val_balanced_accuracy = 0;  // best checkpoint, evaluated
   std::string best_checkpoint;
+  // Stopped by stop_requested inside epoch `epochs_completed + 1`, after batch
+  // `interrupted_after_batch` of `batches_per_epoch`: last.pt holds the
+  // position, nothing was evaluated, and resuming continues at the next batch
+  // exactly as if never stopped.
+  bool interrupted = false;
+  std::int64_t interrupted_after_batch = 0, batches_per_epoch = 0;
 };
 
 // Requires config.data.path to name the dataset. With request.distributed.world_size
@@ -40,7 +52,7 @@ struct TrainSummary {
 // With resume, continues as resume_rule() says, with the same optimizer,
 // gradient scaler and hook states. Throws std::runtime_error (DataError,
 // ConfigError, DivergenceError when the loss or a gradient stops being finite)
-// with context.
+// with context. An interrupted run returns at once (see TrainSummary::interrupted).
 TrainSummary train(const TrainRequest& request);
 
 // The keys whose value a resumed run may change (a trailing '.' stands for a
