@@ -77,6 +77,34 @@ TEST(Io, AtomicReplacementKeepsTheOldFileWhenTheWriterFails) {
   EXPECT_THROW(fer::write_text_atomic(dir / "no/such/dir/f.txt", "x"), std::runtime_error);
 }
 
+// A log on a full disk (the file-size limit): the failing write names the file
+// and the cause and is cut back off, so the file holds whole rows only; appending
+// after a reopen keeps what is there.
+TEST(Io, AnAppendFileThatHitsAFullDiskKeepsWholeRowsAndNamesTheCause) {
+  fer_test::TempDir dir;
+  const std::string path = dir / "log.csv";
+  {
+    fer::AppendFile log(path, fer::AppendFile::Mode::truncate);
+    log.write("a,1\n");
+    log.write("b,2\n");
+    fer_test::FileSizeLimit full(16);
+    try {
+      log.write("c," + std::string(100, '3') + "\n");
+      FAIL() << "a write past the limit must throw";
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(std::string(e.what()), "cannot write '" + path + "': File too large");
+    }
+    EXPECT_FALSE(log.is_open());
+    EXPECT_THROW(log.write("d,4\n"), std::logic_error);
+  }
+  EXPECT_EQ(fer_test::read_text(path), "a,1\nb,2\n");
+  fer::AppendFile again(path, fer::AppendFile::Mode::append);
+  again.write("e,5\n");
+  again.close();
+  EXPECT_EQ(fer_test::read_text(path), "a,1\nb,2\ne,5\n");
+  EXPECT_THROW(fer::AppendFile(dir / "no/such/folder/x.csv", fer::AppendFile::Mode::truncate), std::runtime_error);
+}
+
 TEST(Io, NpyHeaderIsNumpysAndTheBytesRoundTrip) {
   const std::vector<float> values = {0.5f, -1.0f, 2.25f, 3.0f, 4.0f, 5.0f};
   const std::string bytes = fer::npy_float32_bytes(values.data(), {2, 3});

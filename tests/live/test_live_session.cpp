@@ -111,7 +111,7 @@ TEST(LiveSession, SmoothsPerTrackAndReportsEndedTracksToEverySink) {
   EXPECT_THROW(session.finish({}), std::logic_error);
 }
 
-TEST(LiveSession, AFailingSinkEndsTheSessionYetEverySinkSeesTheFrameAndCloses) {
+TEST(LiveSession, AFailingSinkIsReportedAndDroppedAndTheSessionGoesOn) {
   auto analyzer = std::make_unique<ScriptedAnalyzer>();
   analyzer->next.push_back({{10, 10, 20, 20}, kHappy});
   fer::LiveSession session(std::move(analyzer), small_live_config(), /*annotate=*/false);
@@ -124,13 +124,17 @@ TEST(LiveSession, AFailingSinkEndsTheSessionYetEverySinkSeesTheFrameAndCloses) {
   session.add_sink(std::move(healthy));
   cv::Mat frame(60, 120, CV_8UC3, cv::Scalar::all(0));
   for (int i = 0; i < 6; ++i) session.process(frame, i * 0.1);
-  EXPECT_EQ(session.failure(), "recorder failed: boom");
-  EXPECT_EQ(first->frames.size(), 3u);
-  EXPECT_EQ(second->frames.size(), 4u);  // frame 3 still reached the healthy sink; nothing after
+  ASSERT_EQ(session.dropped_sinks().size(), 1u);
+  EXPECT_EQ(session.dropped_sinks()[0], "recorder failed at frame 3 (0.30 s): boom");
+  EXPECT_EQ(first->frames.size(), 3u);   // frames 0..2; nothing after it failed
+  EXPECT_EQ(second->frames.size(), 6u);  // the others see every frame
   const auto summary = session.finish({});
-  EXPECT_EQ(summary.end_reason, "recorder failed: boom");
-  EXPECT_EQ(summary.frames, 4);
-  EXPECT_EQ(first->ends + second->ends, 2);
+  EXPECT_EQ(summary.end_reason, "");
+  EXPECT_EQ(summary.frames, 6);
+  ASSERT_EQ(summary.warnings.size(), 1u);
+  EXPECT_EQ(summary.warnings[0], "recorder failed at frame 3 (0.30 s): boom; dropped, the session went on");
+  EXPECT_EQ(first->ends, 1);  // the dropped sink still closes what it wrote
+  EXPECT_EQ(second->ends, 1);
 }
 
 TEST(FramePacer, DuplicatesAcrossGapsAndDropsFramesThatComeTooFastByHand) {
@@ -320,7 +324,7 @@ TEST(LiveSoak, ADayAtTenFramesPerSecondKeepsMemoryFlatFiresEveryAlertAndCountsEv
     frames_with_faces += !script->next.empty();
     if (i % (22 * kFps) == 10 * kFps) expected_alerts.push_back(i / double(kFps));
     session.process(frame, i / double(kFps));
-    ASSERT_TRUE(session.failure().empty()) << session.failure();
+    ASSERT_TRUE(session.dropped_sinks().empty()) << session.dropped_sinks().front();
     if (i == warm_up) heap_warm = heap_in_use(), resident_warm = resident_bytes();
   }
   const std::size_t heap_end = heap_in_use(), resident_end = resident_bytes();

@@ -49,26 +49,78 @@ void write_text_atomic(const std::string& path, const std::string& text) {
   replace_file_atomically(path, [&](const std::string& tmp) { write_file_checked(tmp, text); });
 }
 
-void write_file_checked(const std::string& path, const std::string& bytes) {
-  const auto fail = [&](const char* what) {
-    throw std::runtime_error("cannot " + std::string(what) + " '" + path + "': " + std::strerror(errno));
-  };
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("create");
+namespace {
+
+[[noreturn]] void fail_on(const std::string& path, const char* what, int error) {
+  throw std::runtime_error("cannot " + std::string(what) + " '" + path + "': " + std::strerror(error));
+}
+
+int open_checked(const std::string& path, int flags) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | flags, 0644);
+  if (fd < 0) fail_on(path, "create", errno);
+  return fd;
+}
+
+// Writes all of `bytes` to `fd`. Returns 0, or the errno of the failure.
+int write_all(int fd, const std::string& bytes) {
   std::size_t done = 0;
   while (done < bytes.size()) {
     const auto n = ::write(fd, bytes.data() + done, bytes.size() - done);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      if (n == 0) errno = ENOSPC;  // a regular file accepts nothing only when its device is full
-      const int error = errno;
-      ::close(fd);
-      errno = error;
-      fail("write");
-    }
+    if (n <= 0) return n == 0 ? ENOSPC : errno;  // a regular file accepts nothing only when its device is full
     done += static_cast<std::size_t>(n);
   }
-  if (::close(fd) != 0) fail("write");  // network filesystems may report a full device only here
+  return 0;
+}
+
+}  // namespace
+
+void write_file_checked(const std::string& path, const std::string& bytes) {
+  const int fd = open_checked(path, O_TRUNC);
+  if (const int error = write_all(fd, bytes)) {
+    ::close(fd);
+    fail_on(path, "write", error);
+  }
+  if (::close(fd) != 0) fail_on(path, "write", errno);  // network filesystems may report a full device only here
+}
+
+AppendFile::AppendFile(std::string path, Mode mode)
+    : path_(std::move(path)), fd_(open_checked(path_, mode == Mode::truncate ? O_TRUNC : O_APPEND)) {}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+AppendFile::AppendFile(AppendFile&& other) noexcept : path_(std::move(other.path_)), fd_(other.fd_) { other.fd_ = -1; }
+
+AppendFile& AppendFile::operator=(AppendFile&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) ::close(fd_);
+    path_ = std::move(other.path_);
+    fd_ = other.fd_;
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+void AppendFile::write(const std::string& bytes) {
+  if (fd_ < 0) throw std::logic_error("AppendFile: '" + path_ + "' is not open");
+  const off_t end = ::lseek(fd_, 0, SEEK_END);
+  if (const int error = write_all(fd_, bytes)) {
+    // No torn row: the file ends where the last whole write did (best effort;
+    // the error to report is the write's).
+    if (end >= 0) static_cast<void>(::ftruncate(fd_, end) == 0);
+    ::close(fd_);
+    fd_ = -1;
+    fail_on(path_, "write", error);
+  }
+}
+
+void AppendFile::close() {
+  if (fd_ < 0) return;
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) fail_on(path_, "write", errno);
 }
 
 std::string trim(const std::string& text) {

@@ -3,7 +3,6 @@
 // encoder of ~100 lines keeps libfer free of libonnx and of Python.
 #include <torch/torch.h>
 
-#include <fstream>
 #include <stdexcept>
 
 #include "fer/common/io.h"
@@ -217,11 +216,7 @@ std::string onnx_model_bytes(const LoadedCheckpoint& checkpoint, const ExportOpt
 
 void save_onnx(const std::string& path, const LoadedCheckpoint& checkpoint, const ExportOptions& options) {
   const std::string bytes = onnx_model_bytes(checkpoint, options);
-  replace_file_atomically(path, [&](const std::string& tmp) {
-    std::ofstream out(tmp, std::ios::binary);
-    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!out.flush()) throw std::runtime_error("cannot write '" + tmp + "'");
-  });
+  replace_file_atomically(path, [&](const std::string& tmp) { write_file_checked(tmp, bytes); });
 }
 
 std::map<std::string, std::string> onnx_metadata(const std::string& path) {

@@ -227,7 +227,6 @@ std::vector<Face> LiveSession::detect(const cv::Mat& frame) {
 
 const FrameObservations& LiveSession::process(cv::Mat& frame, double time_s) {
   if (finished_) throw std::logic_error("LiveSession::process after finish()");
-  if (!failure_.empty()) return current_;
   if (frame.empty()) throw std::invalid_argument("LiveSession::process: empty frame");
   current_.frame = frames_;
   current_.time_s = time_s;
@@ -284,14 +283,22 @@ void LiveSession::annotate(cv::Mat& frame) const {
               cv::LINE_AA);
 }
 
-// Every sink gets every frame (so their counts agree); the first failure is kept.
+// Every sink gets every frame; one that throws is dropped (a full disk under
+// frames.csv must not end a session whose display or video still works).
 void LiveSession::deliver(const cv::Mat& frame, const std::vector<int>& ended) {
-  for (auto& sink : sinks_) {
+  for (auto it = sinks_.begin(); it != sinks_.end();) {
+    auto& sink = *it;
     try {
       sink->on_frame(current_, frame);
       if (!ended.empty()) sink->on_tracks_ended(ended, current_.time_s);
+      ++it;
     } catch (const std::exception& e) {
-      if (failure_.empty()) failure_ = sink->name() + " failed: " + e.what();
+      char at[64];
+      std::snprintf(at, sizeof at, " failed at frame %lld (%.2f s): ", static_cast<long long>(current_.frame),
+                    current_.time_s);
+      dropped_.push_back(sink->name() + at + e.what());
+      failed_sinks_.push_back(std::move(sink));
+      it = sinks_.erase(it);
     }
   }
 }
@@ -307,13 +314,20 @@ LiveSummary LiveSession::finish(LiveSummary summary) {
   summary.stages.classify = stages_.classify;
   summary.stages.draw = stages_.draw;
   summary.stages.write = stages_.write;
-  if (summary.end_reason.empty()) summary.end_reason = failure_;
+  for (const auto& message : dropped_) summary.warnings.push_back(message + "; dropped, the session went on");
   std::vector<int> remaining;
   for (const auto& track : tracker_.tracks()) remaining.push_back(track.id);
   // Every sink closes, even after another failed: the files on disk are what the user keeps.
   for (auto& sink : sinks_) {
     try {
       if (!remaining.empty()) sink->on_tracks_ended(remaining, current_.time_s);
+      sink->on_end(summary);
+    } catch (const std::exception& e) {
+      summary.warnings.push_back(sink->name() + " failed while closing: " + e.what());
+    }
+  }
+  for (auto& sink : failed_sinks_) {  // what they wrote before failing, finalised and listed
+    try {
       sink->on_end(summary);
     } catch (const std::exception& e) {
       summary.warnings.push_back(sink->name() + " failed while closing: " + e.what());

@@ -38,6 +38,37 @@ void write_text_atomic(const std::string& path, const std::string& text);
 // throws std::runtime_error naming the file and the cause.
 void write_file_checked(const std::string& path, const std::string& bytes);
 
+// --- logs that grow: each write reaches the file at once, checked ---
+
+// A file written in pieces (frames.csv, alerts.jsonl, an explanation batch's
+// manifest, a TensorBoard event file): every write() goes to the OS before it
+// returns (a killed process loses nothing written) and throws
+// std::runtime_error naming the file and the cause ("No space left on
+// device") where a stream would only set its failbit. A failed write is cut
+// back off the file (no torn last row) and closes it.
+class AppendFile {
+ public:
+  enum class Mode { truncate, append };
+  AppendFile() = default;
+  // Throws std::runtime_error naming the file and the cause when it cannot be opened.
+  AppendFile(std::string path, Mode mode);
+  ~AppendFile();
+  AppendFile(AppendFile&& other) noexcept;
+  AppendFile& operator=(AppendFile&& other) noexcept;
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+
+  void write(const std::string& bytes);
+  // Closes the file (checked: some filesystems report a full device only here); idempotent.
+  void close();
+  bool is_open() const { return fd_ >= 0; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
 // <the running program's folder>/../share/libfer: where an install, and the
 // build tree beside build/bin, keep data files (YuNet, shipped models).
 // Empty when the program's path is unknown (read from /proc/self/exe).

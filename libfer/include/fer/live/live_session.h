@@ -5,10 +5,8 @@
 //
 //   fer::LiveSession session(fer::make_model_analyzer("best.pt", config, device), config.live);
 //   session.add_sink(fer::make_frames_csv_sink("out", session.class_names(), config.live));  // fer/report/live/sinks.h
-//   while (camera.read(frame)) {
-//     session.process(frame, seconds_since_start());
-//     if (!session.failure().empty()) break;   // a sink failed: end cleanly
-//   }
+//   while (camera.read(frame))
+//     session.process(frame, seconds_since_start());  // a failing sink is dropped: dropped_sinks()
 //   fer::LiveSummary summary = session.finish({});   // every sink closes its files
 #pragma once
 
@@ -45,7 +43,7 @@ struct LiveSummary {
   StageSeconds stages;
   std::string end_reason;           // end of stream | stopped | display closed | max frames | camera disconnected
   std::vector<std::string> files;   // what was written
-  std::vector<std::string> warnings;  // e.g. a sink that failed while closing (the session still ended)
+  std::vector<std::string> warnings;  // a sink that failed and was dropped, or failed while closing
 };
 
 // Draws one face: box, "#id label confidence" and a bar per class probability.
@@ -90,8 +88,9 @@ class FaceAnalyzer {
 std::unique_ptr<FaceAnalyzer> make_model_analyzer(const std::string& checkpoint, const Config& config,
                                                   const c10::Device& device);
 
-// Receives a session's observations. A sink that throws ends the session
-// (LiveSession::failure() names it); finish() still closes every sink.
+// Receives a session's observations. A sink that throws is dropped and the
+// session goes on (LiveSession::dropped_sinks() names it); finish() still
+// closes every sink, the dropped ones included.
 class LiveSink {
  public:
   virtual ~LiveSink() = default;
@@ -116,12 +115,14 @@ class LiveSession {
   // Sinks receive observations in the order they were added.
   void add_sink(std::unique_ptr<LiveSink> sink);
 
-  // Requires a non-empty BGR frame and, after a sink failed, is a no-op.
+  // Requires a non-empty BGR frame. A sink that throws is dropped (see
+  // dropped_sinks()) and the session goes on with the others.
   // Times should not decrease (the wellbeing rule needs order per track).
   const FrameObservations& process(cv::Mat& frame, double time_s);
 
-  // "" while every sink works; else "<sink name> failed: <what>".
-  const std::string& failure() const { return failure_; }
+  // The sinks dropped so far, each "<sink name> failed at frame F (T s): <what>";
+  // a dropped sink is closed at finish() so that what it wrote stays complete.
+  const std::vector<std::string>& dropped_sinks() const { return dropped_; }
 
   // Ends the remaining tracks, lets every sink close, and returns `summary`
   // with the session's counts, stages and the sinks' files added. Call once.
@@ -143,7 +144,8 @@ class LiveSession {
   FrameObservations current_;
   std::int64_t frames_ = 0, frames_with_faces_ = 0, faces_ = 0;
   StageSeconds stages_;
-  std::string failure_;
+  std::vector<std::string> dropped_;
+  std::vector<std::unique_ptr<LiveSink>> failed_sinks_;  // closed at finish()
   bool finished_ = false;
 };
 

@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <opencv2/core.hpp>
 
@@ -160,8 +159,8 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
   ExplainSummary summary;
   summary.precision = explainer.precision();
   summary.manifest = (fs::path(out_dir) / "manifest.csv").string();
-  std::ofstream manifest(summary.manifest);
-  manifest << manifest_header(names);
+  AppendFile manifest(summary.manifest, AppendFile::Mode::truncate);  // a row per item as it ends
+  manifest.write(manifest_header(names));
 
   std::unique_ptr<ProgressBar> bar;
   if (options.progress) bar = std::make_unique<ProgressBar>(static_cast<std::int64_t>(items.size()), "explain");
@@ -179,14 +178,14 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
         ++report.failed;
         spdlog::warn("explain: {}: {}", items[i].source, r.error);
       }
-      manifest << manifest_row(index, items[i], r, names) << std::flush;
+      manifest.write(manifest_row(index, items[i], r, names));
       // a few strings per image: 10,000 images stay well under 10 MB
       report.cards.push_back(gallery_card(index, items[i], r, names, report.faithfulness_method));
       if (bar) bar->advance(1, 1, report.failed ? fmt::format("{} failed", report.failed) : "");
     }
   }
   if (bar) bar->finish();
-  if (!manifest) throw std::runtime_error("cannot write '" + summary.manifest + "'");
+  manifest.close();
   write_batch_reports(out_dir, report);
   if (options.shard.sharded())
     write_explain_shard(out_dir, checkpoint, options, summary.precision, first, items.size(), report);

@@ -222,13 +222,11 @@ LiveSummary run_live(const std::string& checkpoint, const LiveOptions& options) 
       spdlog::warn("skipped {}", problem);
       continue;
     }
+    const std::size_t dropped_before = session.dropped_sinks().size();
     session.process(frame, time_s);
     ++processed;
-    if (!session.failure().empty()) {  // the logs and summary are still completed by finish()
-      spdlog::error("{}; ending the session", session.failure());
-      summary.end_reason = session.failure();
-      break;
-    }
+    for (std::size_t i = dropped_before; i < session.dropped_sinks().size(); ++i)
+      spdlog::error("{}; dropped, the session goes on", session.dropped_sinks()[i]);
     if (options.on_frame && !options.on_frame(frame, interval)) {
       summary.end_reason = "display closed";
       break;

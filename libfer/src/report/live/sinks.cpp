@@ -7,12 +7,12 @@
 #include <cstdio>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <mutex>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
 #include <thread>
 
+#include "fer/common/io.h"
 #include "fer/live/wellbeing.h"
 #include "fer/report/live/alert_command.h"
 #include "fer/report/live/sinks.h"
@@ -25,11 +25,7 @@ namespace {
 
 std::string path_in(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
 
-std::ofstream open_log(const std::string& path) {
-  std::ofstream out(path);
-  if (!out) throw std::runtime_error("cannot write '" + path + "'");
-  return out;
-}
+AppendFile open_log(const std::string& path) { return AppendFile(path, AppendFile::Mode::truncate); }
 
 FrameRecord frame_record(const FrameObservations& frame, const FaceObservation& o) {
   FrameRecord r;
@@ -61,8 +57,7 @@ class FramesCsvSink : public LiveSink {
     if (frame.faces.empty()) return;
     std::string rows;
     for (const auto& o : frame.faces) rows += frames_csv_row(frame_record(frame, o), names_) + "\n";
-    out_ << rows << std::flush;  // nothing lost if the process dies
-    if (!out_) throw std::runtime_error("cannot write '" + files_.back() + "'");
+    out_.write(rows);  // nothing lost if the process dies
   }
 
   void on_end(LiveSummary& summary) override {
@@ -77,7 +72,7 @@ class FramesCsvSink : public LiveSink {
     else std::snprintf(name, sizeof name, "frames.csv");
     out_.close();
     out_ = open_log(path_in(dir_, name));
-    out_ << frames_csv_header(names_) << "\n" << std::flush;
+    out_.write(frames_csv_header(names_) + "\n");
     part_ = part;
     files_.push_back(path_in(dir_, name));
     // Retention: the newest keep_ files stay.
@@ -92,7 +87,7 @@ class FramesCsvSink : public LiveSink {
   double rotate_s_;
   int keep_;
   std::int64_t part_ = 0;
-  std::ofstream out_;
+  AppendFile out_;
   std::deque<std::string> files_;
 };
 
@@ -128,7 +123,7 @@ class AlertSink : public LiveSink {
     json["frame"] = frame;
     if (context_.is_object()) json.update(context_);
     const std::string line = json.dump();
-    out_ << line << "\n" << std::flush;
+    out_.write(line + "\n");
     ++alerts_;
     spdlog::warn("wellbeing alert: track {} at {:.1f} s: negative share {:.0f}% over the last {:.0f} s since {:.1f} s",
                  alert.track, alert.time_s, 100 * alert.negative_share, config_.window_s, alert.above_since_s);
@@ -142,7 +137,7 @@ class AlertSink : public LiveSink {
   AlertConfig config_;
   WellbeingMonitor monitor_;
   std::string path_;
-  std::ofstream out_;
+  AppendFile out_;
   nlohmann::json context_;
   std::vector<pid_t> children_;
   int alerts_ = 0;
@@ -169,15 +164,16 @@ class TrendSink : public LiveSink {
 
   void on_tracks_ended(const std::vector<int>& tracks, double) override {
     header_.window_s = builder_.window_s();
+    std::string lines;
     for (int id : tracks) {
       const TrendSeries series = builder_.end_track(id);
       if (series.observations == 0) continue;
       nlohmann::json line = to_json(series, header_);
       line["track"] = id;
       line["window_s"] = header_.window_s;
-      tracks_out_ << line.dump() << "\n";
+      lines += line.dump() + "\n";
     }
-    tracks_out_.flush();
+    if (!lines.empty()) tracks_out_.write(lines);
   }
 
   void on_end(LiveSummary& summary) override {
@@ -221,7 +217,7 @@ class TrendSink : public LiveSink {
   TrendBuilder builder_;
   TrendSummary header_;  // class names and window width for tracks.jsonl
   std::string tracks_path_;
-  std::ofstream tracks_out_;
+  AppendFile tracks_out_;
 };
 
 // Encodes frames on its own thread so encoding overlaps detection of the next

@@ -5,7 +5,6 @@
 #include <array>
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <stdexcept>
 
@@ -201,10 +200,9 @@ void TensorBoardHook::add_image(const std::string& tag, const std::string& png_p
 
 void TensorBoardHook::append(const std::string& event) {
   if (file_.empty()) throw std::logic_error("TensorBoardHook: no event file before before_train");
-  std::ofstream out(path(), std::ios::binary | std::ios::app);
-  out << tfrecord(event);
-  out.flush();
-  if (!out) throw std::runtime_error("cannot write " + path());
+  AppendFile out(path(), AppendFile::Mode::append);
+  out.write(tfrecord(event));
+  out.close();
 }
 
 }  // namespace fer
