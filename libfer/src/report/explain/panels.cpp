@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "files.h"
+#include "fer/report/image_file.h"
 
 namespace fer::explain_detail {
 namespace fs = std::filesystem;
@@ -126,7 +126,7 @@ double percentile_abs(const float* values, std::size_t n, double q) {
 }
 
 void write_png(const std::string& path, const cv::Mat& img) {
-  if (!cv::imwrite(path, img)) throw std::runtime_error("cannot write '" + path + "'");
+  write_image_file(path, img);
 }
 
 // A short file-system-safe name: "line123" for CSV rows, the file stem for images.

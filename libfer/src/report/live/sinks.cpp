@@ -8,12 +8,12 @@
 #include <deque>
 #include <filesystem>
 #include <mutex>
-#include <opencv2/imgcodecs.hpp>
 #include <opencv2/videoio.hpp>
 #include <thread>
 
 #include "fer/common/io.h"
 #include "fer/live/wellbeing.h"
+#include "fer/report/image_file.h"
 #include "fer/report/live/alert_command.h"
 #include "fer/report/live/sinks.h"
 #include "fer/report/live/trends.h"
@@ -331,7 +331,7 @@ class CropsSink : public LiveSink {
       const fs::path dir = dir_ / ("track_" + std::to_string(o.track));
       fs::create_directories(dir);
       const std::string path = (dir / ("frame_" + std::to_string(frame.frame) + ".png")).string();
-      if (!cv::imwrite(path, o.crop)) throw std::runtime_error("cannot write '" + path + "'");
+      write_image_file(path, o.crop);
     }
   }
 
