@@ -2,15 +2,12 @@
 // headless mode runs the page's script and dumps the resulting DOM, and the
 // tests read which cards the filters left visible and in which order.
 #include <gtest/gtest.h>
-#include <opencv2/core.hpp>
-#include <opencv2/imgcodecs.hpp>
 
 #include <cmath>
 #include <fstream>
 #include <regex>
 
 #include "fer/report/explain/gallery.h"
-#include "fer/report/image_file.h"
 #include "test_util.h"
 
 // A named namespace, not an anonymous one: the TEST_F classes derive from the
@@ -120,28 +117,3 @@ TEST(Gallery, DataCannotCloseTheScriptElement) {
   EXPECT_EQ(html.find("a</script>b"), std::string::npos);
   EXPECT_NE(html.find(R"(a<\/script>b)"), std::string::npos);
 }
-
-// An image file on a full disk (the file-size limit): the error names the file
-// and the cause, where cv::imwrite would only return false.
-TEST(ImageFile, AFailedWriteNamesTheFileAndTheCause) {
-  fer_test::TempDir dir;
-  const cv::Mat noise = [] {
-    cv::Mat m(64, 64, CV_8UC3);
-    cv::randu(m, 0, 255);
-    return m;
-  }();
-  const std::string ok = dir / "ok.png", full = dir / "full.png";
-  fer::write_image_file(ok, noise);
-  EXPECT_EQ(cv::norm(cv::imread(ok), noise, cv::NORM_INF), 0);  // PNG: lossless
-  {
-    fer_test::FileSizeLimit limit(1024);
-    try {
-      fer::write_image_file(full, noise);
-      FAIL() << "a 12 kB PNG under a 1 kB limit must fail";
-    } catch (const std::runtime_error& e) {
-      EXPECT_EQ(std::string(e.what()), "cannot write '" + full + "': File too large");
-    }
-  }
-  EXPECT_THROW(fer::write_image_file(dir / "x.nosuchformat", noise), std::runtime_error);
-}
-

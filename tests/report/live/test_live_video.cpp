@@ -20,6 +20,7 @@
 #include "fer/live/wellbeing.h"
 #include "fer/report/evaluate/evaluate.h"
 #include "fer/report/explain/batch.h"
+#include "fer/report/image_file.h"
 #include "fer/report/live/session.h"
 #include "fer/report/live/trends.h"
 #include "fer/report/plot.h"
@@ -469,3 +470,27 @@ TEST(LiveFaults, AFullDiskDropsTheSinkThatHitsItAndTheSessionGoesOn) {
 }
 
 }  // namespace
+
+// An image file on a full disk (the file-size limit): the error names the file
+// and the cause, where cv::imwrite would only return false.
+TEST(ImageFile, AFailedWriteNamesTheFileAndTheCause) {
+  fer_test::TempDir dir;
+  const cv::Mat noise = [] {
+    cv::Mat m(64, 64, CV_8UC3);
+    cv::randu(m, 0, 255);
+    return m;
+  }();
+  const std::string ok = dir / "ok.png", full = dir / "full.png";
+  fer::write_image_file(ok, noise);
+  EXPECT_EQ(cv::norm(cv::imread(ok), noise, cv::NORM_INF), 0);  // PNG: lossless
+  {
+    fer_test::FileSizeLimit limit(1024);
+    try {
+      fer::write_image_file(full, noise);
+      FAIL() << "a 12 kB PNG under a 1 kB limit must fail";
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(std::string(e.what()), "cannot write '" + full + "': File too large");
+    }
+  }
+  EXPECT_THROW(fer::write_image_file(dir / "x.nosuchformat", noise), std::runtime_error);
+}
