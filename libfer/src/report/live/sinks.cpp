@@ -293,6 +293,19 @@ VideoEncoder video_file_encoder(const std::string& path, const std::string& code
   return [writer](const cv::Mat& frame) { writer->write(frame); };
 }
 
+// OpenCV's video writer reports no write error: a full disk shows only as a
+// file that cannot be played (an MP4 without its index). Throws naming the file.
+void check_playable(const std::string& path) {
+  cv::VideoCapture video(path);
+  cv::Mat first;
+  if (video.isOpened() && video.read(first)) return;
+  std::error_code ignored;
+  const auto space = fs::space(fs::path(path).parent_path(), ignored);
+  throw std::runtime_error("'" + path + "' was not finalised and cannot be played" +
+                           (!ignored && space.available == 0 ? ": no space left on device"
+                                                             : " (was its device full, or its stream cut?)"));
+}
+
 class VideoSink : public LiveSink {
  public:
   VideoSink(const std::string& out_dir, const LiveConfig& config, double fps, VideoEncoder encoder)
@@ -310,7 +323,9 @@ class VideoSink : public LiveSink {
   void on_end(LiveSummary& summary) override {
     if (!writer_) return;
     writer_->close();
-    if (!path_.empty()) summary.files.push_back(path_);
+    if (path_.empty()) return;
+    summary.files.push_back(path_);
+    check_playable(path_);
   }
 
  private:
