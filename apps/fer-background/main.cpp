@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
     const std::string source = fer_app::resolve_data_path(data);
     const auto splits = fer::load_dataset(source);
     const auto started = std::chrono::steady_clock::now();
+    options.normalize = fer::parse_input_normalization(fer::load_checkpoint(model, torch::kCPU).meta.model.normalize);
     const auto summary = fer::kmeans_background(fer::images_tensor(splits.train), options);
     fer::add_background_to_checkpoint(model, summary);
     std::printf("%s: stored %lld k-means centroids of %lld training faces of %s (%.1f s)\n", model.c_str(),

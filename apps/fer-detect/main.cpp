@@ -8,10 +8,15 @@
 //   fer-detect --photos photos/ --set faces.detector=yunet
 //       runs the configured detector on every photo: recall (largest face with
 //       IoU >= 0.5 to the true box), false faces, milliseconds per photo.
+//   fer-detect --framing --data fer2013.csv.gz [--split train] [--count 3000] [--set faces.detector=yunet]
+//       measures how FER-2013 frames its faces, as the configured detector sees them:
+//       each face enlarged 4x onto a grey canvas, its box and landmarks mapped back
+//       into the 48x48 frame, their means and spreads (docs/live.md, "Framing").
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <opencv2/imgcodecs.hpp>
@@ -161,6 +166,61 @@ int measure_photos(const std::string& dir, const fer::Config& config) {
   return 0;
 }
 
+// Mean and standard deviation of a series of values.
+struct Spread {
+  double sum = 0, sum_sq = 0;
+  int n = 0;
+  void add(double v) { sum += v, sum_sq += v * v, ++n; }
+  double mean() const { return n ? sum / n : 0.0; }
+  double sd() const { return n > 1 ? std::sqrt(std::max(0.0, (sum_sq - sum * sum / n) / (n - 1))) : 0.0; }
+};
+
+int measure_framing(const std::string& data, const std::string& split, int count, unsigned seed, const fer::Config& config) {
+  const auto splits = fer::load_fer2013_csv(data);
+  const fer::Dataset& faces = fer::split_of(splits, fer::parse_split_name(split));
+  if (faces.size() == 0) throw std::runtime_error(data + " has no " + split + " rows");
+  const fer::FaceDetector detector(config.faces);
+  constexpr int kScale = 4, kBorder = 48 * kScale / 2;
+  std::mt19937 rng(seed);
+  std::vector<std::size_t> order(faces.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::shuffle(order.begin(), order.end(), rng);
+  const std::size_t n = std::min<std::size_t>(static_cast<std::size_t>(count), order.size());
+  Spread cx, cy, w, h, side;
+  std::vector<Spread> lx(5), ly(5);
+  const cv::Rect face_region(kBorder, kBorder, 48 * kScale, 48 * kScale);
+  for (std::size_t k = 0; k < n; ++k) {
+    cv::Mat face48(fer::kImageSize, fer::kImageSize, CV_8U, const_cast<std::uint8_t*>(faces.image(order[k]))), big, canvas;
+    cv::resize(face48, big, cv::Size(), kScale, kScale, cv::INTER_CUBIC);
+    cv::copyMakeBorder(big, canvas, kBorder, kBorder, kBorder, kBorder, cv::BORDER_CONSTANT, cv::Scalar(128));
+    if (detector.wants_color()) cv::cvtColor(canvas, canvas, cv::COLOR_GRAY2BGR);
+    const auto found = detector.detect_faces(canvas);
+    if (found.empty() || fer::box_iou(found.front().box, face_region) < 0.3) continue;
+    const auto& f = found.front();
+    auto frame = [&](double v) { return (v - kBorder) / kScale; };  // canvas pixels -> the 48x48 frame
+    cx.add(frame(f.box.x + f.box.width / 2.0));
+    cy.add(frame(f.box.y + f.box.height / 2.0));
+    w.add(f.box.width / double(kScale));
+    h.add(f.box.height / double(kScale));
+    side.add(std::sqrt(double(f.box.width) * f.box.height) / kScale);
+    for (std::size_t p = 0; p < f.landmarks.size() && p < 5; ++p) {
+      lx[p].add(frame(f.landmarks[p].x));
+      ly[p].add(frame(f.landmarks[p].y));
+    }
+  }
+  std::printf("framing of %s %s faces (%zu drawn, seed %u) by %s (%s): %d found\n", data.c_str(), split.c_str(), n, seed,
+              detector.kind().c_str(), detector.model_path().c_str(), cx.n);
+  std::printf("in the 48x48 frame (mean +- sd):\n");
+  std::printf("  box centre x %.2f +- %.2f, y %.2f +- %.2f\n", cx.mean(), cx.sd(), cy.mean(), cy.sd());
+  std::printf("  box width %.2f +- %.2f, height %.2f +- %.2f, sqrt(w*h) %.2f +- %.2f\n", w.mean(), w.sd(), h.mean(), h.sd(),
+              side.mean(), side.sd());
+  const char* names[] = {"right eye", "left eye", "nose tip", "right mouth corner", "left mouth corner"};
+  for (int p = 0; p < 5; ++p)
+    if (lx[p].n)
+      std::printf("  %-18s x %.2f +- %.2f, y %.2f +- %.2f\n", names[p], lx[p].mean(), lx[p].sd(), ly[p].mean(), ly[p].sd());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -171,7 +231,10 @@ int main(int argc, char** argv) {
   unsigned seed = 2013;
   auto* make = app.add_option("--make-photos", make_dir, "Build the photo set into this folder");
   auto* photos = app.add_option("--photos", photos_dir, "Measure the configured detector on this photo set");
+  bool framing = false;
+  auto* framing_flag = app.add_flag("--framing", framing, "Measure where the configured detector puts FER-2013's faces' boxes and landmarks");
   make->excludes(photos);
+  framing_flag->excludes(make)->excludes(photos);
   app.add_option("--data", data, "FER-2013 CSV(.gz) whose PublicTest faces are pasted (else $FER2013_CSV, data/fer2013.csv)");
   app.add_option("--split", split, "Split whose faces are pasted: val (PublicTest: the reported set) or train (a set for choosing thresholds)")
       ->capture_default_str()
@@ -183,9 +246,10 @@ int main(int argc, char** argv) {
   if (const auto status = fer_app::parse_command_line(app, argc, argv)) return *status;
   return fer_app::run_main([&] {
     if (!make_dir.empty()) return make_photos(make_dir, fer_app::resolve_data_path(data), split, count, seed);
-    if (photos_dir.empty()) throw std::runtime_error("give --make-photos DIR or --photos DIR");
+    if (photos_dir.empty() && !framing) throw std::runtime_error("give --make-photos DIR, --photos DIR or --framing");
     fer::Config config = config_path.empty() ? fer::Config{} : fer::load_config(config_path);
     for (const auto& o : overrides) fer::apply_override(config, o);
+    if (framing) return measure_framing(fer_app::resolve_data_path(data), split, count, seed, config);
     return measure_photos(photos_dir, config);
   });
 }

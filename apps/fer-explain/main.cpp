@@ -21,7 +21,7 @@ namespace fs = std::filesystem;
 
 // --background N: drawn (seeded) from the training split of --data, or of a CSV among the inputs.
 fer::BackgroundSummary drawn_background(std::size_t count, std::string source, const std::vector<std::string>& inputs,
-                                        std::uint64_t seed) {
+                                        std::uint64_t seed, fer::InputNormalization normalize) {
   for (const auto& in : inputs)
     if (source.empty() && !fs::is_directory(in) && in.find(".csv") != std::string::npos) source = in;
   source = fer_app::resolve_data_path(source);
@@ -30,13 +30,15 @@ fer::BackgroundSummary drawn_background(std::size_t count, std::string source, c
   const auto refs = fer::sample_background(splits.train, count, seed);
   std::fprintf(stderr, "background: %zu images drawn from the training split of %s (seed %llu)\n", refs.size(),
                source.c_str(), static_cast<unsigned long long>(seed));
-  return fer::background_from_images(refs);
+  return fer::background_from_images(refs, normalize);
 }
 
 // --background model (the default): the checkpoint's k-means summary; a
 // checkpoint without one falls back to 100 drawn images.
 fer::BackgroundSummary choose_background(const std::string& choice, const std::string& model, const std::string& data,
                                          const std::vector<std::string>& inputs, std::uint64_t seed) {
+  // References are model inputs: normalised as the model's are.
+  const auto normalize = fer::parse_input_normalization(fer::load_checkpoint(model, torch::kCPU).meta.model.normalize);
   if (choice == "model") {
     if (auto stored = fer::load_background(model)) {
       std::fprintf(stderr, "background: %lld k-means centroids of %lld training faces, stored in %s\n",
@@ -45,7 +47,7 @@ fer::BackgroundSummary choose_background(const std::string& choice, const std::s
     }
     std::fprintf(stderr, "%s has no stored background (add one with fer-background); drawing 100 images\n", model.c_str());
     try {
-      return drawn_background(100, data, inputs, seed);
+      return drawn_background(100, data, inputs, seed, normalize);
     } catch (const std::exception& e) {
       throw std::runtime_error(std::string(e.what()) + "\n(" + model +
                                " stores no SHAP background: add one with `fer-background --model " + model +
@@ -53,13 +55,13 @@ fer::BackgroundSummary choose_background(const std::string& choice, const std::s
     }
   }
   const bool is_count = !choice.empty() && choice.find_first_not_of("0123456789") == std::string::npos;
-  if (is_count) return drawn_background(std::stoul(choice), data, inputs, seed);
+  if (is_count) return drawn_background(std::stoul(choice), data, inputs, seed, normalize);
   fer::Dataset refs;
   const auto splits = fer::load_dataset(choice);
   for (const auto* d : {&splits.train, &splits.val, &splits.test})
     for (std::size_t i = 0; i < d->size(); ++i) refs.add(d->image(i), d->labels[i], d->sources[i]);
   std::fprintf(stderr, "background: %zu images from %s\n", refs.size(), choice.c_str());
-  return fer::background_from_images(refs);
+  return fer::background_from_images(refs, normalize);
 }
 
 // --shard K/N, else torchrun's or srun's rank, else the whole batch.

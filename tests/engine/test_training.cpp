@@ -59,6 +59,40 @@ TEST(Training, ResumeContinuesAtTheNextEpochAndMatchesAnUninterruptedRun) {
   EXPECT_EQ(best.meta.model.filters, (std::vector<int64_t>{8, 16, 32}));
 }
 
+// model.weights: a new run starts from a checkpoint's weights (at a vanishing
+// learning rate they come out unchanged) and records its own normalisation; a
+// checkpoint of other sizes is refused by the key's name.
+TEST(Training, ModelWeightsStartARunFromACheckpointUnderItsOwnNormalisation) {
+  SyntheticData data;
+  fer_test::TempDir runs;
+  auto config = training_config(data.csv);
+  config.train.epochs = 1;
+  fer::train({config, runs / "source", false});
+  auto tuned = config;
+  tuned.model.weights = runs / "source/best.pt";
+  tuned.data.normalize = "equalize";
+  tuned.train.lr = 1e-12;
+  fer::train({tuned, runs / "tuned", false});
+  const auto source = fer::load_checkpoint(runs / "source/best.pt", torch::kCPU);
+  const auto started = fer::load_checkpoint(runs / "tuned/best.pt", torch::kCPU);
+  EXPECT_EQ(source.meta.model.normalize, "none");
+  EXPECT_EQ(started.meta.model.normalize, "equalize");
+  EXPECT_EQ(started.model->input_normalization(), fer::InputNormalization::equalize);
+  const auto a = source.model->named_parameters(), b = started.model->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& p : a) EXPECT_TRUE(torch::allclose(p.value(), b[p.key()], 0, 1e-6)) << p.key();
+
+  auto other = tuned;
+  other.model.dense_units = 32;
+  try {
+    fer::train({other, runs / "other", false});
+    FAIL() << "weights of another size were accepted";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("model.weights"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("dense_units"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Training, ResumeRefusesADifferentConfigAndFreshRunsRefuseToOverwrite) {
   SyntheticData data;
   fer_test::TempDir runs;

@@ -123,17 +123,21 @@ TEST(Yunet, TheModelIsFoundBesideTheProgramOrWhereConfigured) {
   }
 }
 
-TEST(FaceDetector, AlignmentWithoutLandmarksIsAConfigError) {
+TEST(FaceDetector, HaarWithAlignmentCropsSquareWithoutLandmarks) {
   fer::FacesConfig config;
-  config.align = true;
-  try {
-    fer::FaceDetector detector(config);
-    FAIL() << "expected an error";
-  } catch (const std::runtime_error& e) {
-    EXPECT_NE(std::string(e.what()).find("faces.align"), std::string::npos) << e.what();
-  }
-  config.detector = "yunet";
+  config.detector = "haar";
+  config.align = true;  // the default: align where the detector gives landmarks
   EXPECT_NO_THROW(fer::FaceDetector{config});
+  fer::Face face;
+  face.box = cv::Rect(40, 50, 60, 60);
+  const cv::Matx23d m = fer::face_crop_transform(face, config);
+  const auto framing = fer::fer2013_box_framing("haar");
+  EXPECT_NEAR(m(0, 0), framing.side / 60.0, 1e-9);  // square: one scale, no rotation
+  EXPECT_NEAR(m(1, 1), framing.side / 60.0, 1e-9);
+  EXPECT_EQ(m(0, 1), 0.0);
+  EXPECT_NEAR(m(0, 0) * 70 + m(0, 2), framing.centre.x, 1e-6);  // the box centre lands on FER-2013's
+  EXPECT_NEAR(m(1, 1) * 80 + m(1, 2), framing.centre.y, 1e-6);
+  EXPECT_THROW(fer::fer2013_box_framing("mtcnn"), std::invalid_argument);
 }
 
 // Frames of the real clip, every `step`-th.
@@ -218,7 +222,7 @@ TEST(FaceInput, EyeRollIsTheAngleFromTheRightEyeToTheLeft) {
 // A textured "face" rotated by 25 degrees about its box centre, with its eye
 // landmarks rotated alike: the aligned crop matches the upright crop far more
 // closely than the unaligned one does.
-TEST(FaceInput, AlignmentUndoesARotationOfTheEyes) {
+TEST(FaceInput, BoxFramingAlignmentUndoesARotationOfTheEyes) {
   cv::Mat upright(200, 200, CV_8U, cv::Scalar(128));
   cv::rectangle(upright, cv::Rect(60, 60, 80, 80), cv::Scalar(200), cv::FILLED);
   cv::rectangle(upright, cv::Rect(70, 80, 20, 10), cv::Scalar(20), cv::FILLED);   // eyes
@@ -240,6 +244,7 @@ TEST(FaceInput, AlignmentUndoesARotationOfTheEyes) {
   EXPECT_NEAR(fer::eye_roll_degrees(face), angle, 1e-3);
 
   fer::FacesConfig config;
+  config.framing = "box";
   config.margin = 0.1;
   const auto reference = fer::face_input(upright, face.box, config.margin);
   config.align = true;
@@ -253,6 +258,101 @@ TEST(FaceInput, AlignmentUndoesARotationOfTheEyes) {
   };
   EXPECT_LT(mean_abs_diff(aligned), 3.0);
   EXPECT_GT(mean_abs_diff(unaligned), 4 * mean_abs_diff(aligned));
+}
+
+TEST(FaceInput, SimilarityTransformRecoversARotationScaleAndShiftWorkedByHand) {
+  // q = 2 * (rotation by 90 degrees) * p + (5, -3): a = 0, b = 2.
+  const std::vector<cv::Point2f> from{{0, 0}, {1, 0}, {0, 1}, {3, 2}};
+  std::vector<cv::Point2f> to;
+  for (const auto& p : from) to.emplace_back(-2 * p.y + 5, 2 * p.x - 3);
+  const cv::Matx23d m = fer::similarity_transform(from, to);
+  const cv::Matx23d expected(0, -2, 5, 2, 0, -3);
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 3; ++c) EXPECT_NEAR(m(r, c), expected(r, c), 1e-9) << r << "," << c;
+  // Points off a similarity: the least-squares fit, still without reflection or shear.
+  const cv::Matx23d fit = fer::similarity_transform({{0, 0}, {2, 0}, {0, 2}}, {{0, 0}, {2, 0}, {0, -2}});
+  EXPECT_NEAR(fit(0, 0), fit(1, 1), 1e-12);
+  EXPECT_NEAR(fit(0, 1), -fit(1, 0), 1e-12);
+  EXPECT_THROW(fer::similarity_transform({{1, 1}, {1, 1}}, {{0, 0}, {1, 1}}), std::invalid_argument);
+  EXPECT_THROW(fer::similarity_transform({{1, 1}}, {{0, 0}}), std::invalid_argument);
+}
+
+// A round face in a tall box (YuNet's boxes are about 2:3) stays round in the
+// fer2013 crop; the old box framing stretched it.
+TEST(FaceInput, SquareCropsNeverStretchAFace) {
+  cv::Mat image(240, 240, CV_8U, cv::Scalar(30));
+  cv::circle(image, cv::Point(120, 120), 40, cv::Scalar(220), cv::FILLED, cv::LINE_AA);
+  fer::Face face;
+  face.box = cv::Rect(90, 75, 60, 90);
+  auto extent = [](const std::vector<std::uint8_t>& crop) {  // the bright disc's width and height in the crop
+    cv::Mat m(48, 48, CV_8U, const_cast<std::uint8_t*>(crop.data()));
+    const cv::Rect r = cv::boundingRect(m > 125);
+    return cv::Size(r.width, r.height);
+  };
+  for (const char* detector : {"haar", "yunet"}) {
+    fer::FacesConfig config;
+    config.detector = detector;
+    const auto square = extent(fer::face_input(image, face, config));
+    EXPECT_NEAR(square.width, square.height, 1) << detector;
+    config.framing = "box";
+    const auto stretched = extent(fer::face_input(image, face, config));
+    EXPECT_GT(stretched.width, 1.3 * stretched.height) << detector;
+  }
+}
+
+// Five landmarks placed on FER-2013's template, then moved by a rotation, scale
+// and shift: the aligned crop maps them back onto the template.
+TEST(FaceInput, LandmarkAlignmentPutsAMovedTemplateBackOnFer2013sMeanPositions) {
+  const auto& template_points = fer::fer2013_landmarks();
+  const double angle = 0.4, scale = 3.5;
+  fer::Face face;
+  for (const auto& p : template_points)
+    face.landmarks.emplace_back(static_cast<float>(scale * (std::cos(angle) * p.x - std::sin(angle) * p.y) + 200),
+                                static_cast<float>(scale * (std::sin(angle) * p.x + std::cos(angle) * p.y) + 90));
+  face.box = cv::boundingRect(face.landmarks);
+  fer::FacesConfig config;
+  config.detector = "yunet";
+  const cv::Matx23d m = fer::face_crop_transform(face, config);
+  for (std::size_t i = 0; i < 5; ++i) {
+    const cv::Vec2d q = m * cv::Vec3d(face.landmarks[i].x, face.landmarks[i].y, 1);
+    EXPECT_NEAR(q[0], template_points[i].x, 1e-3);
+    EXPECT_NEAR(q[1], template_points[i].y, 1e-3);
+  }
+  config.align = false;  // landmarks ignored: the square box crop, unrotated
+  EXPECT_EQ(fer::face_crop_transform(face, config)(0, 1), 0.0);
+}
+
+// A face turned aside: its eyes and mouth corners draw together across the
+// face, its height does not. The crop keeps the upright face's scale.
+TEST(FaceInput, AFaceTurnedAsideIsNotZoomedIn) {
+  const auto& t = fer::fer2013_landmarks();
+  fer::Face frontal, turned;
+  const float axis = (t[0].x + t[1].x) / 2;
+  for (const auto& p : t) {
+    frontal.landmarks.emplace_back(4 * p.x + 100, 4 * p.y + 50);
+    turned.landmarks.emplace_back(4 * (axis + 0.6f * (p.x - axis)) + 100, 4 * p.y + 50);
+  }
+  frontal.box = cv::boundingRect(frontal.landmarks);
+  turned.box = cv::boundingRect(turned.landmarks);
+  fer::FacesConfig config;
+  config.detector = "yunet";
+  const cv::Matx23d a = fer::face_crop_transform(frontal, config), b = fer::face_crop_transform(turned, config);
+  EXPECT_NEAR(std::hypot(a(0, 0), a(1, 0)), 0.25, 1e-6);
+  EXPECT_NEAR(std::hypot(b(0, 0), b(1, 0)), 0.25, 0.01);
+}
+
+// A face five times the crop's size is area-averaged before sampling: one-pixel
+// stripes average to grey instead of aliasing into coarse bands.
+TEST(FaceInput, ALargeFaceIsShrunkByAreaNotAliased) {
+  cv::Mat image(400, 400, CV_8U);
+  for (int x = 0; x < image.cols; ++x) image.col(x).setTo(x % 2 ? 255 : 0);
+  fer::Face face;
+  face.box = cv::Rect(80, 80, 240, 240);
+  const auto crop = fer::face_input(image, face, fer::FacesConfig{});
+  cv::Scalar mean, sd;
+  cv::meanStdDev(cv::Mat(48, 48, CV_8U, const_cast<std::uint8_t*>(crop.data())), mean, sd);
+  EXPECT_NEAR(mean[0], 127.5, 8);
+  EXPECT_LT(sd[0], 12);
 }
 
 TEST(LiveWithYunet, TheClipRunsEndToEndWithFacesAndTracks) {

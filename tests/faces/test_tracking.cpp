@@ -106,6 +106,7 @@ TEST(FaceCrop, GrowsByTheMarginClipsToTheImageAndResizesTo48) {
 
 TEST(FaceDetector, FindsTheCascadeOrNamesWhereItLooked) {
   fer::FacesConfig config;
+  config.detector = "haar";
   config.cascade = "/nonexistent/cascade.xml";
   try {
     fer::FaceDetector d(config);

@@ -41,6 +41,7 @@
 #include "fer/data/augment.h"
 #include "fer/data/dataset.h"
 #include "fer/data/ferplus.h"
+#include "fer/data/input_normalization.h"
 #include "fer/data/sampler.h"
 #include "fer/deploy/export.h"
 #include "fer/distributed/distributed.h"

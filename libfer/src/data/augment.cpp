@@ -22,6 +22,7 @@ AugmentOptions AugmentOptions::from_config(const AugmentConfig& c) {
   o.zoom = c.zoom;
   o.brightness = c.brightness;
   o.contrast = c.contrast;
+  o.gamma = c.gamma;
   o.crop_padding = c.crop_padding;
   o.erase_prob = c.erase_prob;
   return o;
@@ -69,6 +70,10 @@ torch::Tensor adjust_brightness_contrast(const torch::Tensor& x, const torch::Te
   return ((y - mean) * k + mean).clamp(0.0, 1.0);
 }
 
+torch::Tensor adjust_gamma(const torch::Tensor& x, const torch::Tensor& gamma) {
+  return x.clamp_min(0).pow(gamma.to(x.options()).view({-1, 1, 1, 1}));
+}
+
 torch::Tensor augment_batch(const torch::Tensor& x, const AugmentOptions& o, torch::Generator& gen) {
   TORCH_CHECK(x.dim() == 4 && x.is_floating_point(), "augment_batch expects a float [B,C,H,W] batch, got ",
               x.sizes());
@@ -94,6 +99,11 @@ torch::Tensor augment_batch(const torch::Tensor& x, const AugmentOptions& o, tor
     const auto contrast = 1.0 + (u_contrast * 2 - 1) * o.contrast;
     y = adjust_brightness_contrast(y, brightness, contrast);
   }
+  if (o.gamma > 0) {
+    const auto log_gamma = (torch::rand({n}, gen, cpu) * 2 - 1) * std::log1p(o.gamma);
+    y = adjust_gamma(y, log_gamma.exp());
+  }
+  y = normalize_input(y, o.normalize);
   // Draws beyond the paper's five happen only when these are on, so the
   // paper's recipe sees the same random stream as before they existed.
   if (o.crop_padding > 0 || o.crop_size < x.size(3))

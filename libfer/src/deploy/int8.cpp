@@ -252,7 +252,9 @@ void save_int8(const std::string& path, const LoadedCheckpoint& checkpoint, cons
     throw std::invalid_argument("int8 export: the calibration images must be a non-empty uint8 [N,48,48] tensor");
   const std::string engine = use_quantized_engine();
   auto steps = int8_steps(deploy::layer_chain(*checkpoint.model));
-  calibrate(steps, calibration_u8.to(torch::kCPU), checkpoint.meta.model.input_size);
+  // Calibrated on what the model sees: its normalised inputs.
+  const auto normalize = parse_input_normalization(checkpoint.meta.model.normalize);
+  calibrate(steps, normalize_input(calibration_u8.to(torch::kCPU), normalize), checkpoint.meta.model.input_size);
 
   torch::jit::Module module("__torch__.libfer.Int8Classifier");
   std::ostringstream code;

@@ -140,11 +140,18 @@ int64_t crop_offset(const LoadedCheckpoint& checkpoint, const ExportOptions& opt
   return (options.image_size - size) / 2;
 }
 
+static std::string input_description(const std::string& normalize) {
+  const std::string scaled = "float pixels / 255 in [0,1]; centre-cropped to the model's input_size inside";
+  if (parse_input_normalization(normalize) == InputNormalization::none) return scaled;
+  return "each 48x48 uint8 face histogram-equalised first (OpenCV's equalizeHist; normalize: " + normalize + "), then " +
+         scaled;
+}
+
 nlohmann::json export_metadata(const LoadedCheckpoint& checkpoint, const ExportOptions& options) {
   auto meta = checkpoint.meta.to_json();
   meta["export"] = {{"input", kInputName},
                     {"input_shape", {"N", checkpoint.meta.model.in_channels, options.image_size, options.image_size}},
-                    {"input_description", "float pixels / 255 in [0,1]; centre-cropped to the model's input_size inside"},
+                    {"input_description", input_description(checkpoint.meta.model.normalize)},
                     {"output", export_output_name(options.output)},
                     {"output_shape", {"N", checkpoint.meta.model.num_classes}}};
   return meta;

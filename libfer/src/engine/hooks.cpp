@@ -93,7 +93,8 @@ void EvalHook::after_epoch(TrainerBase& trainer) {
   for (int64_t start = 0; start < n; start += batch_size_) {
     const auto idx = torch::arange(start, std::min(n, start + batch_size_),
                                    torch::TensorOptions(torch::kInt64).device(val_.images.device()));
-    auto x = center_crop(to_model_input(val_.images, idx, t.device()), o.augment.crop_size);
+    auto x = center_crop(normalize_input(to_model_input(val_.images, idx, t.device()), o.augment.normalize),
+                         o.augment.crop_size);
     if (o.channels_last) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
     const auto y = val_.labels.index_select(0, idx).to(t.device());
     torch::Tensor logits;
@@ -278,6 +279,13 @@ DistillationHook::DistillationHook(Classifier teacher, int64_t teacher_input_siz
 
 void DistillationHook::before_train(TrainerBase& trainer) {
   auto& t = supervised(trainer);
+  // The teacher sees the student's batches, normalised the student's way.
+  if (teacher_->input_normalization() != t.options().augment.normalize)
+    throw std::invalid_argument(fmt::format(
+        "the teacher {} was trained on inputs normalised '{}' but the student's are '{}' (data.normalize); "
+        "distil from a teacher with the same normalisation",
+        source_, input_normalization_name(teacher_->input_normalization()),
+        input_normalization_name(t.options().augment.normalize)));
   teacher_->to(t.device());
   if (t.options().channels_last) use_channels_last(*teacher_);
   teacher_->eval();

@@ -73,7 +73,7 @@ BackgroundSummary kmeans_background(const torch::Tensor& images, const KmeansOpt
     throw std::invalid_argument("kmeans_background: " + std::to_string(n) + " faces, fewer than min_cluster_faces (" +
                                 std::to_string(options.min_cluster_faces) + ")");
   torch::NoGradGuard no_grad;
-  const auto x = images.reshape({n, -1}).to(torch::kFloat32) / 255.0;
+  const auto x = normalize_input(images, options.normalize).reshape({n, -1}).to(torch::kFloat32) / 255.0;
   const auto x_sq = x.pow(2).sum(1);
   std::mt19937_64 rng(options.seed);
   auto centroids = kmeans_plus_plus(x, x_sq, std::min<int64_t>(options.k, n), rng);
@@ -114,14 +114,13 @@ Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t 
   return out;
 }
 
-BackgroundSummary background_from_images(const Dataset& images) {
+BackgroundSummary background_from_images(const Dataset& images, InputNormalization normalize) {
   const auto n = static_cast<int64_t>(images.size());
   if (n == 0) throw std::invalid_argument("background_from_images: no images");
   BackgroundSummary out;
-  out.centroids = torch::from_blob(const_cast<std::uint8_t*>(images.pixels.data()), {n, 1, kImageSize, kImageSize},
-                                   torch::kUInt8)
-                      .to(torch::kFloat32) /
-                  255.0;
+  const auto pixels = torch::from_blob(const_cast<std::uint8_t*>(images.pixels.data()), {n, 1, kImageSize, kImageSize},
+                                       torch::kUInt8);
+  out.centroids = normalize_input(pixels, normalize).to(torch::kFloat32) / 255.0;
   out.faces = n;
   return out;
 }

@@ -128,8 +128,25 @@ std::size_t FaceExplainer::group_size() const {
   return static_cast<std::size_t>(shap_->images_per_pass(classes));
 }
 
-std::vector<FaceExplanation> FaceExplainer::explain(const std::vector<std::vector<float>>& images,
+namespace {
+// The faces as the model sees them (its input normalisation): what the maps explain.
+std::vector<std::vector<float>> model_inputs(const std::vector<std::vector<float>>& faces, InputNormalization mode) {
+  if (mode == InputNormalization::none) return faces;
+  std::vector<std::vector<float>> out;
+  out.reserve(faces.size());
+  for (const auto& face : faces) {
+    const auto n = static_cast<int64_t>(face.size());
+    const auto x = torch::from_blob(const_cast<float*>(face.data()), {1, 1, 1, n}, torch::kFloat32);
+    const auto y = normalize_input(x, mode).contiguous();
+    out.emplace_back(y.data_ptr<float>(), y.data_ptr<float>() + n);
+  }
+  return out;
+}
+}  // namespace
+
+std::vector<FaceExplanation> FaceExplainer::explain(const std::vector<std::vector<float>>& faces,
                                                     const std::vector<std::uint64_t>& seeds) {
+  const auto images = model_inputs(faces, loaded_.model->input_normalization());
   if (seeds.size() != images.size())
     throw std::invalid_argument(fmt::format("{} seeds for {} images", seeds.size(), images.size()));
   std::vector<FaceExplanation> out(images.size());

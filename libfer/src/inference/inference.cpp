@@ -85,10 +85,11 @@ std::vector<torch::Tensor> batch_view_probabilities(ClassifierImpl& model, const
   return probabilities;
 }
 
-// Calls `per_batch(x)` with each batch of model inputs, advancing the progress bar.
+// Calls `per_batch(x)` with each batch of `model`'s inputs (normalised as it
+// expects), advancing the progress bar.
 template <typename PerBatch>
-void for_each_batch(const torch::Tensor& images_u8, const torch::Device& device, const PredictOptions& options,
-                    PerBatch per_batch) {
+void for_each_batch(const ClassifierImpl& model, const torch::Tensor& images_u8, const torch::Device& device,
+                    const PredictOptions& options, PerBatch per_batch) {
   TORCH_CHECK(images_u8.dim() == 3 && images_u8.scalar_type() == torch::kUInt8,
               "predict_probabilities expects uint8 images [N,H,W], got ", images_u8.sizes());
   TORCH_CHECK(options.batch_size > 0, "batch_size must be > 0");
@@ -98,7 +99,7 @@ void for_each_batch(const torch::Tensor& images_u8, const torch::Device& device,
   for (int64_t start = 0; start < n; start += options.batch_size) {
     const int64_t end = std::min(n, start + options.batch_size);
     const auto idx = torch::arange(start, end, torch::kInt64).to(images_u8.device());
-    per_batch(to_model_input(images_u8, idx, device));
+    per_batch(normalize_input(to_model_input(images_u8, idx, device), model.input_normalization()));
     if (bar) bar->advance(end - start, end - start);
   }
   if (bar) bar->finish();
@@ -110,7 +111,7 @@ torch::Tensor predict_probabilities(ClassifierImpl& model, const torch::Tensor& 
   torch::NoGradGuard no_grad;
   model.eval();
   std::vector<torch::Tensor> chunks;
-  for_each_batch(images_u8, device, options, [&](const torch::Tensor& x) {
+  for_each_batch(model, images_u8, device, options, [&](const torch::Tensor& x) {
     // The views' mean is taken on the device, batch by batch.
     const auto mean = mean_probabilities(batch_view_probabilities(model, x, device, options));
     chunks.push_back(mean.to(torch::kCPU, torch::kFloat32));
@@ -124,7 +125,7 @@ std::vector<torch::Tensor> predict_view_probabilities(ClassifierImpl& model, con
   torch::NoGradGuard no_grad;
   model.eval();
   std::vector<std::vector<torch::Tensor>> chunks;  // [view][batch]
-  for_each_batch(images_u8, device, options, [&](const torch::Tensor& x) {
+  for_each_batch(model, images_u8, device, options, [&](const torch::Tensor& x) {
     const auto views = batch_view_probabilities(model, x, device, options);
     chunks.resize(views.size());
     for (std::size_t v = 0; v < views.size(); ++v) chunks[v].push_back(views[v].to(torch::kCPU, torch::kFloat32));

@@ -63,7 +63,7 @@ CropModel checkpoint_model(const std::string& checkpoint, const Config& config, 
     const auto p = predict_probabilities(*loaded->model, images, device, predict).contiguous();
     return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
   };
-  m.description = {{"model", checkpoint}, {"backend", "libtorch"}};
+  m.description = {{"model", checkpoint}, {"backend", "libtorch"}, {"normalize", loaded->meta.model.normalize}};
   return m;
 }
 
@@ -87,21 +87,32 @@ CropModel onnx_model(const std::string& path) {
     throw std::runtime_error("'" + path + "' takes " + meta.at("export").at("input_shape").at(2).dump() +
                              " px images; fer-live feeds 48 (fer-export --image-size 48)");
   const bool logits = meta.at("export").at("output") == "logits";
+  const std::string normalize = meta.at("model").value("normalize", std::string("none"));
+  const bool equalize = parse_input_normalization(normalize) == InputNormalization::equalize;
   auto net = std::make_shared<cv::dnn::Net>(cv::dnn::readNetFromONNX(path));
   CropModel m;
   m.class_names = meta.at("class_names").get<std::vector<std::string>>();
-  m.probabilities = [net, logits, classes = m.class_names.size()](const std::vector<std::uint8_t>& crops, int64_t n) {
+  m.probabilities = [net, logits, equalize, classes = m.class_names.size()](const std::vector<std::uint8_t>& crops,
+                                                                             int64_t n) {
     const int shape[] = {static_cast<int>(n), 1, kImageSize, kImageSize};
     cv::Mat blob(4, shape, CV_32F);
-    cv::Mat(1, static_cast<int>(crops.size()), CV_8U, const_cast<std::uint8_t*>(crops.data()))
-        .convertTo(cv::Mat(1, static_cast<int>(crops.size()), CV_32F, blob.ptr<float>()), CV_32F, 1.0 / 255);
+    cv::Mat pixels(1, static_cast<int>(crops.size()), CV_8U, const_cast<std::uint8_t*>(crops.data()));
+    // equalize_histogram's mapping, by OpenCV (tests hold the two equal).
+    if (equalize) {
+      pixels = pixels.clone();
+      for (int64_t i = 0; i < n; ++i) {
+        cv::Mat face(kImageSize, kImageSize, CV_8U, pixels.ptr<std::uint8_t>() + i * kImagePixels);
+        cv::equalizeHist(face, face);
+      }
+    }
+    pixels.convertTo(cv::Mat(1, static_cast<int>(crops.size()), CV_32F, blob.ptr<float>()), CV_32F, 1.0 / 255);
     net->setInput(blob);
     const cv::Mat out = net->forward();
     std::vector<float> p(out.ptr<float>(), out.ptr<float>() + n * static_cast<int64_t>(classes));
     if (logits) softmax_rows(p, classes);
     return p;
   };
-  m.description = {{"model", path}, {"backend", "opencv_dnn"}};
+  m.description = {{"model", path}, {"backend", "opencv_dnn"}, {"normalize", normalize}};
   return m;
 }
 

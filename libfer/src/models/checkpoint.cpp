@@ -77,23 +77,28 @@ LoadedCheckpoint load_export(const std::string& path, torch::jit::Module module,
   module.eval();
   module.to(device);
   out.model = std::make_shared<ExportedClassifierImpl>(std::move(module), record.at("output") == "probabilities");
+  out.model->set_input_normalization(parse_input_normalization(out.meta.model.normalize));
   return out;
 }
 
 }  // namespace
 
-nlohmann::json CheckpointMeta::preprocessing() {
+nlohmann::json CheckpointMeta::preprocessing(const std::string& normalize) {
+  const bool equalize = parse_input_normalization(normalize) == InputNormalization::equalize;
   return {{"color", "grayscale"},
           {"layout", "NCHW"},
           {"height", 48},
           {"width", 48},
+          {"normalize", normalize},
           {"scale", 1.0 / 255.0},
-          {"description", "uint8 pixels divided by 255; no mean/std normalisation; output is logits"}};
+          {"description", equalize ? "each 48x48 uint8 image histogram-equalised (OpenCV's equalizeHist), then divided "
+                                     "by 255; no mean/std normalisation; output is logits"
+                                   : "uint8 pixels divided by 255; no mean/std normalisation; output is logits"}};
 }
 
 nlohmann::json CheckpointMeta::to_json() const {
   return {{"format", kFormat},         {"format_version", kFormatVersion}, {"model", model.to_json()},
-          {"class_names", class_names}, {"preprocessing", preprocessing()}, {"info", info}};
+          {"class_names", class_names}, {"preprocessing", preprocessing(model.normalize)}, {"info", info}};
 }
 
 CheckpointMeta CheckpointMeta::from_json(const nlohmann::json& j) {

@@ -11,7 +11,7 @@ namespace fer {
 nlohmann::json ModelOptions::to_json() const {
   return {{"architecture", architecture}, {"in_channels", in_channels},   {"input_size", input_size},
           {"num_classes", num_classes},   {"filters", filters},           {"dense_units", dense_units},
-          {"conv_dropout", conv_dropout}, {"dense_dropout", dense_dropout}};
+          {"conv_dropout", conv_dropout}, {"dense_dropout", dense_dropout}, {"normalize", normalize}};
 }
 
 ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
@@ -28,6 +28,12 @@ ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
   o.dense_units = need("dense_units").get<int64_t>();
   o.conv_dropout = need("conv_dropout").get<double>();
   o.dense_dropout = need("dense_dropout").get<double>();
+  o.normalize = j.value("normalize", std::string("none"));
+  try {
+    parse_input_normalization(o.normalize);
+  } catch (const std::invalid_argument& e) {
+    throw std::runtime_error(std::string("model options: normalize: ") + e.what());
+  }
   return o;
 }
 
@@ -147,7 +153,9 @@ Classifier make_model(const ModelOptions& options) {
     for (const auto& n : architecture_names()) known += (known.empty() ? "" : ", ") + n;
     throw std::invalid_argument("unknown architecture '" + options.architecture + "' (known: " + known + ")");
   }
-  return factory(options);
+  Classifier model = factory(options);
+  model->set_input_normalization(parse_input_normalization(options.normalize));
+  return model;
 }
 
 int64_t count_parameters(const torch::nn::Module& module) {

@@ -28,6 +28,7 @@ struct DataConfig {
   std::string votes;                // FER+'s fer2013new.csv, paired row by row with data.path's fer2013.csv
   bool ferplus_unknown = false;     // FER+: 'unknown' as a class of its own
   bool ferplus_as_fer2013 = false;  // FER+: FER-2013's seven classes (contempt's votes dropped)
+  std::string normalize = "none";   // the model's input normalisation: none | equalize (stored in its checkpoint)
 };
 
 struct ModelConfig {
@@ -36,6 +37,7 @@ struct ModelConfig {
   int dense_units = 1024;
   double conv_dropout = 0.25;
   double dense_dropout = 0.5;
+  std::string weights;          // start from this checkpoint or shipped model (same architecture and classes); empty: random
 };
 
 struct AugmentConfig {
@@ -45,6 +47,7 @@ struct AugmentConfig {
   double zoom = 0.1;
   double brightness = 0.2;
   double contrast = 0.2;
+  double gamma = 0.0;          // gamma drawn log-uniformly in [1/(1+g), 1+g] (0 = off)
   int crop_size = 48;          // random crops of this size; the model's input size follows (48 = none)
   int crop_padding = 0;        // pad by this many pixels (edge) and crop back: shifts at any crop size
   double erase_prob = 0.0;     // random erasing (torchvision's RandomErasing scales and ratios)
@@ -107,14 +110,15 @@ struct FacesConfig {
   double scale_factor = 1.1;
   int min_neighbors = 5;
   int min_size = 40;            // pixels of the full image
-  double margin = 0.1;          // crop grows by this share of the box on each side
+  double margin = 0.1;          // framing box: the crop grows by this share of the box on each side
   double detect_scale = 0.75;   // full-image scans run on the image resized by this factor
-  std::string detector = "haar";  // haar (the paper's) or yunet
+  std::string detector = "yunet";  // yunet (found every face of the clip's audience) or haar (the paper's)
   std::string yunet_model;      // empty: yunet_s_<size>_<size>.onnx found automatically
   int yunet_input_size = 320;   // 320 or 640: the fixed input of the ONNX file
   double score_threshold = 0.6; // YuNet: sqrt(cls * obj) a face needs (chosen on Training-face photos: README)
   double nms_threshold = 0.3;   // YuNet: boxes overlapping a better one by more IoU are dropped
-  bool align = false;           // rotate the face so its eyes are level before the 48x48 crop (needs landmarks: yunet)
+  std::string framing = "fer2013";  // fer2013: square crops framed as FER-2013's faces; box: the box + margin, stretched
+  bool align = true;            // with landmarks (yunet): five-point alignment onto FER-2013's mean landmarks
 };
 
 struct LiveConfig {

@@ -8,6 +8,7 @@
 #include <c10/core/Device.h>
 
 #include "fer/config/config.h"
+#include "fer/data/input_normalization.h"
 
 namespace fer {
 
@@ -17,12 +18,15 @@ struct AugmentOptions {
   double zoom = 0.1;           // scale uniform in [1-z, 1+z]
   double brightness = 0.2;     // factor uniform in [1-b, 1+b]
   double contrast = 0.2;       // factor uniform in [1-c, 1+c] around each image's mean
+  double gamma = 0.0;          // x^gamma, gamma log-uniform in [1/(1+g), 1+g]
+  InputNormalization normalize = InputNormalization::none;  // the model's (data.normalize), after the light changes
   int64_t crop_size = 48;      // random crop of this size (centre crop when augmentation is off)
   int64_t crop_padding = 0;    // edge padding before the crop
   double erase_prob = 0.0;     // random erasing
   bool random_crops = true;    // false: centre crops of crop_size
 
   // Augmentation off (augment.enabled false) keeps crop_size: the model's input size.
+  // normalize is data.normalize's, set by the trainer (it applies with augmentation off too).
   static AugmentOptions from_config(const AugmentConfig& c);
 };
 
@@ -34,8 +38,9 @@ struct MixOptions {
   static MixOptions from_config(const AugmentConfig& c);
 };
 
-// Flip, rotation and zoom, brightness and contrast, then the crop (random or
-// centre, when crop_size < W or crop_padding > 0), then random erasing.
+// Flip, rotation and zoom, brightness and contrast, gamma, the input
+// normalisation, then the crop (random or centre, when crop_size < W or
+// crop_padding > 0), then random erasing.
 // Requires x: [B,C,H,W] floating point with values in [0,1].
 // Ensures: [B,C,crop_size,crop_size] (or H,W without a crop), same dtype and device, values in [0,1].
 // Random draws come from `generator` (CPU) so results do not depend on the device.
@@ -55,6 +60,9 @@ at::Tensor rotate_zoom(const at::Tensor& x, const at::Tensor& degrees, const at:
 // x * brightness, then (x - mean) * contrast + mean, clamped to [0,1] ([B] factors).
 at::Tensor adjust_brightness_contrast(const at::Tensor& x, const at::Tensor& brightness,
                                          const at::Tensor& contrast);
+
+// x^gamma per image ([B] factors); x in [0,1] stays in [0,1].
+at::Tensor adjust_gamma(const at::Tensor& x, const at::Tensor& gamma);
 
 // Random crops of `size` after padding each side by `padding` pixels (edge
 // replication), one offset per image drawn from `generator`. Requires

@@ -15,6 +15,7 @@
 #include <string>
 
 #include "fer/data/dataset.h"
+#include "fer/data/input_normalization.h"
 
 namespace fer {
 
@@ -29,6 +30,8 @@ struct KmeansOptions {
   int iterations = 30;         // Lloyd iterations at most (stops earlier when no face changes cluster)
   int min_cluster_faces = 20;  // a smaller cluster is dissolved into its neighbours: no centroid is near one face
   std::uint64_t seed = 0;      // k-means++ seeding
+  // The model's input normalisation: faces are clustered as the model sees them.
+  InputNormalization normalize = InputNormalization::none;
 };
 
 // Clusters `images` ([N,48,48] uint8) with k-means++ seeding and Lloyd
@@ -55,8 +58,10 @@ std::optional<BackgroundSummary> load_background(const std::string& checkpoint);
 // seeded random order); all of them when count >= pool.size().
 Dataset sample_background(const Dataset& pool, std::size_t count, std::uint64_t seed);
 
-// Every image of `images` as an unweighted reference (a drawn sample, or a file).
-BackgroundSummary background_from_images(const Dataset& images);
+// Every image of `images` as an unweighted reference (a drawn sample, or a
+// file), normalised as the model sees its inputs.
+BackgroundSummary background_from_images(const Dataset& images,
+                                         InputNormalization normalize = InputNormalization::none);
 
 // float32 .npy (C order) to and from bytes.
 std::string npy_bytes(const at::Tensor& values);

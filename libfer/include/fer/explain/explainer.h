@@ -94,6 +94,8 @@ class FaceExplainer {
   const std::vector<float>& baseline() const { return baseline_; }
   const std::string& baseline_description() const { return baseline_description_; }
 
+  // The maps explain the network on each image as the checkpoint's input
+  // normalisation leaves it (ModelOptions::normalize; as given for "none").
   // Requires images of 48*48 values in [0,1] and one seed per image (LIME's
   // sampling and the random ranking; else std::invalid_argument). A failure
   // stays with its face (a failed DeepSHAP pass, with every face of the call).

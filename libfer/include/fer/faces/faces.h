@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <opencv2/core.hpp>
+#include <opencv2/core/matx.hpp>
 #include <string>
 #include <vector>
 
@@ -42,8 +43,7 @@ struct Face {
 // share one underlying detector; use one per thread.
 class FaceDetector {
  public:
-  // Throws std::runtime_error when the cascade or model cannot be found or
-  // loaded, or when faces.align is set for a detector without landmarks.
+  // Throws std::runtime_error when the cascade or model cannot be found or loaded.
   explicit FaceDetector(const FacesConfig& config);
 
   // Faces in a gray or BGR image, largest first, boxes in the image's pixels.
@@ -95,11 +95,42 @@ cv::Rect grow_box(const cv::Rect& box, double margin, const cv::Size& bounds);
 std::vector<std::uint8_t> face_input(const cv::Mat& gray, const cv::Rect& box, double margin);
 void face_input(const cv::Mat& gray, const cv::Rect& box, double margin, std::uint8_t* out);
 
-// The model's input for a detected face under the faces.* settings: with
-// faces.align and two eye landmarks, the image is first rotated about the box
-// centre so the eyes are level (edges replicated); otherwise as above.
+// The model's input for a detected face under the faces.* settings.
+// faces.framing fer2013 (the default): a square crop framed as FER-2013 frames
+// its faces (face_crop_transform), sampled bilinearly after an area shrink to
+// the crop's scale, edges replicated. faces.framing box (the crop of libfer
+// before 2026-12; for older records): the box grown by faces.margin and
+// stretched to 48x48 (face_input above), with faces.align rotated about the
+// box centre so the eyes are level.
+// Requires a gray CV_8U image and a box overlapping it; throws std::invalid_argument.
 std::vector<std::uint8_t> face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config);
 void face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config, std::uint8_t* out);
+
+// How FER-2013 frames its faces in 48x48, as a detector sees them: the mean
+// centre and side (sqrt(width * height)) of its boxes on the faces, and
+// YuNet's mean five landmarks (Face::landmarks' order). Measured by
+// `fer-detect --framing` on 3,000 Training faces (docs/live.md, "Framing").
+struct BoxFraming {
+  cv::Point2f centre;
+  float side = 0;
+};
+// "haar" or "yunet"; throws std::invalid_argument for another detector.
+BoxFraming fer2013_box_framing(const std::string& detector);
+const std::vector<cv::Point2f>& fer2013_landmarks();
+
+// The least-squares similarity (rotation, uniform scale and shift; no
+// reflection) taking the points `from` onto `to` (Umeyama's, in 2-D).
+// Requires as many points in each, two or more, `from` not all one point;
+// throws std::invalid_argument.
+cv::Matx23d similarity_transform(const std::vector<cv::Point2f>& from, const std::vector<cv::Point2f>& to);
+
+// Image pixels -> the 48x48 crop of faces.framing fer2013: with faces.align and
+// five landmarks, the similarity taking the midpoint of the eyes and that of
+// the mouth corners onto fer2013_landmarks()' (template alignment: rotation,
+// scale and shift from the face's vertical axis); otherwise a square,
+// unrotated crop that maps the box's centre and side (sqrt(width * height))
+// onto the detector's fer2013_box_framing.
+cv::Matx23d face_crop_transform(const Face& face, const FacesConfig& config);
 
 // The angle in degrees (counter-clockwise, image y down) that levels the eyes:
 // 0 for a face with fewer than two landmarks.

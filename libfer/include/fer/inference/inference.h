@@ -46,7 +46,8 @@ struct PredictOptions {
   std::string progress_label = "predict";
 };
 
-// Requires images_u8 [N,48,48] uint8. Returns softmax probabilities [N,classes]
+// Requires images_u8 [N,48,48] uint8, as cropped (the model's input
+// normalisation is applied here). Returns softmax probabilities [N,classes]
 // as float32 on the CPU (the mean over the TTA views). Puts the model in eval mode.
 at::Tensor predict_probabilities(ClassifierImpl& model, const at::Tensor& images_u8, const c10::Device& device,
                                     const PredictOptions& options = {});
@@ -88,7 +89,9 @@ at::Tensor mean_probabilities(const std::vector<at::Tensor>& probabilities);
 
 // A LIME predictor over `model`: float images [n, 48*48] in [0,1] -> softmax
 // probabilities [n, classes], computed on `device` in `precision`, centre
-// cropped to `input_size`. The model must outlive it.
+// cropped to `input_size`. The images go to the network as given: already
+// normalised as it expects (explainers perturb the normalised face). The model
+// must outlive it.
 BatchPredictor probability_predictor(ClassifierImpl& model, const c10::Device& device,
                                      Precision precision = Precision::fp32, int64_t input_size = 48);
 

@@ -17,7 +17,7 @@ struct CheckpointMeta {
   nlohmann::json info;  // free-form: epoch, validation metrics, config name...
 
   // Preprocessing every checkpoint states explicitly so other tools can feed it.
-  static nlohmann::json preprocessing();
+  static nlohmann::json preprocessing(const std::string& normalize = "none");
   nlohmann::json to_json() const;
   static CheckpointMeta from_json(const nlohmann::json& j);
 };

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "fer/data/input_normalization.h"
+
 namespace fer {
 
 // Everything needed to rebuild an architecture; stored in every checkpoint.
@@ -26,9 +28,12 @@ struct ModelOptions {
   int64_t dense_units = 1024;
   double conv_dropout = 0.25;
   double dense_dropout = 0.5;
+  std::string normalize = "none";  // the photometric normalisation of its inputs (data.normalize; fer/data/input_normalization.h)
 
   nlohmann::json to_json() const;
-  static ModelOptions from_json(const nlohmann::json& j);  // throws std::runtime_error naming the missing key
+  // Throws std::runtime_error naming a missing key or an unknown normalize;
+  // checkpoints older than normalize read as "none".
+  static ModelOptions from_json(const nlohmann::json& j);
 };
 
 // Base of every architecture: maps [B,C,H,W] images to [B,num_classes] logits.
@@ -38,6 +43,14 @@ class ClassifierImpl : public torch::nn::Module {
   // The layers in forward order when forward() is exactly their composition;
   // layer-walking explainers (DeepSHAP) need it. Empty: not sequential.
   virtual std::vector<std::shared_ptr<torch::nn::Module>> sequential_layers() const { return {}; }
+
+  // What every input gets before forward() (ModelOptions::normalize; make_model
+  // and load_checkpoint set it): normalize_input(x, input_normalization()).
+  InputNormalization input_normalization() const { return input_normalization_; }
+  void set_input_normalization(InputNormalization mode) { input_normalization_ = mode; }
+
+ private:
+  InputNormalization input_normalization_ = InputNormalization::none;
 };
 using Classifier = std::shared_ptr<ClassifierImpl>;
 

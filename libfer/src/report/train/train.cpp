@@ -2,6 +2,7 @@
 
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 #include <torch/torch.h>
 
@@ -116,6 +117,7 @@ ModelOptions model_options(const Config& c, int num_classes) {
   o.dense_units = c.model.dense_units;
   o.conv_dropout = c.model.conv_dropout;
   o.dense_dropout = c.model.dense_dropout;
+  o.normalize = c.data.normalize;
   return o;
 }
 
@@ -124,6 +126,7 @@ StepOptions step_options(const Config& cfg, const Dataset& train_split, const to
   StepOptions o;
   o.batch_size = cfg.train.batch_size;
   o.augment = AugmentOptions::from_config(cfg.augment);
+  o.augment.normalize = parse_input_normalization(cfg.data.normalize);
   o.mix = MixOptions::from_config(cfg.augment);
   o.label_smoothing = cfg.train.label_smoothing;
   o.target = parse_train_target(cfg.train.target);
@@ -154,6 +157,33 @@ TrainData val_shard(const Dataset& val, const Communicator& comm, const torch::D
   const auto [begin, end] = shard_range(static_cast<int64_t>(val.size()), comm.rank(), comm.world_size());
   // Sliced on the host: only this rank's share goes to its device.
   return {images_tensor(val).slice(0, begin, end).to(device), labels_tensor(val).slice(0, begin, end).to(device)};
+}
+
+// A new run's model: random, or model.weights' (same architecture, sizes and
+// classes) set to take the run's input normalisation.
+Classifier initial_model(const Config& cfg, const CheckpointMeta& meta, const torch::Device& device, const LogFn& log) {
+  if (cfg.model.weights.empty()) return make_model(meta.model);
+  std::vector<std::string> paths;
+  try {
+    paths = resolve_models(cfg.model.weights);
+  } catch (const std::runtime_error& e) {
+    throw ConfigError(std::string("model.weights: ") + e.what());
+  }
+  if (paths.size() != 1)
+    throw ConfigError(fmt::format("model.weights: {} is an ensemble of {} networks; give one", cfg.model.weights, paths.size()));
+  auto source = load_checkpoint(paths.front(), device);
+  auto theirs = source.meta.model.to_json(), ours = meta.model.to_json();
+  theirs.erase("normalize"), ours.erase("normalize");
+  if (theirs != ours)
+    throw ConfigError(fmt::format("model.weights: {} is {}, the config asks for {}", cfg.model.weights, theirs.dump(), ours.dump()));
+  if (source.meta.class_names != meta.class_names)
+    throw ConfigError(fmt::format("model.weights: {} has the classes [{}], the data [{}]", cfg.model.weights,
+                                  fmt::join(source.meta.class_names, ", "), fmt::join(meta.class_names, ", ")));
+  source.model->set_input_normalization(parse_input_normalization(meta.model.normalize));
+  source.model->train();
+  log(fmt::format("model weights from {} ({}; its inputs normalised '{}', this run's '{}')", cfg.model.weights, paths.front(),
+                  source.meta.model.normalize, meta.model.normalize));
+  return source.model;
 }
 
 // distill.teacher's hook, the teacher loaded on the training device.
@@ -302,6 +332,7 @@ void store_background(const Config& cfg, const Dataset& train, const std::string
   KmeansOptions options;
   options.k = cfg.train.background_k;
   options.seed = static_cast<std::uint64_t>(cfg.train.seed);
+  options.normalize = parse_input_normalization(cfg.data.normalize);
   if (static_cast<int>(train.size()) < options.min_cluster_faces) {
     log.info("no SHAP background stored: {} training faces are too few", train.size());
     return;
@@ -349,7 +380,7 @@ TrainSummary train(const TrainRequest& request) {
   meta.info = {{"config_name", cfg.name}};
   LoadedCheckpoint last;
   if (resuming) last = load_checkpoint(path("last.pt"), device, training_state_blob_names());
-  Classifier model = resuming ? last.model : make_model(meta.model);
+  Classifier model = resuming ? last.model : initial_model(cfg, meta, device, log_line);
   model->to(device);
   if (cfg.train.channels_last) use_channels_last(*model);
   if (cfg.train.sync_batchnorm) use_sync_batchnorm(*model, comm);
