@@ -34,10 +34,13 @@ using fer::threads_or_omp;  // the apps' threads setting (fer/report/runtime.h)
 // The models the apps use when --model is not given (by name, see
 // fer::resolve_models), chosen on PublicTest: the shipped single network with
 // the best accuracy (fer-eval, fer-export), and the best of the paper CNN's
-// size for the apps that run it per face or per pixel (fer-live, fer-explain,
-// fer-background), where the VGG costs 1.8x a live frame and 1.5x an explanation.
+// size for the apps that run it per face or per pixel (fer-explain,
+// fer-background), where the VGG costs 1.8x a live frame and 1.5x an
+// explanation. fer-live's reads histogram-equalised faces: chosen on PublicTest
+// and on the clip's audience in stage light (experiments/fer2013_paper_cnn_equalize).
 inline const char* const kDefaultModel = "vgg_fer_cosine";
 inline const char* const kDefaultSmallModel = "paper_cnn_distill";
+inline const char* const kDefaultLiveModel = "paper_cnn_equalize";
 
 // The one checkpoint of an app that runs a single network (a path or a
 // shipped name, fer::resolve_models): an ensemble is an error naming it

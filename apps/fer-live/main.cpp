@@ -24,7 +24,7 @@ bool display_available() {
 }
 // The command line, bound to the library's options where one exists.
 struct LiveArgs {
-  std::string model = fer_app::kDefaultSmallModel, config_path;
+  std::string model = fer_app::kDefaultLiveModel, config_path;
   std::vector<std::string> overrides;
   bool display = false, no_display = false, no_video = false, no_charts = false;
   fer::LiveOptions options;  // source, out_dir, save_crops, max_frames, loops, device bound

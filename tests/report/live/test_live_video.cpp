@@ -12,6 +12,7 @@
 #include <opencv2/imgproc.hpp>
 #include <opencv2/videoio.hpp>
 #include <set>
+#include <sstream>
 
 #include "fer/config/config.h"
 #include "fer/data/dataset.h"
@@ -517,4 +518,80 @@ TEST(ImageFile, AFailedWriteNamesTheFileAndTheCause) {
     }
   }
   EXPECT_THROW(fer::write_image_file(dir / "x.nosuchformat", noise), std::runtime_error);
+}
+
+namespace {
+// A face of tests/live/data/face_clip_labels.csv: its frames and the box its centre stays in.
+struct LabelledFace {
+  int first = 0, last = 0;
+  std::string name, pose, smiling;
+  cv::Rect centre_region;
+};
+
+// The shipped live default (fer-live's --model default) and what it must keep:
+// it reads 19.5% of the smiling audience's observations as happy (the model
+// before it: none). Issue 47's goal, 80%, is not reached yet.
+const char* const kLiveDefaultFolder = "fer2013_paper_cnn_equalize";
+constexpr double kLiveFoundShare = 0.9;
+constexpr double kLiveHappyShare = 0.15;
+
+std::vector<LabelledFace> clip_labels() {
+  const auto path = fs::path(fer_test::source_dir()) / "tests" / "live" / "data" / "face_clip_labels.csv";
+  std::ifstream in(path);
+  std::vector<LabelledFace> faces;
+  std::string line;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (header) {
+      header = false;
+      continue;
+    }
+    std::vector<std::string> f;
+    std::stringstream fields(line);
+    for (std::string x; std::getline(fields, x, ',');) f.push_back(x);
+    if (f.size() != 9) throw std::runtime_error(path.string() + ": not 9 fields: " + line);
+    const int x0 = std::stoi(f[3]), y0 = std::stoi(f[4]);
+    faces.push_back({std::stoi(f[0]), std::stoi(f[1]), f[2], f[7], f[8],
+                     cv::Rect(x0, y0, std::stoi(f[5]) - x0, std::stoi(f[6]) - y0)});
+  }
+  return faces;
+}
+}  // namespace
+
+// The live default on the real clip against what a person sees in it (the
+// labelled file): every readable face found in nearly every frame it is on
+// screen, and the laughing, smiling audience of the last shot read as happy.
+TEST(LiveClip, TheLiveDefaultFindsTheLabelledFacesAndReadsTheLaughingAudienceAsHappy) {
+  const auto clip = real_clip();
+  if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found";
+  const auto labels = clip_labels();
+  ASSERT_EQ(labels.size(), 9u);
+  TempDir dir;
+  fer::LiveOptions options;  // the default config: YuNet, fer2013 framing, landmark alignment
+  options.source = clip;
+  options.out_dir = dir / "session";
+  options.progress = false;
+  options.write_video = false;
+  options.charts = false;
+  const auto model = (fs::path(fer_test::source_dir()) / "experiments" / kLiveDefaultFolder / "best.pt").string();
+  fer::run_live(model, options);
+  const auto log = fer::read_frames_csv(options.out_dir + "/frames.csv");
+  const auto happy = std::find(log.class_names.begin(), log.class_names.end(), "happy") - log.class_names.begin();
+  int smiling_observations = 0, read_happy = 0;
+  for (const auto& face : labels) {
+    std::set<std::int64_t> frames_found;
+    for (const auto& r : log.records) {
+      if (r.frame < face.first || r.frame > face.last) continue;
+      if (!face.centre_region.contains(cv::Point(r.x + r.width / 2, r.y + r.height / 2))) continue;
+      frames_found.insert(r.frame);
+      if (face.smiling == "yes") ++smiling_observations, read_happy += r.label == happy;
+    }
+    if (face.smiling == "unclear") continue;  // too dark or small for a person to read: not required
+    const double found = static_cast<double>(frames_found.size()) / (face.last - face.first + 1);
+    EXPECT_GE(found, kLiveFoundShare) << face.name << " (frames " << face.first << "-" << face.last << ")";
+  }
+  ASSERT_GT(smiling_observations, 200);  // four smiling faces over 64 frames
+  EXPECT_GE(static_cast<double>(read_happy) / smiling_observations, kLiveHappyShare)
+      << read_happy << " of " << smiling_observations << " observations of smiling faces read as happy";
 }
