@@ -14,6 +14,7 @@
 #include "fer/deploy/export.h"
 #include "fer/engine/engine.h"
 #include "fer/engine/optim.h"
+#include "fer/explain/attribution.h"
 #include "fer/explain/deepshap.h"
 #include "fer/explain/lime.h"
 #include "fer/inference/inference.h"
@@ -91,7 +92,7 @@ void add_bench_options(CLI::App& app, BenchArgs& a) {
   app.add_option("--batches", a.inference_batches, "Inference batch sizes")->capture_default_str();
   app.add_flag("--default-allocator", a.default_allocator,
                "Leave glibc malloc's defaults (shows the page-fault slowdown at large batches)");
-  app.add_flag("--skip-explain", a.skip_explain, "Skip the DeepSHAP / LIME timings");
+  app.add_flag("--skip-explain", a.skip_explain, "Skip the explanation timings (DeepSHAP, LIME, attribution maps)");
   app.add_option("--precision", a.precisions, "Precisions to time (fp32 always; others where the device supports them)")
       ->check(CLI::IsMember({"fp32", "bf16", "fp16"}))
       ->capture_default_str();
@@ -245,6 +246,51 @@ void bench_lime(const Bench& b, const torch::Tensor& images) {
 #endif
 }
 
+// Seconds per face of `run` on `batch` faces: one warm-up call, then calls
+// until min_seconds have passed (at least one).
+template <typename Run>
+double seconds_per_face(const Run& run, int64_t batch, double min_seconds) {
+  run();
+  const auto t0 = std::chrono::steady_clock::now();
+  int calls = 0;
+  do {
+    run();
+    ++calls;
+  } while (seconds_since(t0) < min_seconds);
+  return seconds_since(t0) / (static_cast<double>(calls) * static_cast<double>(batch));
+}
+
+// Each attribution map's cost at batch 1 and 64 (fp32, fer::attribute's
+// defaults: 64 integrated-gradients steps, SmoothGrad 25 copies of saliency,
+// occlusion 8x8 patches at stride 4), and as a multiple of one forward+backward.
+void bench_attributions(const Bench& b) {
+  const auto faces = (b.pool.slice(0, 0, 64).to(torch::kFloat32) / 255.0).unsqueeze(1);
+  const auto classes = torch::arange(64, torch::TensorOptions(torch::kLong).device(b.device)) % 7;
+  for (const int64_t batch : {int64_t{1}, int64_t{64}}) {
+    const auto x = faces.slice(0, 0, batch);
+    const auto y = classes.slice(0, 0, batch);
+    const double pass = seconds_per_face(
+        [&] {
+          auto input = x.clone().requires_grad_(true);  // the input's gradient alone, as the maps take it
+          torch::autograd::grad({b.model->forward(input).gather(1, y.view({-1, 1})).sum()}, {input});
+        },
+        batch, b.args.min_seconds);
+    std::printf("explain forward+backward batch=%-3lld %8.3f ms/face  (the input's gradient)\n", static_cast<long long>(batch), pass * 1e3);
+    std::vector<std::pair<std::string, fer::AttributionOptions>> methods;
+    for (const auto& [name, method] : fer::attribution_method_names().names) methods.push_back({name, {}});
+    methods.push_back({"smoothgrad", {}});
+    methods.back().second.smoothgrad_samples = 25;
+    for (const auto& [name, options] : methods) {
+      const auto method = name == "smoothgrad" ? fer::AttributionMethod::saliency : fer::attribution_method_names().parse(name);
+      const double seconds =
+          seconds_per_face([&] { fer::attribute(*b.model, x, y, method, options); }, batch, b.args.min_seconds);
+      std::printf("explain %-20s batch=%-3lld %8.3f ms/face  (x%.1f forward+backward)\n", name.c_str(),
+                  static_cast<long long>(batch), seconds * 1e3, seconds / pass);
+      std::fflush(stdout);
+    }
+  }
+}
+
 int run_bench(const BenchArgs& a) {
   const int used_threads = fer_app::configure_runtime(a.threads, !a.default_allocator);
   Bench b{a, fer::resolve_device(a.device), {}, nullptr, {}, {}};
@@ -265,6 +311,7 @@ int run_bench(const BenchArgs& a) {
   const auto images = b.pool.slice(0, 0, a.explain_images).to(torch::kCPU).to(torch::kFloat32) / 255.0;
   bench_deepshap(b, images);
   bench_lime(b, images);
+  bench_attributions(b);
   return 0;
 }
 

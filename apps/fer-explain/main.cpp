@@ -1,4 +1,5 @@
-// fer-explain: DeepSHAP and LIME explanations for a batch of faces, as PNGs.
+// fer-explain: explanations for a batch of faces (DeepSHAP, LIME, Grad-CAM,
+// integrated gradients, ...), as PNGs, a manifest and a gallery.
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <filesystem>
@@ -83,7 +84,7 @@ void print_summary(const fer::ExplainSummary& s, const std::string& out) {
 // The command line, bound to the library's options where one exists.
 struct ExplainArgs {
   std::string model = fer_app::kDefaultSmallModel, split = "val", out = "explanations", background = "model", data,
-              precision = "auto", shard, config_path;
+              precision = "auto", shard, config_path, methods = "both";
   std::vector<std::string> inputs, overrides, merge;
   std::size_t limit = 0;
   int threads = 0;
@@ -96,7 +97,11 @@ void add_input_options(CLI::App& app, ExplainArgs& a) {
   app.add_option("--model", a.model, "Checkpoint (.pt) or shipped model name (paper_cnn, ...)")->capture_default_str();
   app.add_option("--input", a.inputs, "FER-2013 CSV (rows of --split), image folder or image files (required unless --merge)");
   app.add_option("--split", a.split, "Split of a CSV input: train | val | test")->capture_default_str();
-  fer_app::add_enum_option(app, "--method", o.method, fer::explain_method_names(), "shap | lime | both");
+  app.add_option("--method", a.methods,
+                 "Comma-separated methods: shap, lime, saliency, input_x_gradient, integrated_gradients, smoothgrad, "
+                 "gradcam, gradcam++, hirescam, occlusion; or both (shap,lime) or all. Their settings: the explain.* "
+                 "keys (--config, --set)")
+      ->capture_default_str();
   app.add_option("--out", a.out, "Output directory")->capture_default_str();
   app.add_option("--limit", a.limit, "Explain at most N images (0 = all)")->capture_default_str();
   app.add_option("--classes", o.classes, "all | pred | top:K")->capture_default_str();
@@ -107,8 +112,8 @@ void add_input_options(CLI::App& app, ExplainArgs& a) {
   app.add_option("--data", a.data, "Where --background N draws from when no CSV is among the inputs (else $FER2013_CSV, data/fer2013.csv)");
   app.add_flag("--detect-faces", a.detect_faces,
                "Image inputs are full photos: explain each image's largest Haar-detected face");
-  app.add_option("--config", a.config_path, "YAML whose faces.* keys configure --detect-faces");
-  app.add_option("--set", a.overrides, "Override a config key, e.g. --set faces.margin=0.2 (repeatable)");
+  app.add_option("--config", a.config_path, "YAML whose faces.* keys configure --detect-faces and explain.* the maps");
+  app.add_option("--set", a.overrides, "Override a config key, e.g. --set explain.ig_steps=64 (repeatable)");
 }
 
 void add_method_options(CLI::App& app, ExplainArgs& a) {
@@ -116,7 +121,8 @@ void add_method_options(CLI::App& app, ExplainArgs& a) {
   app.add_option("--samples", o.lime_samples, "LIME perturbations")->capture_default_str();
   app.add_option("--top", o.top_superpixels, "LIME superpixels highlighted each way")->capture_default_str();
   app.add_option("--seed", o.seed, "Seed of the background draw and LIME")->capture_default_str();
-  app.add_flag("--save-raw", o.save_raw, "Also write SHAP attributions as .npy (float32 [classes,48,48])");
+  app.add_flag("--save-raw", o.save_raw,
+               "Also write the maps as .npy: SHAP's float32 [classes,48,48], each other method's [48,48]");
   app.add_flag("--probabilities", o.probabilities, "DeepSHAP on softmax probabilities instead of logits");
   app.add_flag("--no-faithfulness", a.no_faithfulness,
                "Skip the deletion/insertion curves (faithfulness.json and .png, the manifest's AUCs): 2 x (steps + 1) "
@@ -153,10 +159,14 @@ int merge_shards(const ExplainArgs& a) {
   return 0;
 }
 
-// The inputs, labelled by the model's class names.
-std::vector<fer::ExplainItem> collect_items(const ExplainArgs& a, const std::string& model) {
+fer::Config read_config(const ExplainArgs& a) {
   fer::Config config = a.config_path.empty() ? fer::Config{} : fer::load_config(a.config_path);
   for (const auto& o : a.overrides) fer::apply_override(config, o);
+  return config;
+}
+
+// The inputs, labelled by the model's class names.
+std::vector<fer::ExplainItem> collect_items(const ExplainArgs& a, const fer::Config& config, const std::string& model) {
   std::unique_ptr<fer::FaceDetector> detector;
   if (a.detect_faces) detector = std::make_unique<fer::FaceDetector>(config.faces);
   const auto class_names = fer::load_checkpoint(model, torch::kCPU).meta.class_names;
@@ -176,10 +186,11 @@ std::string take_shard(std::vector<fer::ExplainItem>& items, const fer::ShardSpe
   return (fs::path(out) / shard.dir_name()).string();
 }
 
-// LIME uses the background only as the faithfulness curves' baseline: a
-// given --background N|FILE is that baseline; by default the stored one, if any.
+// Without SHAP the background is only the faithfulness curves' (and
+// integrated gradients' mean) baseline: a given --background N|FILE is that
+// baseline; by default the stored one, if any.
 fer::BackgroundSummary references(const ExplainArgs& a, const std::string& model) {
-  const bool lime_only = a.options.method == fer::ExplainMethod::lime;
+  const bool lime_only = !a.options.methods.shap;
   if (!lime_only || (a.background != "model" && !a.no_faithfulness))
     return choose_background(a.background, model, a.data, a.inputs, a.options.seed);
   if (auto stored = fer::load_background(model)) return std::move(*stored);
@@ -191,7 +202,10 @@ int run_explain(ExplainArgs a) {
   if (!a.merge.empty()) return merge_shards(a);
   if (a.inputs.empty()) throw std::runtime_error("--input is required (a FER-2013 CSV, an image folder or image files)");
   const std::string model = fer_app::resolve_model(a.model);
-  auto items = collect_items(a, model);
+  const auto config = read_config(a);
+  a.options.methods = fer::parse_explain_methods(a.methods);
+  static_cast<fer::ExplainerOptions&>(a.options) = fer::with_explain_config(a.options, config.explain);
+  auto items = collect_items(a, config, model);
   auto& options = a.options;
   options.shard = chosen_shard(a.shard);
   options.total_items = items.size();
@@ -207,7 +221,8 @@ int run_explain(ExplainArgs a) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Explain a model's predictions with DeepSHAP and LIME; writes PNGs and a manifest"};
+  CLI::App app{"Explain a model's predictions (DeepSHAP, LIME, Grad-CAM, integrated gradients, ...); writes PNGs, "
+               "a manifest and a gallery"};
   ExplainArgs args;
   add_input_options(app, args);
   add_method_options(app, args);

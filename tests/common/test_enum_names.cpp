@@ -7,6 +7,7 @@
 #include "fer/deploy/export.h"
 #include "fer/engine/engine.h"
 #include "fer/engine/optim.h"
+#include "fer/explain/attribution.h"
 #include "fer/inference/inference.h"
 #if FER_WITH_OPENCV  // explanation batches need OpenCV
 #include "fer/report/explain/batch.h"
@@ -49,8 +50,10 @@ TEST(EnumNames, EveryLibraryTableRoundTrips) {
   expect_round_trip(fer::export_output_names());
   expect_round_trip(fer::schedule_names());
   expect_round_trip(fer::train_target_names());
+  expect_round_trip(fer::attribution_method_names());
+  expect_round_trip(fer::integration_rule_names());
 #if FER_WITH_OPENCV
-  expect_round_trip(fer::explain_method_names());
+  expect_round_trip(fer::ig_baseline_names());
 #endif
   EXPECT_EQ(fer::parse_tta("true"), fer::Tta::flip);  // configs written before TTA modes had names
   EXPECT_EQ(fer::parse_tta("false"), fer::Tta::none);

@@ -353,10 +353,53 @@ TEST(Explain, BatchWritesPngsManifestAndRecordsBadItems) {
   if (fer::gnuplot_available()) EXPECT_TRUE(fer_test::fs::exists(dir / "out/faithfulness.png"));
 
   options.faithfulness = false;
-  options.method = fer::ExplainMethod::lime;
+  options.methods = fer::parse_explain_methods("lime");
   fer::explain_batch(dir / "m.pt", {items[0]}, {}, dir / "fast", options);
   EXPECT_FALSE(fer_test::fs::exists(dir / "fast/faithfulness.json"));
   EXPECT_TRUE(fer_test::fs::exists(dir / "fast/index.html"));
+}
+
+// Every method's panel and raw map per face, its AUCs in the manifest, and
+// the methods ranked by faithfulness in faithfulness.json and the gallery.
+TEST(Explain, EveryMethodWritesItsPanelsAndIsRankedInTheGallery) {
+  fer_test::TempDir dir;
+  torch::manual_seed(0);
+  auto model = paper_cnn_with_batchnorm_statistics(3);
+  fer::save_checkpoint(dir / "m.pt", *model, {fer::ModelOptions{}, {"angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"}, {}});
+  std::vector<std::uint8_t> px(2304);
+  for (int p = 0; p < 2304; ++p) px[p] = static_cast<std::uint8_t>((p * 7) % 256);
+  const std::vector<fer::ExplainItem> items{{"a", px, 3, ""}, {"b", std::vector<std::uint8_t>(px.rbegin(), px.rend()), -1, ""}};
+  fer::ExplainOptions options;
+  options.methods = fer::parse_explain_methods("lime,integrated_gradients,gradcam++,occlusion");
+  options.lime_samples = 100;
+  options.faithfulness_steps = 5;
+  options.save_raw = true;
+  options.progress = false;
+  const auto summary = fer::explain_batch(dir / "m.pt", items, {}, dir / "out", options);
+  ASSERT_EQ(summary.explained, 2);
+  for (const char* f : {"00000_a/lime.png", "00000_a/integrated_gradients.png", "00000_a/gradcam_plus_plus.png",
+                        "00000_a/gradcam_plus_plus.npy", "00001_b/occlusion.png", "00001_b/occlusion.npy"})
+    EXPECT_TRUE(fer_test::fs::exists(fer_test::fs::path(dir / "out") / f)) << f;
+  std::ifstream manifest(dir / "out/manifest.csv");
+  std::string header, row;
+  std::getline(manifest, header);
+  std::getline(manifest, row);
+  const auto columns = fer::parse_csv_row(header), values = fer::parse_csv_row(row);
+  ASSERT_EQ(columns.size(), values.size());
+  for (const char* column : {"gradcam++_deletion_auc", "occlusion_insertion_auc", "ig_completeness_error"}) {
+    const auto at = std::find(columns.begin(), columns.end(), column);
+    ASSERT_NE(at, columns.end()) << column;
+    EXPECT_GE(std::stod(values[at - columns.begin()]), 0.0) << column;
+  }
+  EXPECT_EQ(std::find(columns.begin(), columns.end(), "shap_deletion_auc"), columns.end());  // shap did not run
+  std::ifstream json_file(dir / "out/faithfulness.json");
+  const auto ranking = nlohmann::json::parse(json_file)["ranking"];
+  ASSERT_EQ(ranking.size(), 5u);  // four methods and random
+  for (std::size_t i = 1; i < ranking.size(); ++i)
+    EXPECT_GE(ranking[i - 1]["score"].get<double>(), ranking[i]["score"].get<double>());
+  const std::string page = fer_test::read_text(dir / "out/index.html");
+  EXPECT_NE(page.find(R"(<table class="ranking">)"), std::string::npos);
+  EXPECT_NE(page.find("<td>gradcam++</td>"), std::string::npos);
 }
 
 TEST(DeepShap, FastPathMatchesTheAutogradReferencePath) {
@@ -606,7 +649,7 @@ TEST(Explain, ImagesSharingADeepShapPassGiveTheOneImageResults) {
   }
   items.insert(items.begin() + 2, fer::ExplainItem{"bad.png", {}, -1, "cannot decode image"});
   fer::ExplainOptions options;
-  options.method = fer::ExplainMethod::shap;
+  options.methods = fer::parse_explain_methods("shap");
   options.classes = "top:2";
   options.save_raw = true;
   options.faithfulness = false;
@@ -664,7 +707,7 @@ TEST(Explain, AModelWithSmallerInputIsExplainedOnItsCentreCrop) {
   const auto references = random_faces(5, 71);
   const auto background = fer::background_from_images(references);
   fer::ExplainOptions options;
-  options.method = fer::ExplainMethod::shap;
+  options.methods = fer::parse_explain_methods("shap");
   options.classes = "pred";
   options.save_raw = true;
   options.faithfulness = false;

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "fer/config/config.h"
 #include "fer/data/augment.h"
+#include "fer/explain/attribution.h"
 #include "fer/explain/deepshap.h"
 #include "fer/explain/explainer.h"
 #include "fer/inference/inference.h"
@@ -143,10 +145,113 @@ TEST(FaceExplainer, RefusesWhatItCannotExplain) {
   o.classes = "top:8";
   EXPECT_THROW(fer::FaceExplainer(dir / "m.pt", two_constant_references(), o), std::invalid_argument);
   o.classes = "pred";
-  o.method = fer::ExplainMethod::lime;
+  o.methods = fer::parse_explain_methods("lime");
   fer::FaceExplainer lime_only(dir / "m.pt", fer::BackgroundSummary{}, o);
   EXPECT_FALSE(lime_only.explains_shap());
   EXPECT_EQ(lime_only.baseline_description(), "mid-grey (0.5): no background");
+}
+
+TEST(ExplainMethods, ListsBothAllAndRefusesUnknownOrRepeatedNames) {
+  const auto both = fer::parse_explain_methods("both");
+  EXPECT_TRUE(both.shap && both.lime && both.maps.empty());
+  EXPECT_EQ(fer::explain_methods_text(both), "shap,lime");
+  const auto all = fer::parse_explain_methods("all");
+  EXPECT_EQ(fer::explain_method_names(all), fer::explain_method_list());
+  // The run order (shap, lime, the maps in the list's order) whatever the order given.
+  const auto some = fer::parse_explain_methods("occlusion,gradcam++,lime");
+  EXPECT_FALSE(some.shap);
+  EXPECT_EQ(some.maps, (std::vector<std::string>{"gradcam++", "occlusion"}));
+  EXPECT_EQ(fer::parse_explain_methods(fer::explain_methods_text(some)), some);
+  try {
+    fer::parse_explain_methods("shap,gradcum");
+    FAIL() << "an unknown method was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'gradcum'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("integrated_gradients"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(fer::parse_explain_methods("lime,lime"), std::invalid_argument);
+  EXPECT_THROW(fer::parse_explain_methods(""), std::invalid_argument);
+}
+
+TEST(ExplainMethods, TheExplainKeysBecomeTheAttributionSettings) {
+  fer::Config config;
+  fer::apply_override(config, "explain.ig_steps=7");
+  fer::apply_override(config, "explain.ig_rule=trapezoid");
+  fer::apply_override(config, "explain.ig_baseline=blur");
+  fer::apply_override(config, "explain.smoothgrad_base=integrated_gradients");
+  fer::apply_override(config, "explain.occlusion_patch=6");
+  fer::apply_override(config, "explain.cam_layer=block2_conv_1");
+  const auto o = fer::with_explain_config({}, config.explain);
+  EXPECT_EQ(o.attribution.ig_steps, 7);
+  EXPECT_EQ(o.attribution.ig_rule, fer::IntegrationRule::trapezoid);
+  EXPECT_EQ(o.ig_baseline, fer::IgBaseline::blur);
+  EXPECT_EQ(o.smoothgrad_base, fer::AttributionMethod::integrated_gradients);
+  EXPECT_EQ(o.attribution.occlusion_patch, 6);
+  EXPECT_EQ(o.attribution.cam_layer, "block2_conv_1");
+  EXPECT_THROW(fer::apply_override(config, "explain.ig_baseline=grey"), fer::ConfigError);  // the key's rule
+  config.explain.ig_baseline = "grey";  // set in code, past the rule
+  EXPECT_THROW(fer::with_explain_config({}, config.explain), std::invalid_argument);
+}
+
+// Each map is fer::attribute's on the predicted class, its curves are the
+// building block's, and SmoothGrad's noise is the face's seed.
+TEST(FaceExplainer, ItsMapsAreTheAttributionsOfThePredictedClass) {
+  fer_test::TempDir dir;
+  auto model = saved_model(dir / "m.pt");
+  fer::ExplainerOptions o;
+  o.methods = fer::parse_explain_methods("integrated_gradients,smoothgrad,gradcam,occlusion");
+  o.precision = fer::Precision::fp32;
+  o.faithfulness_steps = 6;
+  o.attribution.ig_steps = 16;
+  o.attribution.smoothgrad_samples = 3;
+  o.ig_baseline = fer::IgBaseline::mean;
+  fer::FaceExplainer explainer(dir / "m.pt", two_constant_references(), o);
+  EXPECT_FALSE(explainer.explains_shap());
+  const auto images = random_faces_tensor(2, 8);
+  const auto e = explainer.explain({as_vector(images[0]), as_vector(images[1])}, {5, 6});
+  auto predictor = fer::probability_predictor(*model, torch::kCPU, fer::Precision::fp32, 48);
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(e[i].error.empty()) << e[i].error;
+    const auto x = images[i].unsqueeze(0);
+    const auto label = torch::tensor({static_cast<int64_t>(e[i].predicted)});
+    auto a = o.attribution;
+    a.smoothgrad_samples = 0;
+    a.baseline = torch::full({1, 1, 48, 48}, 0.5f);  // the references' weighted mean
+    const auto ig = fer::attribute(*model, x, label, fer::AttributionMethod::integrated_gradients, a);
+    EXPECT_LT((e[i].maps.at("integrated_gradients") - ig.maps[0]).abs().max().item<float>(), 1e-5);
+    const double difference = ig.maps.sum().item<double>() - ig.completeness_error[0].item<double>();
+    EXPECT_NEAR(e[i].ig_completeness, std::abs(ig.completeness_error[0].item<double>()) / std::abs(difference), 1e-4);
+    const auto cam = fer::attribute(*model, x, label, fer::AttributionMethod::gradcam, a);
+    EXPECT_LT((e[i].maps.at("gradcam") - cam.maps[0]).abs().max().item<float>(), 1e-5);
+    const auto occlusion = fer::attribute(*model, x, label, fer::AttributionMethod::occlusion, a);
+    EXPECT_LT((e[i].maps.at("occlusion") - occlusion.maps[0]).abs().max().item<float>(), 1e-5);
+    a.smoothgrad_samples = 3;
+    a.seed = 5 + i;
+    const auto smooth = fer::attribute(*model, x, label, fer::AttributionMethod::saliency, a);
+    EXPECT_LT((e[i].maps.at("smoothgrad") - smooth.maps[0]).abs().max().item<float>(), 1e-5);
+    const auto gradcam_map = as_vector(cam.maps[0]);
+    expect_same_curves(e[i].faithfulness.at("gradcam"),
+                       fer::deletion_insertion_curves(as_vector(images[i]), explainer.baseline(), gradcam_map,
+                                                      e[i].predicted, predictor, 6));
+    EXPECT_EQ(e[i].faithfulness.size(), 5u);  // the four maps and random
+  }
+}
+
+TEST(FaceExplainer, ACamLayerItLacksIsAnErrorListingItsLayers) {
+  fer_test::TempDir dir;
+  saved_model(dir / "m.pt");
+  fer::ExplainerOptions o;
+  o.methods = fer::parse_explain_methods("gradcam");
+  o.attribution.cam_layer = "fc1";  // not a feature map
+  try {
+    fer::FaceExplainer(dir / "m.pt", fer::BackgroundSummary{}, o);
+    FAIL() << "a layer without feature maps was accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("explain.cam_layer 'fc1'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("block3_conv_2"), std::string::npos) << e.what();
+  }
+  o.attribution.cam_layer = "block2_conv_1";
+  EXPECT_NO_THROW(fer::FaceExplainer(dir / "m.pt", fer::BackgroundSummary{}, o));
 }
 
 }  // namespace face_explainer_test

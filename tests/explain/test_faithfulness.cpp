@@ -173,3 +173,25 @@ TEST(Faithfulness, ReportKeepsMeanStdAndMeanCurves) {
   EXPECT_THROW(report.add("shap", other_steps), std::invalid_argument);
   EXPECT_THROW(report.summary("lime"), std::invalid_argument);
 }
+
+TEST(Faithfulness, RankingOrdersTheMethodsByInsertionMinusDeletion) {
+  fer::FaithfulnessReport report;
+  // shap: 0.6 - 0.2 = 0.4; random: 0.5 - 0.5 = 0; gradcam: mean of 0.1 and 0.3 = 0.2.
+  report.add("random", {{0, 0.5, 1}, {1.0, 0.5, 0.0}, {0.0, 0.5, 1.0}, 0.5, 0.5});
+  report.add("gradcam", {{0, 0.5, 1}, {1.0, 0.3, 0.0}, {0.0, 0.4, 1.0}, 0.4, 0.5});
+  report.add("gradcam", {{0, 0.5, 1}, {1.0, 0.3, 0.0}, {0.0, 0.6, 1.0}, 0.4, 0.7});
+  report.add("shap", {{0, 0.5, 1}, {1.0, 0.1, 0.0}, {0.0, 0.7, 1.0}, 0.2, 0.6});
+  const auto ranks = report.ranking();
+  ASSERT_EQ(ranks.size(), 3u);
+  EXPECT_EQ(ranks[0].method, "shap");
+  EXPECT_NEAR(ranks[0].score, 0.4, 1e-12);
+  EXPECT_EQ(ranks[1].method, "gradcam");
+  EXPECT_NEAR(ranks[1].score, 0.2, 1e-12);
+  EXPECT_NEAR(ranks[1].insertion_auc, 0.6, 1e-12);
+  EXPECT_EQ(ranks[1].n, 2);
+  EXPECT_EQ(ranks[2].method, "random");
+  const auto json = nlohmann::json::parse(report.to_json("mid-grey"));
+  ASSERT_EQ(json["ranking"].size(), 3u);
+  EXPECT_EQ(json["ranking"][0]["method"], "shap");
+  EXPECT_EQ(json["ranking"][2]["method"], "random");
+}

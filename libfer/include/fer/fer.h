@@ -50,6 +50,7 @@
 #include "fer/engine/history.h"
 #include "fer/engine/hooks.h"
 #include "fer/engine/optim.h"
+#include "fer/explain/attribution.h"
 #include "fer/explain/background.h"
 #include "fer/explain/deepshap.h"
 #include "fer/explain/faithfulness.h"

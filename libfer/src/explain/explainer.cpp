@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <numeric>
+#include <sstream>
 
 #include "fer/common/emotions.h"
 #include "fer/data/augment.h"
@@ -52,18 +53,112 @@ void keep_failure(FaceExplanation& e, Work&& work) {
   }
 }
 
+// The images of one call of the attribution maps when DeepSHAP does not set
+// the group (gradients of a batch cost little more than of one image).
+constexpr std::size_t kMapImagesPerCall = 16;
+
+// Fails early, naming the setting, rather than at every face: an unknown
+// method or CAM layer, a CAM on a model that is not sequential.
+void check_map_methods(const ExplainerOptions& o, ClassifierImpl& model, const ModelOptions& meta) {
+  std::string cam;  // the first CAM method asked for
+  for (const auto& name : o.methods.maps)
+    if (name != "smoothgrad" && is_cam_method(attribution_method_names().parse(name)) && cam.empty()) cam = name;
+  if (cam.empty()) return;
+  if (dynamic_cast<SequentialClassifierImpl*>(&model) == nullptr)
+    throw std::invalid_argument(cam + " needs a model whose layers run in sequence (paper_cnn, vgg_fer); this "
+                                "checkpoint's network is not one");
+  const auto layers = cam_layer_names(model, meta.in_channels, meta.input_size);
+  const auto& layer = o.attribution.cam_layer;
+  if (!layer.empty() && std::find(layers.begin(), layers.end(), layer) == layers.end())
+    throw std::invalid_argument("explain.cam_layer '" + layer + "' is not a feature-map layer of this model (" +
+                                class_name_list(layers) + ")");
+}
+
+// The face blurred by a Gaussian of sigma 4 pixels (edges replicated):
+// integrated gradients' "blur" baseline, which keeps the face's mean light.
+at::Tensor blurred(const at::Tensor& images) {
+  constexpr double kSigma = 4.0;
+  constexpr int64_t kRadius = 12;
+  auto kernel = torch::arange(-kRadius, kRadius + 1, torch::kFloat32).pow(2).div(-2 * kSigma * kSigma).exp();
+  kernel = (kernel / kernel.sum()).to(images.device());
+  namespace F = torch::nn::functional;
+  const int64_t c = images.size(1);
+  auto x = F::pad(images, F::PadFuncOptions({kRadius, kRadius, kRadius, kRadius}).mode(torch::kReplicate));
+  x = F::conv2d(x, kernel.view({1, 1, 1, -1}).repeat({c, 1, 1, 1}), F::Conv2dFuncOptions().groups(c));
+  return F::conv2d(x, kernel.view({1, 1, -1, 1}).repeat({c, 1, 1, 1}), F::Conv2dFuncOptions().groups(c));
+}
+
 }  // namespace
 
-const EnumNames<ExplainMethod>& explain_method_names() {
-  static const EnumNames<ExplainMethod> names{
-      "explanation method",
-      {{"shap", ExplainMethod::shap}, {"lime", ExplainMethod::lime}, {"both", ExplainMethod::both}}};
+const std::vector<std::string>& explain_method_list() {
+  static const std::vector<std::string> names{"shap",     "lime",    "saliency", "input_x_gradient", "integrated_gradients",
+                                              "smoothgrad", "gradcam", "gradcam++", "hirescam",        "occlusion"};
   return names;
 }
 
-ExplainMethod parse_explain_method(const std::string& name) { return explain_method_names().parse(name); }
+ExplainMethods parse_explain_methods(const std::string& text) {
+  if (text == "both") return {};
+  const auto& known = explain_method_list();
+  std::vector<std::string> names;
+  if (text == "all") {
+    names = known;
+  } else {
+    std::stringstream list(text);
+    for (std::string name; std::getline(list, name, ',');) {
+      if (std::find(known.begin(), known.end(), name) == known.end())
+        throw std::invalid_argument("explanation method '" + name + "' (expected a comma-separated list of " +
+                                    class_name_list(known) + ", or both, or all)");
+      if (std::find(names.begin(), names.end(), name) != names.end())
+        throw std::invalid_argument("explanation method '" + name + "' is given twice in '" + text + "'");
+      names.push_back(name);
+    }
+  }
+  if (names.empty()) throw std::invalid_argument("no explanation method in '" + text + "'");
+  ExplainMethods m;
+  m.shap = std::find(names.begin(), names.end(), "shap") != names.end();
+  m.lime = std::find(names.begin(), names.end(), "lime") != names.end();
+  for (const auto& name : known)  // the run order, whatever the order given
+    if (name != "shap" && name != "lime" && std::find(names.begin(), names.end(), name) != names.end())
+      m.maps.push_back(name);
+  return m;
+}
 
-std::string explain_method_name(ExplainMethod method) { return explain_method_names().name(method); }
+std::vector<std::string> explain_method_names(const ExplainMethods& m) {
+  std::vector<std::string> names;
+  if (m.shap) names.push_back("shap");
+  if (m.lime) names.push_back("lime");
+  names.insert(names.end(), m.maps.begin(), m.maps.end());
+  return names;
+}
+
+std::string explain_methods_text(const ExplainMethods& m) {
+  std::string text;
+  for (const auto& name : explain_method_names(m)) text += (text.empty() ? "" : ",") + name;
+  return text;
+}
+
+const EnumNames<IgBaseline>& ig_baseline_names() {
+  static const EnumNames<IgBaseline> names{
+      "integrated gradients baseline", {{"black", IgBaseline::black}, {"mean", IgBaseline::mean}, {"blur", IgBaseline::blur}}};
+  return names;
+}
+
+ExplainerOptions with_explain_config(ExplainerOptions o, const ExplainConfig& c) {
+  auto& a = o.attribution;
+  a.cam_layer = c.cam_layer;
+  a.ig_steps = c.ig_steps;
+  a.ig_rule = integration_rule_names().parse(c.ig_rule);
+  a.smoothgrad_samples = c.smoothgrad_samples;
+  a.smoothgrad_sigma = c.smoothgrad_sigma;
+  a.occlusion_patch = c.occlusion_patch;
+  a.occlusion_stride = c.occlusion_stride;
+  a.occlusion_fill = c.occlusion_fill;
+  o.ig_baseline = ig_baseline_names().parse(c.ig_baseline);
+  o.smoothgrad_base = attribution_method_names().parse(c.smoothgrad_base);
+  if (!is_gradient_method(o.smoothgrad_base))
+    throw std::invalid_argument("explain.smoothgrad_base '" + c.smoothgrad_base + "' is not a gradient method");
+  return o;
+}
 
 ClassSelection parse_class_selection(const std::string& text, int num_classes) {
   ClassSelection s;
@@ -87,13 +182,17 @@ ClassSelection parse_class_selection(const std::string& text, int num_classes) {
 FaceExplainer::FaceExplainer(const std::string& checkpoint, const BackgroundSummary& background,
                              const ExplainerOptions& options)
     : options_(options) {
-  const bool do_shap = options.method != ExplainMethod::lime;
+  const bool do_shap = options.methods.shap;
+  if (!options.methods.shap && !options.methods.lime && options.methods.maps.empty())
+    throw std::invalid_argument("no explanation method chosen");
   if (do_shap && !(background.centroids.defined() && background.centroids.size(0) > 0))
     throw std::invalid_argument("DeepSHAP needs a non-empty background set");
   if (do_shap && options.shap_precision == Precision::fp16)
     throw std::invalid_argument("DeepSHAP's precision must be fp32 or bf16, not fp16");
   const auto device = resolve_device(options.device);
+  device_ = device;
   loaded_ = load_checkpoint(checkpoint, device);
+  check_map_methods(options, *loaded_.model, loaded_.meta.model);
   const int64_t input_size = loaded_.meta.model.input_size;
   selection_ = parse_class_selection(options.classes, static_cast<int>(class_names().size()));
   if (do_shap) {
@@ -122,10 +221,12 @@ FaceExplainer::FaceExplainer(const std::string& checkpoint, const BackgroundSumm
 }
 
 std::size_t FaceExplainer::group_size() const {
-  if (!shap_) return 1;
+  // DeepSHAP splits a call into its passes itself: the maps set the size then.
+  const std::size_t maps = options_.methods.maps.empty() ? 1 : kMapImagesPerCall;
+  if (!shap_) return maps;
   const int64_t k = static_cast<int64_t>(class_names().size());
   const int64_t classes = selection_.kind == ClassSelection::all ? k : selection_.kind == ClassSelection::pred ? 1 : selection_.k;
-  return static_cast<std::size_t>(shap_->images_per_pass(classes));
+  return std::max(maps, static_cast<std::size_t>(shap_->images_per_pass(classes)));
 }
 
 namespace {
@@ -170,6 +271,17 @@ std::vector<FaceExplanation> FaceExplainer::explain(const std::vector<std::vecto
       ready.clear();
     }
   }
+  if (!options_.methods.maps.empty() && !ready.empty()) {
+    try {
+      add_maps(images, ready, seeds, out);
+    } catch (const std::exception& ex) {
+      for (const auto i : ready) {
+        out[i] = FaceExplanation{};
+        out[i].error = ex.what();
+      }
+      ready.clear();
+    }
+  }
   for (const auto i : ready) keep_failure(out[i], [&] { add_lime_and_curves(images[i], seeds[i], out[i]); });
   return out;
 }
@@ -204,6 +316,56 @@ void FaceExplainer::add_shap(const std::vector<std::vector<float>>& images, cons
   }
 }
 
+Attribution FaceExplainer::attribute_map(const std::string& method, const at::Tensor& batch, const at::Tensor& classes,
+                                         std::uint64_t seed) {
+  auto o = options_.attribution;
+  const bool smoothgrad = method == "smoothgrad";
+  const auto base = smoothgrad ? options_.smoothgrad_base : attribution_method_names().parse(method);
+  if (!smoothgrad) o.smoothgrad_samples = 0;
+  o.seed = seed;
+  if (base == AttributionMethod::integrated_gradients) {
+    if (options_.ig_baseline == IgBaseline::mean)
+      o.baseline = center_crop(torch::tensor(baseline_).view({1, 1, kImageSize, kImageSize}), batch.size(-1)).to(device_);
+    else if (options_.ig_baseline == IgBaseline::blur)
+      o.baseline = blurred(batch);
+  }
+  return attribute(*loaded_.model, batch, classes, base, o);
+}
+
+// Each map explains the predicted class on the model's input (the centre crop
+// of its size); the pixels cropped away get 0, as DeepSHAP's do.
+void FaceExplainer::add_maps(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready,
+                             const std::vector<std::uint64_t>& seeds, std::vector<FaceExplanation>& out) {
+  const auto n = static_cast<int64_t>(ready.size());
+  auto batch = torch::empty({n, 1, kImageSize, kImageSize});
+  auto classes = torch::empty({n}, torch::kLong);
+  for (int64_t j = 0; j < n; ++j) {
+    batch[j].copy_(torch::tensor(images[ready[j]]).view({1, kImageSize, kImageSize}));
+    classes[j] = static_cast<int64_t>(out[ready[j]].predicted);
+  }
+  batch = center_crop(batch, loaded_.meta.model.input_size).contiguous().to(device_);
+  classes = classes.to(device_);
+  for (const auto& method : options_.methods.maps) {
+    // SmoothGrad's noise is each face's own (its seed), so a face's map does
+    // not depend on the faces explained beside it.
+    const bool per_face = method == "smoothgrad";
+    for (int64_t first = 0; first < n; first += per_face ? 1 : n) {
+      const int64_t count = per_face ? 1 : n;
+      const auto a = attribute_map(method, batch.narrow(0, first, count), classes.narrow(0, first, count),
+                                   seeds[ready[first]]);
+      for (int64_t j = 0; j < count; ++j) {
+        auto& e = out[ready[first + j]];
+        e.maps[method] = face_sized(a.maps[j]).contiguous();
+        if (method == "integrated_gradients") {
+          const double error = a.completeness_error[j].item<double>();
+          const double difference = a.maps[j].sum().item<double>() - error;  // y(x) - y(b)
+          e.ig_completeness = std::abs(error) / std::max(std::abs(difference), 1e-12);
+        }
+      }
+    }
+  }
+}
+
 void FaceExplainer::add_lime_and_curves(const std::vector<float>& image, std::uint64_t seed, FaceExplanation& e) const {
   if (explains_lime()) {
     LimeOptions lime_options;
@@ -222,6 +384,8 @@ void FaceExplainer::add_lime_and_curves(const std::vector<float>& image, std::ui
     e.faithfulness["shap"] = curves(std::vector<float>(map, map + kImagePixels));
   }
   if (e.lime) e.faithfulness["lime"] = curves(lime_pixel_scores(*e.lime));
+  for (const auto& [method, map] : e.maps)
+    e.faithfulness[method] = curves(std::vector<float>(map.data_ptr<float>(), map.data_ptr<float>() + kImagePixels));
   e.faithfulness["random"] = curves(random_pixel_scores(kImagePixels, seed));
 }
 

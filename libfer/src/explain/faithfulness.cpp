@@ -137,14 +137,29 @@ std::string FaithfulnessReport::to_json(const std::string& baseline_description)
                   {"mean_deletion_curve", s.mean_deletion},
                   {"mean_insertion_curve", s.mean_insertion}};
   }
+  nlohmann::json ranking_json = nlohmann::json::array();
+  for (const auto& r : ranking())
+    ranking_json.push_back({{"method", r.method}, {"score", r.score}, {"deletion_auc", r.deletion_auc},
+                            {"insertion_auc", r.insertion_auc}, {"n", r.n}});
   const nlohmann::json out = {
       {"steps", fractions_.empty() ? 0 : static_cast<int>(fractions_.size()) - 1},
       {"fractions", fractions_},
       {"class", "predicted"},
       {"baseline", baseline_description},
       {"better", {{"deletion_auc", "lower"}, {"insertion_auc", "higher"}}},
-      {"methods", methods}};
+      {"methods", methods},
+      {"ranking", ranking_json}};
   return out.dump(2) + "\n";
+}
+
+std::vector<FaithfulnessReport::Rank> FaithfulnessReport::ranking() const {
+  std::vector<Rank> ranks;
+  for (const auto& m : order_) {
+    const auto s = summary(m);
+    ranks.push_back({m, s.deletion.mean, s.insertion.mean, s.insertion.mean - s.deletion.mean, s.deletion.n});
+  }
+  std::stable_sort(ranks.begin(), ranks.end(), [](const Rank& a, const Rank& b) { return a.score > b.score; });
+  return ranks;
 }
 
 nlohmann::json FaithfulnessReport::state_json() const {

@@ -53,8 +53,13 @@ int64_t pooled_side(const ModelOptions& o, const char* architecture) {
 
 }  // namespace
 
-torch::Tensor SequentialClassifierImpl::forward(torch::Tensor x) {
-  for (const auto& step : steps_) x = step(x);
+torch::Tensor SequentialClassifierImpl::forward(torch::Tensor x) { return forward_layers(std::move(x), 0, steps_.size()); }
+
+torch::Tensor SequentialClassifierImpl::forward_layers(torch::Tensor x, std::size_t begin, std::size_t end) {
+  if (begin > end || end > steps_.size())
+    throw std::out_of_range("forward_layers: [" + std::to_string(begin) + ", " + std::to_string(end) + ") of " +
+                            std::to_string(steps_.size()) + " layers");
+  for (std::size_t i = begin; i < end; ++i) x = steps_[i](x);
   return x;
 }
 

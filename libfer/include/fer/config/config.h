@@ -121,6 +121,20 @@ struct FacesConfig {
   bool align = true;            // with landmarks (yunet): five-point alignment onto FER-2013's mean landmarks
 };
 
+// fer-explain's attribution maps (fer/explain/attribution.h).
+struct ExplainConfig {
+  std::string cam_layer;                  // Grad-CAM family: a feature-map layer; empty: the last convolution
+  int ig_steps = 64;                      // integrated gradients: quadrature steps
+  std::string ig_rule = "gauss_legendre"; // gauss_legendre | trapezoid
+  std::string ig_baseline = "black";      // black | mean | blur
+  int smoothgrad_samples = 25;            // smoothgrad: noisy copies averaged
+  double smoothgrad_sigma = 0.15;         // smoothgrad: noise sigma as a share of the image's range
+  std::string smoothgrad_base = "saliency";  // saliency | input_x_gradient | integrated_gradients
+  int occlusion_patch = 8;                // occlusion: patch side in pixels
+  int occlusion_stride = 4;
+  double occlusion_fill = 0.5;            // occlusion: the patch's value (inputs are in [0,1])
+};
+
 struct LiveConfig {
   int full_scan_interval = 10;  // frames between full-frame scans; tracks re-detected near their box in between
   int smoothing_frames = 5;     // rolling mean of probabilities per track
@@ -155,6 +169,7 @@ struct Config {
   DistillConfig distill;
   EvalConfig eval;
   FacesConfig faces;
+  ExplainConfig explain;
   LiveConfig live;
   AlertConfig alert;
 };

@@ -1,11 +1,14 @@
 // FaceExplainer: everything a checkpoint's explanation of a face computes —
-// the prediction, DeepSHAP maps, LIME and the deletion/insertion curves —
+// the prediction, DeepSHAP maps, LIME, attribution maps (Grad-CAM, integrated
+// gradients, ...: fer/explain/attribution.h) and the deletion/insertion curves —
 // returned as data; fer/report/explain/batch.h turns it into files.
 //
-//   fer::ExplainerOptions o;                       // method both, class pred
+//   fer::ExplainerOptions o;                       // shap and lime, class pred
+//   o.methods = fer::parse_explain_methods("shap,gradcam,integrated_gradients");
 //   fer::FaceExplainer explainer("best.pt", background, o);
 //   auto e = explainer.explain({face}, {seed});    // face: 48*48 floats in [0,1]
-//   // e[0].predicted, e[0].shap [classes,48,48], e[0].lime, e[0].faithfulness["shap"]
+//   // e[0].predicted, e[0].shap [classes,48,48], e[0].maps["gradcam"] [48,48],
+//   // e[0].faithfulness["shap"], e[0].faithfulness["gradcam"]
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -20,6 +23,8 @@
 
 #include "fer/common/enum_names.h"
 #include "fer/common/precision.h"
+#include "fer/config/config.h"
+#include "fer/explain/attribution.h"
 #include "fer/explain/background.h"
 #include "fer/explain/deepshap.h"
 #include "fer/explain/faithfulness.h"
@@ -28,11 +33,32 @@
 
 namespace fer {
 
-enum class ExplainMethod { shap, lime, both };
-const EnumNames<ExplainMethod>& explain_method_names();  // shap, lime, both
-// "shap" | "lime" | "both"; throws std::invalid_argument otherwise.
-ExplainMethod parse_explain_method(const std::string& name);
-std::string explain_method_name(ExplainMethod method);
+// Which explanations run: DeepSHAP, LIME and attribution maps of the
+// predicted class, by name: saliency, input_x_gradient, integrated_gradients,
+// smoothgrad (SmoothGrad over ExplainerOptions::smoothgrad_base), gradcam,
+// gradcam++, hirescam, occlusion.
+struct ExplainMethods {
+  bool shap = true, lime = true;
+  std::vector<std::string> maps;  // in the order given
+  bool operator==(const ExplainMethods& other) const {
+    return shap == other.shap && lime == other.lime && maps == other.maps;
+  }
+};
+// Every method's name, in the order "all" runs them: shap, lime, then the maps.
+const std::vector<std::string>& explain_method_list();
+// A comma-separated list of method names, "both" (shap,lime) or "all". Throws
+// std::invalid_argument naming an unknown or repeated method (listing the known
+// ones) or an empty list.
+ExplainMethods parse_explain_methods(const std::string& text);
+// The canonical list: "shap,lime,gradcam".
+std::string explain_methods_text(const ExplainMethods& methods);
+// The method names of `methods` in the order they run (shap, lime, the maps).
+std::vector<std::string> explain_method_names(const ExplainMethods& methods);
+
+// Integrated gradients' baseline: zeros, the background's mean face (the
+// faithfulness baseline) or the face blurred (Gaussian, sigma 4 pixels).
+enum class IgBaseline { black, mean, blur };
+const EnumNames<IgBaseline>& ig_baseline_names();  // black, mean, blur
 
 // Which classes get a DeepSHAP map: "all", "pred" (the predicted one) or
 // "top:K" (the K most probable, K in 1..classes). Throws std::invalid_argument.
@@ -43,7 +69,7 @@ struct ClassSelection {
 ClassSelection parse_class_selection(const std::string& text, int num_classes);
 
 struct ExplainerOptions {
-  ExplainMethod method = ExplainMethod::both;
+  ExplainMethods methods;
   std::string classes = "pred";   // all | pred | top:K
   bool probabilities = false;     // DeepSHAP on softmax outputs instead of logits
   int lime_samples = 1000;
@@ -63,7 +89,17 @@ struct ExplainerOptions {
   // predicted class (2*(steps+1) forward passes per method and image).
   bool faithfulness = true;
   int faithfulness_steps = 20;
+  // The attribution maps' settings (cam_layer, ig_steps, ig_rule, occlusion_*;
+  // smoothgrad_samples and _sigma apply to the "smoothgrad" method alone, and
+  // its seed is each face's) and the choices around them.
+  AttributionOptions attribution;
+  IgBaseline ig_baseline = IgBaseline::black;
+  AttributionMethod smoothgrad_base = AttributionMethod::saliency;
 };
+
+// The explain.* keys of a config as ExplainerOptions' attribution settings
+// (the other fields as `base` has them).
+ExplainerOptions with_explain_config(ExplainerOptions base, const ExplainConfig& config);
 
 // One face's explanation. A face that failed keeps only its error.
 struct FaceExplanation {
@@ -74,7 +110,13 @@ struct FaceExplanation {
   at::Tensor shap;            // [classes, 48, 48] on the CPU (pixels a smaller input crops away: 0); undefined without SHAP
   double additivity = NAN;       // DeepSHAP's additivity error (DeepShapResult::additivity_error)
   std::optional<LimeExplanation> lime;  // of the predicted class
-  std::map<std::string, FaithfulnessCurves> faithfulness;  // "shap", "lime", "random": the predicted class's curves
+  // Attribution maps of the predicted class by method name, [48,48] on the CPU
+  // (pixels a smaller input crops away: 0).
+  std::map<std::string, at::Tensor> maps;
+  // Integrated gradients: |sum(map) - (y(x) - y(b))| / |y(x) - y(b)|, the relative completeness error.
+  double ig_completeness = NAN;
+  // "shap", "lime", each map's name and "random": the predicted class's curves.
+  std::map<std::string, FaithfulnessCurves> faithfulness;
 };
 
 class FaceExplainer {
@@ -87,8 +129,10 @@ class FaceExplainer {
   const std::vector<std::string>& class_names() const { return loaded_.meta.class_names; }
   const std::string& precision() const { return precision_; }  // of LIME's and the curves' model calls
   bool explains_shap() const { return shap_ != nullptr; }
-  bool explains_lime() const { return options_.method != ExplainMethod::shap; }
-  // The images explain() handles in one call best: DeepSHAP's images per backward pass.
+  bool explains_lime() const { return options_.methods.lime; }
+  const ExplainMethods& methods() const { return options_.methods; }
+  // The images explain() handles in one call best: DeepSHAP's images per
+  // backward pass, or more when attribution maps run (their batches).
   std::size_t group_size() const;
   // The faithfulness curves' baseline (the weighted mean reference image; mid-grey without a background).
   const std::vector<float>& baseline() const { return baseline_; }
@@ -97,8 +141,9 @@ class FaceExplainer {
   // The maps explain the network on each image as the checkpoint's input
   // normalisation leaves it (ModelOptions::normalize; as given for "none").
   // Requires images of 48*48 values in [0,1] and one seed per image (LIME's
-  // sampling and the random ranking; else std::invalid_argument). A failure
-  // stays with its face (a failed DeepSHAP pass, with every face of the call).
+  // sampling, SmoothGrad's noise and the random ranking; else
+  // std::invalid_argument). A failure stays with its face (a failed DeepSHAP
+  // pass or map batch, with every face of the call).
   std::vector<FaceExplanation> explain(const std::vector<std::vector<float>>& images,
                                        const std::vector<std::uint64_t>& seeds);
 
@@ -106,9 +151,14 @@ class FaceExplainer {
   void predict(const std::vector<float>& image, FaceExplanation& e) const;
   void add_shap(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready,
                 std::vector<FaceExplanation>& out);
+  void add_maps(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready,
+                const std::vector<std::uint64_t>& seeds, std::vector<FaceExplanation>& out);
+  Attribution attribute_map(const std::string& method, const at::Tensor& batch, const at::Tensor& classes,
+                            std::uint64_t seed);
   void add_lime_and_curves(const std::vector<float>& image, std::uint64_t seed, FaceExplanation& e) const;
 
   ExplainerOptions options_;
+  c10::Device device_{c10::kCPU};
   LoadedCheckpoint loaded_;  // DeepSHAP's model and the reported prediction's (fp32)
   Classifier fast_model_{nullptr};  // LIME's and the curves' model: channels-last where that is faster
   BatchPredictor predictor_;   // fast_model_'s calls (none when neither LIME nor the curves run)

@@ -69,8 +69,19 @@ class FaithfulnessReport {
   std::vector<std::string> methods() const { return order_; }
   MethodSummary summary(const std::string& method) const;
 
+  // One method's place: score = mean insertion AUC - mean deletion AUC (higher
+  // is more faithful; "random" is the score to beat).
+  struct Rank {
+    std::string method;
+    double deletion_auc = 0, insertion_auc = 0, score = 0;
+    std::int64_t n = 0;
+  };
+  // Every method, best score first (ties in first-added order).
+  std::vector<Rank> ranking() const;
+
   // {"steps", "fractions", "baseline", "class", "methods": {m: {"deletion_auc": {mean, std, n},
-  // "insertion_auc": {...}, "mean_deletion_curve": [...], "mean_insertion_curve": [...]}}}
+  // "insertion_auc": {...}, "mean_deletion_curve": [...], "mean_insertion_curve": [...]}},
+  // "ranking": [{"method", "score", "deletion_auc", "insertion_auc", "n"}, ...] (ranking())}
   std::string to_json(const std::string& baseline_description) const;
 
   // The running sums, so that reports of several processes (sharded

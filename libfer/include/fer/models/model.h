@@ -64,17 +64,24 @@ class SequentialClassifierImpl : public ClassifierImpl {
   // registered and listed (SyncBatchNorm swaps in a cross-rank batch norm this way).
   // Throws std::out_of_range for an index past the last layer.
   void set_step(std::size_t index, std::function<at::Tensor(at::Tensor)> step);
+  // Layers [begin, end) applied to x: forward() is forward_layers(x, 0, size),
+  // and split at any layer (Grad-CAM reads and differentiates a layer's output).
+  at::Tensor forward_layers(at::Tensor x, std::size_t begin, std::size_t end);
+  // The layers' registered names, in forward order ("block3_conv_2", "fc2").
+  const std::vector<std::string>& layer_names() const { return names_; }
 
  protected:
   // Registers `module` under `name` and appends it to the chain.
   template <typename ModuleHolder>
   void add(const std::string& name, ModuleHolder module) {
     register_module(name, module);
+    names_.push_back(name);
     layers_.push_back(module.ptr());
     steps_.push_back([m = module.ptr()](at::Tensor x) { return m->forward(x); });
   }
 
  private:
+  std::vector<std::string> names_;
   std::vector<std::shared_ptr<torch::nn::Module>> layers_;
   std::vector<std::function<at::Tensor(at::Tensor)>> steps_;
 };

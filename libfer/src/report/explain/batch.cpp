@@ -30,9 +30,11 @@ class BatchWriter {
       : names_(explainer.class_names()), out_dir_(std::move(out_dir)), options_(options) {
     report_.class_names = names_;
     report_.shap = explainer.explains_shap();
+    report_.methods = explainer.methods();
     report_.save_raw = options.save_raw;
     report_.baseline_description = explainer.baseline_description();
-    report_.faithfulness_method = !options.faithfulness ? "" : explainer.explains_shap() ? "shap" : "lime";
+    // The gallery's sort: the first method that ran.
+    report_.faithfulness_method = options.faithfulness ? explain_method_names(explainer.methods()).front() : "";
     report_.global_sum.assign(names_.size() * kImagePixels, 0.0);
     report_.global_count.assign(names_.size(), 0);
   }
@@ -69,10 +71,13 @@ class BatchWriter {
       add_file(r, dir / "lime.png", panel);
       sheet.push_back(panel);
     }
-    add_file(r, dir / "summary.png", hconcat_padded(sheet));
+    for (const auto& method : report_.methods.maps) sheet.push_back(map_panels(dir, item, r, method));
+    add_file(r, dir / "summary.png", sheet_grid(sheet));
     r.summary_png = fs::relative(dir / "summary.png", out_dir_).generic_string();
     report_.worst_additivity = std::max(report_.worst_additivity, std::isnan(r.additivity) ? 0.0 : r.additivity);
-    for (const auto& method : kFaithfulnessMethods)  // the plot's order
+    if (!std::isnan(r.ig_completeness))
+      report_.worst_ig_completeness = std::max(report_.worst_ig_completeness, r.ig_completeness);
+    for (const auto& method : faithfulness_methods(report_.methods))  // the plot's order
       if (const auto it = r.faithfulness.find(method); it != r.faithfulness.end()) report_.faithfulness.add(method, it->second);
   }
 
@@ -102,6 +107,20 @@ class BatchWriter {
       r.files += ";" + fs::relative(npy, out_dir_).string();
     }
     return predicted_panel;
+  }
+
+  // The predicted class's map of `method`: its panel (returned) and raw array.
+  cv::Mat map_panels(const fs::path& dir, const ExplainItem& item, ItemRecord& r, const std::string& method) {
+    const auto& map = r.maps.at(method);
+    const cv::Mat panel = with_title(map_panel(item.pixels.data(), map),
+                                     fmt::format("{} {}", method, names_[r.predicted]));
+    add_file(r, dir / (method_file_stem(method) + ".png"), panel);
+    if (options_.save_raw) {
+      const fs::path npy = dir / (method_file_stem(method) + ".npy");
+      write_npy(npy.string(), std::vector<float>(map.data_ptr<float>(), map.data_ptr<float>() + map.numel()), {48, 48});
+      r.files += ";" + fs::relative(npy, out_dir_).string();
+    }
+    return panel;
   }
 
   std::vector<std::string> names_;
@@ -160,7 +179,7 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
   summary.precision = explainer.precision();
   summary.manifest = (fs::path(out_dir) / "manifest.csv").string();
   AppendFile manifest(summary.manifest, AppendFile::Mode::truncate);  // a row per item as it ends
-  manifest.write(manifest_header(names));
+  manifest.write(manifest_header(names, explainer.methods()));
 
   std::unique_ptr<ProgressBar> bar;
   if (options.progress) bar = std::make_unique<ProgressBar>(static_cast<std::int64_t>(items.size()), "explain");
@@ -178,7 +197,7 @@ ExplainSummary explain_batch(const std::string& checkpoint, const std::vector<Ex
         ++report.failed;
         spdlog::warn("explain: {}: {}", items[i].source, r.error);
       }
-      manifest.write(manifest_row(index, items[i], r, names));
+      manifest.write(manifest_row(index, items[i], r, names, explainer.methods()));
       // a few strings per image: 10,000 images stay well under 10 MB
       report.cards.push_back(gallery_card(index, items[i], r, names, report.faithfulness_method));
       if (bar) bar->advance(1, 1, report.failed ? fmt::format("{} failed", report.failed) : "");

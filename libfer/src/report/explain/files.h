@@ -30,6 +30,9 @@ constexpr int kTitle = 26;  // title band height
 cv::Mat face_bgr(const std::uint8_t* pixels);  // the face at kSide px, BGR
 cv::Mat with_title(const cv::Mat& panel, const std::string& title);
 cv::Mat hconcat_padded(const std::vector<cv::Mat>& panels);
+// Panels in rows of at most kSheetColumns (a summary sheet of many methods stays readable).
+constexpr std::size_t kSheetColumns = 4;
+cv::Mat sheet_grid(const std::vector<cv::Mat>& panels);
 cv::Mat colour_bar(double vmax, int height, bool diverging_scale);
 cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double vmax);
 cv::Mat lime_panel(const std::uint8_t* pixels, const LimeExplanation& e, int top);
@@ -38,9 +41,16 @@ void write_png(const std::string& path, const cv::Mat& img);  // throws naming t
 // A short file-system-safe name: "line123" for CSV rows, the file stem for images.
 std::string safe_stem(const std::string& source);
 
+cv::Mat map_panel(const std::uint8_t* pixels, const at::Tensor& map);  // an attribution map: shap_panel's colours
+// A method's name as a file stem: "gradcam++" -> "gradcam_plus_plus".
+std::string method_file_stem(const std::string& method);
+
 // ---- manifest, batch report, gallery (explain_report.cpp) ----
-// The methods whose deletion/insertion AUCs the manifest carries, in column order.
-extern const std::vector<std::string> kFaithfulnessMethods;
+// The methods whose deletion/insertion AUCs the manifest carries, in column
+// order: those that ran, then "random".
+std::vector<std::string> faithfulness_methods(const ExplainMethods& methods);
+// The attribution maps' settings, which shards of one batch must share.
+nlohmann::json attribution_settings_json(const ExplainOptions& o);
 
 // What one item produced (its explanation and the files written from it): a
 // manifest row and a gallery card.
@@ -52,6 +62,7 @@ struct ItemRecord : FaceExplanation {
 // of. A shard stores its part in shard.json; the merge adds the parts up.
 struct BatchReport {
   std::vector<std::string> class_names;
+  ExplainMethods methods;
   bool shap = false, save_raw = false;
   std::vector<double> global_sum;  // [classes * pixels]: sum of |SHAP| over the images explained for the class
   std::vector<int> global_count;
@@ -60,11 +71,12 @@ struct BatchReport {
   std::vector<GalleryCard> cards;
   int explained = 0, failed = 0;
   double worst_additivity = 0;
+  double worst_ig_completeness = 0;  // integrated gradients' relative completeness error
 };
 
-std::string manifest_header(const std::vector<std::string>& names);
+std::string manifest_header(const std::vector<std::string>& names, const ExplainMethods& methods);
 std::string manifest_row(std::size_t index, const ExplainItem& item, const ItemRecord& r,
-                         const std::vector<std::string>& names);
+                         const std::vector<std::string>& names, const ExplainMethods& methods);
 GalleryCard gallery_card(std::size_t index, const ExplainItem& item, const ItemRecord& r,
                          const std::vector<std::string>& names, const std::string& faithfulness_method);
 nlohmann::json report_json(const BatchReport& r);

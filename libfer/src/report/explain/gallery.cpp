@@ -2,7 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 
 namespace fer {
 namespace {
@@ -20,7 +22,11 @@ h1 { font-size: 1.3em; }
 .controls { position: sticky; top: 0; background: #fff; padding: 0.5em 0; border-bottom: 1px solid #ddd; z-index: 1; }
 .controls label { margin-right: 1.2em; }
 .grid { display: flex; flex-wrap: wrap; gap: 12px; margin-top: 1em; }
-.card { border: 1px solid #ccc; border-radius: 4px; padding: 6px; width: 420px; font-size: 0.85em; }
+.card { border: 1px solid #ccc; border-radius: 4px; padding: 6px; width: @CARD_WIDTH@px; font-size: 0.85em; }
+table.ranking { border-collapse: collapse; margin: 0.5em 0; font-size: 0.9em; }
+table.ranking th, table.ranking td { border: 1px solid #ddd; padding: 2px 8px; text-align: right; }
+table.ranking td:first-child, table.ranking th:first-child { text-align: left; }
+table.ranking tr.random { color: #888; }
 .card img { width: 100%; display: block; }
 .card.misclassified { border-color: #d62728; }
 .card.failed { background: #fff4f4; }
@@ -168,6 +174,23 @@ nlohmann::json gallery_card_json(const GalleryCard& c) {
           {"error", c.error}};
 }
 
+// The methods ranked by faithfulness: the first thing a reader of many methods wants.
+std::string ranking_table(const std::vector<FaithfulnessReport::Rank>& ranking) {
+  if (ranking.empty()) return "";
+  std::string html =
+      "<table class=\"ranking\"><caption>Faithfulness on these faces (predicted class; deletion AUC lower is "
+      "better, insertion higher)</caption>\n<tr><th>method</th><th>insertion &minus; deletion</th><th>deletion "
+      "AUC</th><th>insertion AUC</th><th>faces</th></tr>\n";
+  char row[512];
+  for (const auto& r : ranking) {
+    std::snprintf(row, sizeof row, "<tr%s><td>%s</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%lld</td></tr>\n",
+                  r.method == "random" ? " class=\"random\"" : "", escape_html(r.method).c_str(), r.score,
+                  r.deletion_auc, r.insertion_auc, static_cast<long long>(r.n));
+    html += row;
+  }
+  return html + "</table>\n";
+}
+
 }  // namespace
 
 std::string gallery_html(const GalleryPage& page) {
@@ -178,7 +201,11 @@ std::string gallery_html(const GalleryPage& page) {
 
   std::string head = kHead;
   head.replace(head.find("@TITLE@"), 7, escape_html(page.title));
-  std::string html = head + "<h1>" + escape_html(page.title) + "</h1>\n<div class=\"header\">\n";
+  // A sheet wraps after kSheetColumns panels of ~300 px: the card shows up to four.
+  const int columns = std::clamp(page.panels, 1, 4);
+  head.replace(head.find("@CARD_WIDTH@"), 12, std::to_string(columns <= 3 ? 420 : 560));
+  std::string html = head + "<h1>" + escape_html(page.title) + "</h1>\n" + ranking_table(page.ranking) +
+                     "<div class=\"header\">\n";
   for (const auto& image : page.header_images)
     html += "<div><a href=\"" + escape_html(image) + "\"><img src=\"" + escape_html(image) + "\" alt=\"" +
             escape_html(image) + "\"></a></div>\n";

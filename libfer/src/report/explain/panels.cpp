@@ -42,6 +42,25 @@ cv::Mat hconcat_padded(const std::vector<cv::Mat>& panels) {
   return out;
 }
 
+cv::Mat sheet_grid(const std::vector<cv::Mat>& panels) {
+  if (panels.size() <= kSheetColumns) return hconcat_padded(panels);
+  std::vector<cv::Mat> rows;
+  int width = 0, height = 0;
+  for (std::size_t first = 0; first < panels.size(); first += kSheetColumns) {
+    const auto last = std::min(panels.size(), first + kSheetColumns);
+    rows.push_back(hconcat_padded(std::vector<cv::Mat>(panels.begin() + first, panels.begin() + last)));
+    width = std::max(width, rows.back().cols);
+    height += rows.back().rows + 8;
+  }
+  cv::Mat out(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
+  int y = 0;
+  for (const auto& row : rows) {
+    row.copyTo(out(cv::Rect(0, y, row.cols, row.rows)));
+    y += row.rows + 8;
+  }
+  return out;
+}
+
 // Diverging red (positive) / blue (negative) colour for t in [-1, 1].
 namespace {
 
@@ -97,6 +116,18 @@ cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double 
                     static_cast<uchar>(face * (1 - a) + col[2] * a));
     }
   return hconcat_padded({out, colour_bar(vmax, kSide, true)});
+}
+
+cv::Mat map_panel(const std::uint8_t* pixels, const at::Tensor& map) {
+  const float* values = map.data_ptr<float>();
+  const double vmax = std::max(1e-12, percentile_abs(values, static_cast<std::size_t>(map.numel()), 0.999));
+  return shap_panel(pixels, values, vmax);
+}
+
+std::string method_file_stem(const std::string& method) {
+  std::string stem = method;
+  for (std::size_t at = stem.find("++"); at != std::string::npos; at = stem.find("++")) stem.replace(at, 2, "_plus_plus");
+  return stem;
 }
 
 // Top positive superpixels tinted green, top negative red, every boundary yellow.

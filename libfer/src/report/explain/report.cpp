@@ -15,13 +15,33 @@
 namespace fer::explain_detail {
 namespace fs = std::filesystem;
 
-const std::vector<std::string> kFaithfulnessMethods{"shap", "lime", "random"};
+std::vector<std::string> faithfulness_methods(const ExplainMethods& methods) {
+  auto names = explain_method_names(methods);
+  names.push_back("random");
+  return names;
+}
 
-std::string manifest_header(const std::vector<std::string>& names) {
+nlohmann::json attribution_settings_json(const ExplainOptions& o) {
+  const auto& a = o.attribution;
+  return {{"cam_layer", a.cam_layer},
+          {"ig_steps", a.ig_steps},
+          {"ig_rule", integration_rule_names().name(a.ig_rule)},
+          {"ig_baseline", ig_baseline_names().name(o.ig_baseline)},
+          {"smoothgrad_samples", a.smoothgrad_samples},
+          {"smoothgrad_sigma", a.smoothgrad_sigma},
+          {"smoothgrad_base", attribution_method_names().name(o.smoothgrad_base)},
+          {"occlusion_patch", a.occlusion_patch},
+          {"occlusion_stride", a.occlusion_stride},
+          {"occlusion_fill", a.occlusion_fill}};
+}
+
+std::string manifest_header(const std::vector<std::string>& names, const ExplainMethods& methods) {
   std::vector<std::string> h = {"index", "source", "status", "error", "true", "predicted"};
   for (const auto& n : names) h.push_back("p_" + n);
-  for (const char* c : {"shap_classes", "shap_additivity_error", "lime_label", "lime_score", "lime_segments"}) h.push_back(c);
-  for (const auto& m : kFaithfulnessMethods) {
+  for (const char* c : {"shap_classes", "shap_additivity_error", "lime_label", "lime_score", "lime_segments",
+                        "ig_completeness_error"})
+    h.push_back(c);
+  for (const auto& m : faithfulness_methods(methods)) {
     h.push_back(m + "_deletion_auc");
     h.push_back(m + "_insertion_auc");
   }
@@ -36,7 +56,7 @@ std::string optional_number(double v, const char* format) {
 }  // namespace
 
 std::string manifest_row(std::size_t index, const ExplainItem& item, const ItemRecord& r,
-                         const std::vector<std::string>& names) {
+                         const std::vector<std::string>& names, const ExplainMethods& methods) {
   const auto name_of = [&](int c) { return c >= 0 ? names[c] : std::string(); };
   std::vector<std::string> row = {std::to_string(index), item.source, r.error.empty() ? "ok" : "error", r.error,
                                   name_of(static_cast<int>(item.label)), name_of(r.predicted)};
@@ -45,8 +65,9 @@ std::string manifest_row(std::size_t index, const ExplainItem& item, const ItemR
   for (auto c : r.classes) class_list += (class_list.empty() ? "" : ";") + names[c];
   row.insert(row.end(), {class_list, optional_number(r.additivity, "{:.3g}"), name_of(r.lime ? r.lime->label : -1),
                          optional_number(r.lime ? r.lime->score : NAN, "{:.4f}"),
-                         r.lime ? std::to_string(r.lime->num_segments) : ""});
-  for (const auto& m : kFaithfulnessMethods) {
+                         r.lime ? std::to_string(r.lime->num_segments) : "",
+                         optional_number(r.ig_completeness, "{:.3g}")});
+  for (const auto& m : faithfulness_methods(methods)) {
     const auto it = r.faithfulness.find(m);
     const bool has = it != r.faithfulness.end();
     row.push_back(has ? fmt::format("{:.4f}", it->second.deletion_auc) : "");
@@ -81,7 +102,8 @@ GalleryCard card_from_json(const nlohmann::json& j) {
 nlohmann::json report_json(const BatchReport& r) {
   nlohmann::json cards = nlohmann::json::array();
   for (const auto& c : r.cards) cards.push_back(manifest_card_json(c));
-  return {{"class_names", r.class_names},  {"shap", r.shap},
+  return {{"class_names", r.class_names},  {"shap", r.shap}, {"methods", explain_methods_text(r.methods)},
+          {"worst_ig_completeness", r.worst_ig_completeness},
           {"save_raw", r.save_raw},        {"global_sum", r.global_sum},
           {"global_count", r.global_count}, {"faithfulness", r.faithfulness.state_json()},
           {"baseline", r.baseline_description}, {"faithfulness_method", r.faithfulness_method},
@@ -93,6 +115,7 @@ void add_report(BatchReport& total, const nlohmann::json& part) {
   if (total.class_names.empty()) {
     total.class_names = part.at("class_names").get<std::vector<std::string>>();
     total.shap = part.at("shap").get<bool>();
+    total.methods = parse_explain_methods(part.at("methods").get<std::string>());
     total.save_raw = part.at("save_raw").get<bool>();
     total.baseline_description = part.at("baseline").get<std::string>();
     total.faithfulness_method = part.at("faithfulness_method").get<std::string>();
@@ -108,6 +131,7 @@ void add_report(BatchReport& total, const nlohmann::json& part) {
   total.explained += part.at("explained").get<int>();
   total.failed += part.at("failed").get<int>();
   total.worst_additivity = std::max(total.worst_additivity, part.at("worst_additivity").get<double>());
+  total.worst_ig_completeness = std::max(total.worst_ig_completeness, part.at("worst_ig_completeness").get<double>());
 }
 
 namespace {
@@ -157,10 +181,16 @@ void write_batch_reports(const std::string& out_dir, const BatchReport& r) {
   page.class_names = r.class_names;
   page.header_images = header_images;
   page.faithfulness_method = r.faithfulness_method;
+  page.panels = static_cast<int>(1 + r.methods.shap + r.methods.lime + r.methods.maps.size());
+  if (!r.faithfulness.empty()) page.ranking = r.faithfulness.ranking();
   page.cards = r.cards;
   write_text_atomic((fs::path(out_dir) / "index.html").string(), gallery_html(page));
   if (r.worst_additivity > 1e-3)
     spdlog::warn("DeepSHAP additivity: worst relative error {:.3g} exceeds 1e-3", r.worst_additivity);
+  // Sundararajan et al. (2017) ask for completeness within 5%.
+  if (r.worst_ig_completeness > 0.05)
+    spdlog::warn("integrated gradients: worst completeness error {:.3g} of |f(x) - f(b)| exceeds 5% (manifest "
+                 "column ig_completeness_error): raise explain.ig_steps", r.worst_ig_completeness);
 }
 
 GalleryCard gallery_card(std::size_t index, const ExplainItem& item, const ItemRecord& r,

@@ -17,11 +17,12 @@ using namespace explain_detail;
 void explain_detail::write_explain_shard(const std::string& out_dir, const std::string& checkpoint, const ExplainOptions& o,
                          const std::string& precision, std::size_t first, std::size_t count, const BatchReport& report) {
   const nlohmann::json identity = {{"checkpoint", checkpoint},   {"shards", o.shard.count},  {"total_items", o.total_items},
-                                   {"method", explain_method_name(o.method)},         {"classes", o.classes},     {"probabilities", o.probabilities},
+                                   {"method", explain_methods_text(o.methods)},         {"classes", o.classes},     {"probabilities", o.probabilities},
                                    {"lime_samples", o.lime_samples}, {"top_superpixels", o.top_superpixels},
                                    {"seed", o.seed},             {"save_raw", o.save_raw},   {"faithfulness", o.faithfulness},
                                    {"faithfulness_steps", o.faithfulness_steps}, {"precision", precision},
-                                   {"shap_precision", precision_name(o.shap_precision)}};
+                                   {"shap_precision", precision_name(o.shap_precision)},
+                                   {"attribution", attribution_settings_json(o)}};
   const nlohmann::json record = {{"shard", o.shard.index}, {"begin", first}, {"end", first + count},
                                  {"identity", identity},   {"report", report_json(report)}};
   write_text_atomic((fs::path(out_dir) / "shard.json").string(), record.dump() + "\n");

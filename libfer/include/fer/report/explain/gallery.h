@@ -1,4 +1,5 @@
-// index.html for an explanation batch: a grid of the summary sheets with
+// index.html for an explanation batch: the methods ranked by faithfulness, a
+// grid of the summary sheets (every method side by side for each face) with
 // filters (true class, predicted class, misclassified only) and sorting
 // (confidence, faithfulness). Self-contained: the data is embedded, links are
 // relative, no network; it works from file://. The filter and sort state lives
@@ -8,6 +9,8 @@
 
 #include <string>
 #include <vector>
+
+#include "fer/explain/faithfulness.h"
 
 namespace fer {
 
@@ -29,6 +32,10 @@ struct GalleryPage {
   std::vector<std::string> class_names;
   std::vector<std::string> header_images;  // shown above the grid (global maps, faithfulness plot), relative
   std::string faithfulness_method;         // which method `faithfulness` scores ("" when none)
+  // The methods ranked by faithfulness over the batch (a table above the
+  // grid); empty: not measured.
+  std::vector<FaithfulnessReport::Rank> ranking;
+  int panels = 3;  // panels per summary sheet: the cards widen to show them
   std::vector<GalleryCard> cards;
 };
 

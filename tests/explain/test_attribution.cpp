@@ -1,0 +1,273 @@
+// Attribution methods (fer/explain/attribution.h) against closed forms on
+// small hand-built networks.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+
+#include "fer/explain/attribution.h"
+#include "fer/models/model.h"
+
+namespace {
+
+// y = W flatten(x) + b over 1x4x4 images: every gradient method has a closed form.
+class LinearNet : public fer::SequentialClassifierImpl {
+ public:
+  LinearNet() {
+    add("flatten", torch::nn::Flatten());
+    fc = torch::nn::Linear(16, 3);
+    add("fc", fc);
+  }
+  torch::nn::Linear fc{nullptr};
+};
+
+// conv (1 -> 2 channels, 3x3, same) -> flatten -> linear: y is linear in the
+// conv's output A, so dy/dA is the linear layer's weights, reshaped.
+class ConvNet : public fer::SequentialClassifierImpl {
+ public:
+  ConvNet() {
+    conv = torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 2, 3).padding(1));
+    add("conv", conv);
+    add("flatten", torch::nn::Flatten());
+    fc = torch::nn::Linear(32, 3);
+    add("fc", fc);
+  }
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::Linear fc{nullptr};
+};
+
+// ConvNet with a ReLU after the convolution: y is piecewise linear in x.
+class ReluNet : public fer::SequentialClassifierImpl {
+ public:
+  ReluNet() {
+    add("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)));
+    add("relu", torch::nn::ReLU());
+    add("flatten", torch::nn::Flatten());
+    add("fc", torch::nn::Linear(64, 3));
+  }
+};
+
+torch::Tensor test_images(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::rand({n, 1, 4, 4});
+}
+
+}  // namespace
+
+TEST(Attribution, QuadratureRulesIntegratePolynomialsExactly) {
+  const auto two = fer::integration_rule(fer::IntegrationRule::gauss_legendre, 2);
+  ASSERT_EQ(two.nodes.size(), 2u);
+  EXPECT_NEAR(std::min(two.nodes[0], two.nodes[1]), 0.5 - 0.5 / std::sqrt(3.0), 1e-12);
+  EXPECT_NEAR(two.weights[0], 0.5, 1e-12);
+  // n nodes: exact to degree 2n - 1; the integral of x^9 over [0, 1] is 1/10.
+  const auto five = fer::integration_rule(fer::IntegrationRule::gauss_legendre, 5);
+  double integral = 0, weights = 0;
+  for (std::size_t k = 0; k < five.nodes.size(); ++k) {
+    integral += five.weights[k] * std::pow(five.nodes[k], 9);
+    weights += five.weights[k];
+  }
+  EXPECT_NEAR(integral, 0.1, 1e-12);
+  EXPECT_NEAR(weights, 1.0, 1e-12);
+  const auto trapezoid = fer::integration_rule(fer::IntegrationRule::trapezoid, 4);
+  EXPECT_EQ(trapezoid.nodes, (std::vector<double>{0, 0.25, 0.5, 0.75, 1}));
+  EXPECT_EQ(trapezoid.weights, (std::vector<double>{0.125, 0.25, 0.25, 0.25, 0.125}));
+  EXPECT_THROW(fer::integration_rule(fer::IntegrationRule::trapezoid, 0), std::invalid_argument);
+}
+
+TEST(Attribution, GradientMethodsOfALinearModelAreItsWeights) {
+  LinearNet net;
+  net.eval();
+  const auto x = test_images(3, 1);
+  const auto classes = torch::tensor({0, 2, 1}, torch::kLong);
+  const auto w = net.fc->weight.detach().index_select(0, classes).view({3, 4, 4});  // each image's row
+  fer::AttributionOptions o;
+  auto saliency = fer::attribute(net, x, classes, fer::AttributionMethod::saliency, o);
+  EXPECT_TRUE(torch::allclose(saliency.maps, w.abs(), 1e-6, 1e-7));
+  auto input_x_gradient = fer::attribute(net, x, classes, fer::AttributionMethod::input_x_gradient, o);
+  EXPECT_TRUE(torch::allclose(input_x_gradient.maps, x.squeeze(1) * w, 1e-6, 1e-7));
+  // Integrated gradients of a linear model: (x - b) w exactly, with either rule, complete.
+  o.baseline = torch::full({1, 1, 4, 4}, 0.25);
+  for (const auto rule : {fer::IntegrationRule::gauss_legendre, fer::IntegrationRule::trapezoid}) {
+    o.ig_rule = rule;
+    o.ig_steps = 3;
+    const auto ig = fer::attribute(net, x, classes, fer::AttributionMethod::integrated_gradients, o);
+    EXPECT_TRUE(torch::allclose(ig.maps, (x.squeeze(1) - 0.25) * w, 1e-5, 1e-6));
+    ASSERT_TRUE(ig.completeness_error.defined());
+    EXPECT_LT(ig.completeness_error.abs().max().item<float>(), 1e-5);
+  }
+  EXPECT_FALSE(saliency.completeness_error.defined());
+}
+
+TEST(Attribution, IntegratedGradientsThroughAReluNetworkAreNearlyComplete) {
+  ReluNet net;
+  net.eval();
+  const auto x = test_images(2, 2);
+  const auto classes = torch::tensor({1, 0}, torch::kLong);
+  fer::AttributionOptions o;  // black baseline
+  o.ig_steps = 128;
+  const auto ig = fer::attribute(net, x, classes, fer::AttributionMethod::integrated_gradients, o);
+  torch::NoGradGuard no_grad;
+  const auto scores = net.forward(x).gather(1, classes.view({-1, 1})).squeeze(1);
+  const auto black = net.forward(torch::zeros_like(x)).gather(1, classes.view({-1, 1})).squeeze(1);
+  const auto difference = (scores - black).abs();
+  // The path integral of a piecewise-linear network: a quadrature error, small against f(x) - f(b).
+  EXPECT_TRUE((ig.completeness_error.abs() <= 0.05 * difference + 1e-4).all().item<bool>())
+      << ig.completeness_error << difference;
+}
+
+TEST(Attribution, CamMethodsOnALayerWhoseScoreIsLinear) {
+  ConvNet net;
+  net.eval();
+  const auto x = test_images(2, 3);
+  const auto classes = torch::tensor({2, 0}, torch::kLong);
+  torch::NoGradGuard no_grad;
+  const auto a = net.conv->forward(x);                                             // [2,2,4,4]
+  const auto g = net.fc->weight.index_select(0, classes).view({2, 2, 4, 4});      // dy/dA
+  fer::AttributionOptions o;  // the last convolution: "conv"
+  const auto gradcam = fer::attribute(net, x, classes, fer::AttributionMethod::gradcam, o);
+  EXPECT_EQ(gradcam.layer, "conv");
+  // Grad-CAM's channel weights are the spatial means of the gradients.
+  const auto expected = torch::relu((g.mean({2, 3}, true) * a).sum(1));
+  EXPECT_TRUE(torch::allclose(gradcam.maps, expected, 1e-5, 1e-6));  // 4x4 layer, 4x4 input: no resampling
+  const auto hires = fer::attribute(net, x, classes, fer::AttributionMethod::hirescam, o);
+  EXPECT_TRUE(torch::allclose(hires.maps, torch::relu((g * a).sum(1)), 1e-5, 1e-6));
+  const auto plus = fer::attribute(net, x, classes, fer::AttributionMethod::gradcam_plus_plus, o);
+  EXPECT_EQ(plus.maps.sizes(), gradcam.maps.sizes());
+  EXPECT_GE(plus.maps.min().item<float>(), 0.0f);
+
+  o.cam_layer = "fc";
+  try {
+    fer::attribute(net, x, classes, fer::AttributionMethod::gradcam, o);
+    ADD_FAILURE() << "a layer without a feature map accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'fc'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("conv"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(fer::cam_layer_names(net, 1, 4), (std::vector<std::string>{"conv"}));
+}
+
+TEST(Attribution, SmoothGradWithoutNoiseIsItsBaseMethodAndRepeatsWithItsSeed) {
+  ConvNet net;
+  net.eval();
+  const auto x = test_images(2, 4);
+  const auto classes = torch::tensor({0, 1}, torch::kLong);
+  fer::AttributionOptions o;
+  const auto base = fer::attribute(net, x, classes, fer::AttributionMethod::input_x_gradient, o);
+  o.smoothgrad_samples = 4;
+  o.smoothgrad_sigma = 0;
+  EXPECT_TRUE(torch::allclose(fer::attribute(net, x, classes, fer::AttributionMethod::input_x_gradient, o).maps,
+                              base.maps, 1e-6, 1e-7));
+  o.smoothgrad_sigma = 0.2;
+  o.seed = 7;
+  const auto first = fer::attribute(net, x, classes, fer::AttributionMethod::input_x_gradient, o).maps;
+  EXPECT_TRUE(torch::equal(first, fer::attribute(net, x, classes, fer::AttributionMethod::input_x_gradient, o).maps));
+  o.seed = 8;
+  EXPECT_FALSE(torch::equal(first, fer::attribute(net, x, classes, fer::AttributionMethod::input_x_gradient, o).maps));
+}
+
+TEST(Attribution, OcclusionOfALinearModelIsEachPatchsContribution) {
+  LinearNet net;
+  net.eval();
+  const auto x = test_images(1, 5);
+  const auto classes = torch::tensor({1}, torch::kLong);
+  fer::AttributionOptions o;
+  o.occlusion_patch = 2;
+  o.occlusion_stride = 2;
+  o.occlusion_fill = 0;
+  const auto map = fer::attribute(net, x, classes, fer::AttributionMethod::occlusion, o).maps[0];
+  const auto contribution = (x[0][0] * net.fc->weight[1].detach().view({4, 4}));  // what filling a pixel with 0 removes
+  for (int r = 0; r < 4; r += 2)
+    for (int c = 0; c < 4; c += 2) {
+      const float patch = contribution.slice(0, r, r + 2).slice(1, c, c + 2).sum().item<float>();
+      for (int i = r; i < r + 2; ++i)
+        for (int j = c; j < c + 2; ++j) EXPECT_NEAR(map[i][j].item<float>(), patch, 1e-5) << i << "," << j;
+    }
+}
+
+// A ReLU network of any input size: conv, ReLU, global average pool, linear.
+class PooledNet : public fer::SequentialClassifierImpl {
+ public:
+  PooledNet() {
+    add("conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(1, 4, 3).padding(1)));
+    add("relu", torch::nn::ReLU());
+    add("pool", torch::nn::AdaptiveAvgPool2d(1));
+    add("flatten", torch::nn::Flatten());
+    add("fc", torch::nn::Linear(4, 3));
+  }
+};
+
+// The batched occlusion (many patches per model call) against the plain
+// loop: one image, one patch, one forward at a time.
+TEST(Attribution, OcclusionInBatchesEqualsOnePatchAtATime) {
+  torch::manual_seed(3);
+  PooledNet net;
+  net.eval();
+  const int64_t n = 5, side = 24, patch = 3, stride = 2;  // 484 patches of 5 faces: several model calls
+  const auto x = torch::rand({n, 1, side, side});
+  const auto classes = torch::tensor({0, 1, 2, 0, 1}, torch::kLong);
+  fer::AttributionOptions o;
+  o.occlusion_patch = patch;
+  o.occlusion_stride = stride;
+  o.occlusion_fill = 0.3;
+  const auto maps = fer::attribute(net, x, classes, fer::AttributionMethod::occlusion, o).maps;
+  torch::NoGradGuard no_grad;
+  for (int64_t i = 0; i < n; ++i) {
+    const auto image = x.slice(0, i, i + 1);
+    const int64_t c = classes[i].item<int64_t>();
+    const float full = net.forward(image)[0][c].item<float>();
+    auto sum = torch::zeros({side, side}), covered = torch::zeros({side, side});
+    std::vector<int64_t> starts;  // every stride, and one more flush with the far edge
+    for (int64_t s = 0; s + patch <= side; s += stride) starts.push_back(s);
+    if (starts.back() + patch < side) starts.push_back(side - patch);
+    for (const auto top : starts)
+      for (const auto left : starts) {
+        auto occluded = image.clone();
+        occluded.slice(2, top, top + patch).slice(3, left, left + patch).fill_(0.3);
+        const float drop = full - net.forward(occluded)[0][c].item<float>();
+        sum.slice(0, top, top + patch).slice(1, left, left + patch).add_(drop);
+        covered.slice(0, top, top + patch).slice(1, left, left + patch).add_(1);
+      }
+    EXPECT_LT((maps[i] - sum / covered).abs().max().item<float>(), 1e-5) << "image " << i;
+  }
+}
+
+TEST(Attribution, RefusesWhatItCannotAnswer) {
+  LinearNet net;
+  const auto x = test_images(1, 6);
+  const auto classes = torch::tensor({0}, torch::kLong);
+  fer::AttributionOptions o;
+  net.train();
+  EXPECT_THROW(fer::attribute(net, x, classes, fer::AttributionMethod::saliency, o), std::invalid_argument);
+  net.eval();
+  EXPECT_THROW(fer::attribute(net, x, classes, fer::AttributionMethod::gradcam, o), std::invalid_argument);  // no convolution
+  EXPECT_THROW(fer::attribute(net, x, torch::tensor({0, 1}, torch::kLong), fer::AttributionMethod::saliency, o),
+               std::invalid_argument);
+  o.ig_steps = 0;
+  EXPECT_THROW(fer::attribute(net, x, classes, fer::AttributionMethod::integrated_gradients, o), std::invalid_argument);
+  EXPECT_EQ(fer::attribution_method_names().parse("gradcam++"), fer::AttributionMethod::gradcam_plus_plus);
+}
+
+TEST(Attribution, EveryMethodExplainsBothArchitecturesAtTheInputsSize) {
+  for (const char* architecture : {"paper_cnn", "vgg_fer"}) {
+    SCOPED_TRACE(architecture);
+    fer::ModelOptions options;
+    options.architecture = architecture;
+    options.filters = {4, 8, 8, 8};
+    if (options.architecture == "paper_cnn") options.filters = {4, 8, 8};
+    options.dense_units = 16;
+    options.input_size = 40;
+    auto model = fer::make_model(options);
+    model->eval();
+    torch::manual_seed(9);
+    const auto x = torch::rand({2, 1, 40, 40});
+    const auto classes = torch::tensor({3, 6}, torch::kLong);
+    fer::AttributionOptions o;
+    o.ig_steps = 4;
+    for (const auto& [name, method] : fer::attribution_method_names().names) {
+      const auto a = fer::attribute(*model, x, classes, method, o);
+      EXPECT_EQ(a.maps.sizes(), (std::vector<int64_t>{2, 40, 40})) << name;
+      EXPECT_TRUE(torch::isfinite(a.maps).all().item<bool>()) << name;
+      if (fer::is_cam_method(method)) EXPECT_EQ(a.layer, options.architecture == "paper_cnn" ? "block3_conv_2" : "stage4_conv_2") << name;
+    }
+  }
+}
