@@ -98,21 +98,48 @@ TEST(Attribution, GradientMethodsOfALinearModelAreItsWeights) {
   EXPECT_FALSE(saliency.completeness_error.defined());
 }
 
-TEST(Attribution, IntegratedGradientsThroughAReluNetworkAreNearlyComplete) {
-  ReluNet net;
+// y_0 = relu(w . x - c): on the path a x (black baseline) the unit switches on
+// at a* = c / (w . x), so integrated gradients are exactly x_i w_i (1 - a*) and
+// sum to f(x) - f(0). A quadrature meets that up to its share of the path
+// around the kink; the trapezoid rule's is at most one step.
+class OneKinkNet : public fer::SequentialClassifierImpl {
+ public:
+  OneKinkNet(const torch::Tensor& w, double c) {
+    add("flatten", torch::nn::Flatten());
+    auto hidden = torch::nn::Linear(16, 1);
+    auto out = torch::nn::Linear(1, 3);
+    torch::NoGradGuard no_grad;
+    hidden->weight.copy_(w.view({1, 16}));
+    hidden->bias.fill_(-c);
+    out->weight.copy_(torch::tensor({1.0f, 2.0f, -1.0f}).view({3, 1}));
+    out->bias.zero_();
+    add("hidden", hidden);
+    add("relu", torch::nn::ReLU());
+    add("out", out);
+  }
+};
+
+TEST(Attribution, IntegratedGradientsThroughAReluKinkAreTheClosedForm) {
+  const auto x = test_images(1, 2);
+  const auto w = torch::linspace(0.1, 1.6, 16);
+  const double wx = (x.flatten() * w).sum().item<double>(), kink = 0.37;  // the unit switches on at a* = 0.37
+  OneKinkNet net(w, kink * wx);
   net.eval();
-  const auto x = test_images(2, 2);
-  const auto classes = torch::tensor({1, 0}, torch::kLong);
-  fer::AttributionOptions o;  // black baseline
-  o.ig_steps = 128;
-  const auto ig = fer::attribute(net, x, classes, fer::AttributionMethod::integrated_gradients, o);
-  torch::NoGradGuard no_grad;
-  const auto scores = net.forward(x).gather(1, classes.view({-1, 1})).squeeze(1);
-  const auto black = net.forward(torch::zeros_like(x)).gather(1, classes.view({-1, 1})).squeeze(1);
-  const auto difference = (scores - black).abs();
-  // The path integral of a piecewise-linear network: a quadrature error, small against f(x) - f(b).
-  EXPECT_TRUE((ig.completeness_error.abs() <= 0.05 * difference + 1e-4).all().item<bool>())
-      << ig.completeness_error << difference;
+  const auto exact = x.flatten() * w * (1 - kink);
+  for (const auto rule : {fer::IntegrationRule::trapezoid, fer::IntegrationRule::gauss_legendre}) {
+    fer::AttributionOptions o;  // black baseline
+    o.ig_rule = rule;
+    o.ig_steps = 1000;
+    const auto ig = fer::attribute(net, x, torch::tensor({0}, torch::kLong), fer::AttributionMethod::integrated_gradients, o);
+    // The step around the kink is the only error: at most 1/steps (trapezoid) of the path's weight.
+    EXPECT_LT((ig.maps[0].flatten() - exact).abs().max().item<double>(), 2e-3 * exact.abs().max().item<double>());
+    EXPECT_LT(std::abs(ig.completeness_error[0].item<double>()), 2e-3 * wx);  // f(x) - f(0) = (1 - a*) w . x
+  }
+  // Class 1 scores twice the unit: twice the attributions.
+  fer::AttributionOptions o;
+  o.ig_steps = 1000;
+  const auto two = fer::attribute(net, x, torch::tensor({1}, torch::kLong), fer::AttributionMethod::integrated_gradients, o);
+  EXPECT_LT((two.maps[0].flatten() - 2 * exact).abs().max().item<double>(), 4e-3 * exact.abs().max().item<double>());
 }
 
 TEST(Attribution, CamMethodsOnALayerWhoseScoreIsLinear) {
