@@ -54,6 +54,7 @@
 #include "fer/explain/background.h"
 #include "fer/explain/deepshap.h"
 #include "fer/explain/faithfulness.h"
+#include "fer/explain/sanity.h"
 #include "fer/inference/inference.h"
 #include "fer/inference/metrics.h"
 #include "fer/inference/predictor.h"

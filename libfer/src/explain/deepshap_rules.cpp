@@ -37,6 +37,7 @@ torch::Tensor rescale_multiplier(const torch::Tensor& x, const torch::Tensor& y,
 }  // namespace deepshap_detail
 
 namespace {
+using deepshap_detail::fast_layout;
 using deepshap_detail::image_side;
 using deepshap_detail::reference_side;
 using deepshap_detail::rescale_multiplier;
@@ -190,7 +191,6 @@ torch::Tensor rescale(const torch::Tensor& x, const torch::Tensor& y, const torc
 }  // namespace deepshap_detail
 
 namespace {
-using deepshap_detail::fast_layout;
 
 using Saved = DeepShapExplainer::LayerRule::Saved;
 using Backward = DeepShapExplainer::Backward;
