@@ -8,6 +8,7 @@
 #include "fer/explain/attribution.h"
 #include "fer/explain/deepshap.h"
 #include "fer/explain/explainer.h"
+#include "fer/explain/sanity_check.h"
 #include "fer/inference/inference.h"
 #include "fer/models/checkpoint.h"
 #include "fer/models/model.h"
@@ -252,6 +253,72 @@ TEST(FaceExplainer, ACamLayerItLacksIsAnErrorListingItsLayers) {
   }
   o.attribution.cam_layer = "block2_conv_1";
   EXPECT_NO_THROW(fer::FaceExplainer(dir / "m.pt", fer::BackgroundSummary{}, o));
+}
+
+TEST(FaceExplainer, AGivenTargetIsTheClassEveryMethodExplains) {
+  fer_test::TempDir dir;
+  auto model = saved_model(dir / "m.pt");
+  fer::ExplainerOptions o;
+  o.methods = fer::parse_explain_methods("shap,lime,gradcam");
+  o.classes = "top:2";
+  o.lime_samples = 64;
+  o.faithfulness_steps = 4;
+  fer::FaceExplainer explainer(dir / "m.pt", two_constant_references(), o);
+  const auto image = random_faces_tensor(1, 4)[0];
+  const auto plain = explainer.explain({as_vector(image)}, {1}).at(0);
+  const int target = (plain.predicted + 3) % 7;
+  const auto e = explainer.explain({as_vector(image)}, {1}, {target}).at(0);
+  ASSERT_TRUE(e.error.empty()) << e.error;
+  EXPECT_EQ(e.predicted, plain.predicted);  // the prediction stays the model's
+  EXPECT_EQ(e.explained, target);
+  EXPECT_EQ(e.classes.front(), target);  // top:2 is the target and the most probable other
+  EXPECT_EQ(e.classes.back(), plain.predicted);
+  EXPECT_EQ(e.lime->label, target);
+  const auto cam = fer::attribute(*model, image.unsqueeze(0), torch::tensor({static_cast<int64_t>(target)}),
+                                  fer::AttributionMethod::gradcam, o.attribution);
+  EXPECT_LT((e.maps.at("gradcam") - cam.maps[0]).abs().max().item<float>(), 1e-5);
+  EXPECT_THROW(explainer.explain({as_vector(image)}, {1}, {7}), std::invalid_argument);
+}
+
+TEST(SanityCheck, RandomisesEveryLayerInTurnAndScoresEachMethod) {
+  fer_test::TempDir dir;
+  saved_model(dir / "m.pt");
+  fer::SanityCheckOptions o;
+  o.explainer.methods = fer::parse_explain_methods("saliency,gradcam");
+  o.seed = 9;
+  o.work_dir = dir / "work";
+  o.strip_faces = 1;
+  const auto faces = random_faces_tensor(2, 12);
+  const std::vector<std::vector<float>> images{as_vector(faces[0]), as_vector(faces[1])};
+  int calls = 0;
+  const auto check = fer::sanity_check(dir / "m.pt", {}, images, {1, 2}, o, [&](int, int, const std::string&) { ++calls; });
+  ASSERT_EQ(check.layers.size(), 8u);
+  EXPECT_EQ(check.layers.front(), "fc2");
+  EXPECT_EQ(calls, 1 + 16 + 1);
+  for (const auto& method : {"saliency", "gradcam"}) {
+    ASSERT_EQ(check.cascading.at(method).size(), 8u);
+    ASSERT_EQ(check.independent.at(method).size(), 8u);
+    // Cascading's first step and independent's first randomise the same layer with the same seed.
+    EXPECT_EQ(check.cascading.at(method)[0].spearman, check.independent.at(method)[0].spearman);
+    for (const auto& s : check.cascading.at(method)) {
+      EXPECT_EQ(s.faces, 2);
+      EXPECT_TRUE(s.spearman_abs >= -1 && s.spearman_abs <= 1) << method;
+      EXPECT_TRUE(s.ssim >= -1 && s.ssim <= 1) << method;
+    }
+    ASSERT_EQ(check.strip.at(method).size(), 9u);  // the trained model, then each cascading step
+    EXPECT_EQ(check.strip.at(method)[0].size(), 1u);
+  }
+  // The strip's first row is the trained model's map.
+  fer::FaceExplainer trained(dir / "m.pt", {}, o.explainer);
+  const auto alone = fer::explained_map(trained.explain({images[0]}, {1}).at(0), "saliency");
+  ASSERT_EQ(check.strip.at("saliency")[0][0].size(), alone.size());
+  const float scale = *std::max_element(alone.begin(), alone.end());  // saliency is >= 0
+  for (std::size_t p = 0; p < alone.size(); ++p)  // one face or two in a batch: float rounding apart
+    ASSERT_NEAR(check.strip.at("saliency")[0][0][p], alone[p], 1e-5 * scale) << p;
+  EXPECT_FALSE(fer_test::fs::exists(dir / "work/randomised.pt"));
+  // Seeded: the same check again gives the same scores.
+  const auto again = fer::sanity_check(dir / "m.pt", {}, images, {1, 2}, o);
+  EXPECT_EQ(again.cascading.at("gradcam")[5].ssim, check.cascading.at("gradcam")[5].ssim);
 }
 
 }  // namespace face_explainer_test

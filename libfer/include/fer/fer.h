@@ -80,6 +80,7 @@
 #if FER_WITH_OPENCV
 #include "fer/explain/explainer.h"
 #include "fer/explain/lime.h"
+#include "fer/explain/sanity_check.h"
 #include "fer/faces/faces.h"
 #include "fer/faces/tracking.h"
 #include "fer/faces/yunet.h"

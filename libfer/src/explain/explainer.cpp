@@ -246,23 +246,31 @@ std::vector<std::vector<float>> model_inputs(const std::vector<std::vector<float
 }  // namespace
 
 std::vector<FaceExplanation> FaceExplainer::explain(const std::vector<std::vector<float>>& faces,
-                                                    const std::vector<std::uint64_t>& seeds) {
+                                                    const std::vector<std::uint64_t>& seeds,
+                                                    const std::vector<int>& targets) {
   const auto images = model_inputs(faces, loaded_.model->input_normalization());
   if (seeds.size() != images.size())
     throw std::invalid_argument(fmt::format("{} seeds for {} images", seeds.size(), images.size()));
+  if (!targets.empty() && targets.size() != images.size())
+    throw std::invalid_argument(fmt::format("{} target classes for {} images", targets.size(), images.size()));
+  for (const int t : targets)
+    if (t < 0 || t >= static_cast<int>(class_names().size()))
+      throw std::invalid_argument(fmt::format("target class {} of a model with {} classes", t, class_names().size()));
   std::vector<FaceExplanation> out(images.size());
   std::vector<std::size_t> ready;  // the faces whose prediction succeeded
   for (std::size_t i = 0; i < images.size(); ++i) {
     keep_failure(out[i], [&] {
       if (images[i].size() != static_cast<std::size_t>(kImagePixels))
         throw std::invalid_argument(fmt::format("a face of {} values, not {}", images[i].size(), kImagePixels));
-      predict(images[i], out[i]);
+      predict(images[i], targets.empty() ? -1 : targets[i], out[i]);
       ready.push_back(i);
     });
   }
-  if (shap_ && !ready.empty()) {
+  // A failed batch (a DeepSHAP pass, a map) fails every face in it.
+  const auto for_all_ready = [&](auto&& work) {
+    if (ready.empty()) return;
     try {
-      add_shap(images, ready, out);
+      work();
     } catch (const std::exception& ex) {
       for (const auto i : ready) {
         out[i] = FaceExplanation{};
@@ -270,29 +278,23 @@ std::vector<FaceExplanation> FaceExplainer::explain(const std::vector<std::vecto
       }
       ready.clear();
     }
-  }
-  if (!options_.methods.maps.empty() && !ready.empty()) {
-    try {
-      add_maps(images, ready, seeds, out);
-    } catch (const std::exception& ex) {
-      for (const auto i : ready) {
-        out[i] = FaceExplanation{};
-        out[i].error = ex.what();
-      }
-      ready.clear();
-    }
-  }
+  };
+  if (shap_) for_all_ready([&] { add_shap(images, ready, out); });
+  if (!options_.methods.maps.empty()) for_all_ready([&] { add_maps(images, ready, seeds, out); });
   for (const auto i : ready) keep_failure(out[i], [&] { add_lime_and_curves(images[i], seeds[i], out[i]); });
   return out;
 }
 
-void FaceExplainer::predict(const std::vector<float>& image, FaceExplanation& e) const {
+void FaceExplainer::predict(const std::vector<float>& image, int target, FaceExplanation& e) const {
   e.probs = classifier_(image, 1);
   const int64_t k = static_cast<int64_t>(e.probs.size());
   std::vector<int64_t> order(k);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return e.probs[a] > e.probs[b]; });
   e.predicted = static_cast<int>(order[0]);
+  e.explained = target >= 0 ? target : e.predicted;
+  // The explained class first: top:K's are then it and the K - 1 most probable others.
+  std::stable_partition(order.begin(), order.end(), [&](int64_t c) { return c == e.explained; });
   if (selection_.kind == ClassSelection::all) {
     e.classes.resize(k);
     std::iota(e.classes.begin(), e.classes.end(), 0);
@@ -332,7 +334,7 @@ Attribution FaceExplainer::attribute_map(const std::string& method, const at::Te
   return attribute(*loaded_.model, batch, classes, base, o);
 }
 
-// Each map explains the predicted class on the model's input (the centre crop
+// Each map explains the explained class on the model's input (the centre crop
 // of its size); the pixels cropped away get 0, as DeepSHAP's do.
 void FaceExplainer::add_maps(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready,
                              const std::vector<std::uint64_t>& seeds, std::vector<FaceExplanation>& out) {
@@ -341,7 +343,7 @@ void FaceExplainer::add_maps(const std::vector<std::vector<float>>& images, cons
   auto classes = torch::empty({n}, torch::kLong);
   for (int64_t j = 0; j < n; ++j) {
     batch[j].copy_(torch::tensor(images[ready[j]]).view({1, kImageSize, kImageSize}));
-    classes[j] = static_cast<int64_t>(out[ready[j]].predicted);
+    classes[j] = static_cast<int64_t>(out[ready[j]].explained);
   }
   batch = center_crop(batch, loaded_.meta.model.input_size).contiguous().to(device_);
   classes = classes.to(device_);
@@ -371,15 +373,15 @@ void FaceExplainer::add_lime_and_curves(const std::vector<float>& image, std::ui
     LimeOptions lime_options;
     lime_options.num_samples = options_.lime_samples;
     lime_options.seed = seed;
-    e.lime = explain_lime(image, kImageSize, kImageSize, predictor_, e.predicted, lime_options);
+    e.lime = explain_lime(image, kImageSize, kImageSize, predictor_, e.explained, lime_options);
   }
   if (!options_.faithfulness) return;
   const auto curves = [&](const std::vector<float>& scores) {
-    return deletion_insertion_curves(image, baseline_, scores, e.predicted, predictor_, options_.faithfulness_steps);
+    return deletion_insertion_curves(image, baseline_, scores, e.explained, predictor_, options_.faithfulness_steps);
   };
   if (shap_) {
-    // Every selection explains the predicted class (all, pred, top:K's first).
-    const auto at = std::find(e.classes.begin(), e.classes.end(), e.predicted) - e.classes.begin();
+    // Every selection holds the explained class (all; pred and top:K first).
+    const auto at = std::find(e.classes.begin(), e.classes.end(), e.explained) - e.classes.begin();
     const float* map = e.shap.data_ptr<float>() + at * kImagePixels;
     e.faithfulness["shap"] = curves(std::vector<float>(map, map + kImagePixels));
   }

@@ -59,7 +59,7 @@ void randomise_layer(ClassifierImpl& model, const std::string& layer, std::uint6
                                 class_name_list(allowed) + ")");
   auto& sequential = dynamic_cast<SequentialClassifierImpl&>(model);
   const auto& names = sequential.layer_names();
-  const auto& module = sequential.sequential_layers()[static_cast<std::size_t>(
+  const auto module = sequential.sequential_layers()[static_cast<std::size_t>(  // a copy: the list is returned by value
       std::find(names.begin(), names.end(), layer) - names.begin())];
   auto generator = make_cpu_generator(seed);
   torch::NoGradGuard no_grad;

@@ -106,6 +106,7 @@ struct FaceExplanation {
   std::string error;
   std::vector<float> probs;      // the model's fp32 probabilities, one per class
   int predicted = -1;            // argmax of probs (the first on ties)
+  int explained = -1;            // the class LIME, the maps and the curves explain: predicted unless explain() was given one
   std::vector<int64_t> classes;  // the explained classes, in ClassSelection's order
   at::Tensor shap;            // [classes, 48, 48] on the CPU (pixels a smaller input crops away: 0); undefined without SHAP
   double additivity = NAN;       // DeepSHAP's additivity error (DeepShapResult::additivity_error)
@@ -140,15 +141,17 @@ class FaceExplainer {
 
   // The maps explain the network on each image as the checkpoint's input
   // normalisation leaves it (ModelOptions::normalize; as given for "none").
-  // Requires images of 48*48 values in [0,1] and one seed per image (LIME's
-  // sampling, SmoothGrad's noise and the random ranking; else
-  // std::invalid_argument). A failure stays with its face (a failed DeepSHAP
+  // Requires images of 48*48 values in [0,1], one seed per image (LIME's
+  // sampling, SmoothGrad's noise and the random ranking) and no targets or
+  // one class per image to explain instead of the predicted one (a sanity
+  // check explains a randomised model on the trained one's classes); else
+  // std::invalid_argument. A failure stays with its face (a failed DeepSHAP
   // pass or map batch, with every face of the call).
   std::vector<FaceExplanation> explain(const std::vector<std::vector<float>>& images,
-                                       const std::vector<std::uint64_t>& seeds);
+                                       const std::vector<std::uint64_t>& seeds, const std::vector<int>& targets = {});
 
  private:
-  void predict(const std::vector<float>& image, FaceExplanation& e) const;
+  void predict(const std::vector<float>& image, int target, FaceExplanation& e) const;
   void add_shap(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready,
                 std::vector<FaceExplanation>& out);
   void add_maps(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready,

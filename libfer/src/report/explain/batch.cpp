@@ -113,7 +113,7 @@ class BatchWriter {
   cv::Mat map_panels(const fs::path& dir, const ExplainItem& item, ItemRecord& r, const std::string& method) {
     const auto& map = r.maps.at(method);
     const cv::Mat panel = with_title(map_panel(item.pixels.data(), map),
-                                     fmt::format("{} {}", method, names_[r.predicted]));
+                                     fmt::format("{} {}", method, names_[r.explained]));
     add_file(r, dir / (method_file_stem(method) + ".png"), panel);
     if (options_.save_raw) {
       const fs::path npy = dir / (method_file_stem(method) + ".npy");

@@ -1,0 +1,122 @@
+#include "fer/explain/sanity_check.h"
+
+#include <fmt/format.h>
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <filesystem>
+
+#include "fer/common/emotions.h"
+#include "fer/explain/sanity.h"
+
+namespace fer {
+
+namespace fs = std::filesystem;
+
+std::vector<float> explained_map(const FaceExplanation& e, const std::string& method) {
+  const auto values = [](const at::Tensor& map, int64_t offset) {
+    const float* p = map.data_ptr<float>() + offset;
+    return std::vector<float>(p, p + kImagePixels);
+  };
+  if (method == "shap" && e.shap.defined()) {
+    const auto at = std::find(e.classes.begin(), e.classes.end(), e.explained) - e.classes.begin();
+    return values(e.shap, at * kImagePixels);
+  }
+  if (method == "lime" && e.lime) return lime_pixel_scores(*e.lime);
+  if (const auto it = e.maps.find(method); it != e.maps.end()) return values(it->second, 0);
+  throw std::invalid_argument("the explanation has no " + method + " map");
+}
+
+namespace {
+
+// Running means of one step's scores.
+struct ScoreSums {
+  double spearman_abs = 0, spearman = 0, ssim = 0;
+  std::int64_t faces = 0;
+  void add(const std::vector<float>& a, const std::vector<float>& b) {
+    std::vector<float> abs_a(a.size()), abs_b(b.size());
+    std::transform(a.begin(), a.end(), abs_a.begin(), [](float v) { return std::abs(v); });
+    std::transform(b.begin(), b.end(), abs_b.begin(), [](float v) { return std::abs(v); });
+    spearman_abs += spearman_correlation(abs_a, abs_b);
+    spearman += spearman_correlation(a, b);
+    const auto as_map = [](const std::vector<float>& v) {
+      return torch::from_blob(const_cast<float*>(v.data()), {kImageSize, kImageSize}, torch::kFloat32);
+    };
+    ssim += map_ssim(as_map(a), as_map(b));
+    ++faces;
+  }
+  SanityScores means() const {
+    SanityScores s;
+    s.faces = faces;
+    if (faces > 0) s.spearman_abs = spearman_abs / faces, s.spearman = spearman / faces, s.ssim = ssim / faces;
+    return s;
+  }
+};
+
+// The trained model with `layers` randomised (layer k from seed + k), saved to `path`.
+void save_randomised(const std::string& checkpoint, const std::vector<std::size_t>& layers,
+                     const std::vector<std::string>& names, std::uint64_t seed, const std::string& path) {
+  auto loaded = load_checkpoint(checkpoint, torch::kCPU);
+  for (const auto k : layers) randomise_layer(*loaded.model, names[k], seed + k);
+  save_checkpoint(path, *loaded.model, loaded.meta);
+}
+
+}  // namespace
+
+SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary& background,
+                         const std::vector<std::vector<float>>& faces, const std::vector<std::uint64_t>& seeds,
+                         const SanityCheckOptions& options, const SanityProgress& progress) {
+  if (options.work_dir.empty()) throw std::invalid_argument("sanity_check: a work_dir for the randomised checkpoints");
+  auto explainer_options = options.explainer;
+  explainer_options.faithfulness = false;
+  FaceExplainer trained(checkpoint, background, explainer_options);
+  SanityCheck check;
+  check.methods = explain_method_names(explainer_options.methods);
+  check.layers = randomisable_layers(*load_checkpoint(checkpoint, torch::kCPU).model);
+  if (check.layers.empty()) throw std::invalid_argument("sanity_check: " + checkpoint + " has no layers to randomise in turn");
+  const int steps = static_cast<int>(check.layers.size()), total = 1 + steps * (options.independent ? 2 : 1);
+  if (progress) progress(0, total, "the trained model");
+  const auto reference = trained.explain(faces, seeds);
+  std::vector<int> targets;  // the trained model's classes; a failed face is explained as class 0 and left out
+  for (const auto& e : reference) targets.push_back(e.error.empty() ? e.explained : 0);
+  const auto strip_count = std::min<std::size_t>(faces.size(), static_cast<std::size_t>(std::max(0, options.strip_faces)));
+  for (const auto& method : check.methods) {
+    auto& first = check.strip[method].emplace_back();
+    for (std::size_t i = 0; i < strip_count; ++i)
+      first.push_back(reference[i].error.empty() ? explained_map(reference[i], method) : std::vector<float>(kImagePixels, 0));
+  }
+  fs::create_directories(options.work_dir);
+  const auto path = (fs::path(options.work_dir) / "randomised.pt").string();
+  int done = 1;
+  const auto run = [&](const std::vector<std::size_t>& randomised, bool cascading) {
+    const auto& last = check.layers[randomised.back()];
+    if (progress) progress(done, total, (cascading ? "cascading to " : "independent ") + last);
+    save_randomised(checkpoint, randomised, check.layers, options.seed, path);
+    FaceExplainer model(path, background, explainer_options);
+    const auto explained = model.explain(faces, seeds, targets);
+    for (const auto& method : check.methods) {
+      ScoreSums sums;
+      for (std::size_t i = 0; i < faces.size(); ++i)
+        if (reference[i].error.empty() && explained[i].error.empty())
+          sums.add(explained_map(reference[i], method), explained_map(explained[i], method));
+      (cascading ? check.cascading : check.independent)[method].push_back(sums.means());
+      if (!cascading) continue;
+      auto& maps = check.strip[method].emplace_back();
+      for (std::size_t i = 0; i < strip_count; ++i)
+        maps.push_back(explained[i].error.empty() ? explained_map(explained[i], method) : std::vector<float>(kImagePixels, 0));
+    }
+    ++done;
+  };
+  for (std::size_t k = 0; k < check.layers.size(); ++k) {
+    std::vector<std::size_t> cascade(k + 1);
+    std::iota(cascade.begin(), cascade.end(), 0);
+    run(cascade, true);
+  }
+  if (options.independent)
+    for (std::size_t k = 0; k < check.layers.size(); ++k) run({k}, false);
+  fs::remove(path);
+  if (progress) progress(total, total, "done");
+  return check;
+}
+
+}  // namespace fer
