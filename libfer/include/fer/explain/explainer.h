@@ -39,7 +39,7 @@ namespace fer {
 // gradcam++, hirescam, occlusion.
 struct ExplainMethods {
   bool shap = true, lime = true;
-  std::vector<std::string> maps;  // in the order given
+  std::vector<std::string> maps;  // in explain_method_list's order, whatever the order given
   bool operator==(const ExplainMethods& other) const {
     return shap == other.shap && lime == other.lime && maps == other.maps;
   }
