@@ -128,14 +128,11 @@ at::Tensor noisy_copy(const at::Tensor& x, double sigma, at::Generator& generato
   return x + noise * sigma * range;
 }
 
-std::size_t layer_index(const SequentialClassifierImpl& model, const std::string& name,
-                        const std::vector<std::string>& allowed) {
-  const auto& names = model.layer_names();
-  const auto at = std::find(names.begin(), names.end(), name);
-  if (at == names.end() || std::find(allowed.begin(), allowed.end(), name) == allowed.end())
-    throw std::invalid_argument("explain.cam_layer '" + name + "' is not a feature-map layer of this model (" +
-                                class_name_list(allowed) + ")");
-  return static_cast<std::size_t>(at - names.begin());
+// The error for a CAM layer without a feature map: only then are the model's
+// feature-map layers listed (that takes a forward pass, layer by layer).
+[[noreturn]] void refuse_cam_layer(ClassifierImpl& model, const std::string& name, const at::Tensor& x) {
+  throw std::invalid_argument("explain.cam_layer '" + name + "' is not a feature-map layer of this model (" +
+                              class_name_list(cam_layer_names(model, x.size(1), x.size(2))) + ")");
 }
 
 std::string last_convolution(const SequentialClassifierImpl& model) {
@@ -150,6 +147,7 @@ at::Tensor class_activation_map(SequentialClassifierImpl& model, const at::Tenso
   torch::AutoGradMode enable(true);
   const auto count = model.layer_names().size();
   const auto activations = model.forward_layers(x.detach(), 0, layer + 1).detach().requires_grad_(true);
+  if (activations.dim() != 4) return {};  // not a feature map: the caller refuses the layer
   const auto scores = class_scores(model.forward_layers(activations, layer + 1, count), classes);
   const auto g = torch::autograd::grad({scores.sum()}, {activations})[0];
   const auto a = activations.detach();
@@ -259,8 +257,11 @@ Attribution attribute(ClassifierImpl& model, const at::Tensor& images, const at:
     auto* sequential = dynamic_cast<SequentialClassifierImpl*>(&model);
     if (sequential == nullptr) throw std::invalid_argument("CAM needs a sequential model (its layers in forward order)");
     result.layer = o.cam_layer.empty() ? last_convolution(*sequential) : o.cam_layer;
-    const auto index = layer_index(*sequential, result.layer, cam_layer_names(model, x.size(1), x.size(2)));
-    result.maps = class_activation_map(*sequential, x, labels, method, index);
+    const auto& names = sequential->layer_names();
+    const auto at = std::find(names.begin(), names.end(), result.layer);
+    if (at == names.end()) refuse_cam_layer(model, result.layer, x);
+    result.maps = class_activation_map(*sequential, x, labels, method, static_cast<std::size_t>(at - names.begin()));
+    if (!result.maps.defined()) refuse_cam_layer(model, result.layer, x);
   } else if (method == AttributionMethod::occlusion) {
     result.maps = occlusion_map(model, x, labels, o);
   } else if (o.smoothgrad_samples == 0) {
