@@ -15,6 +15,8 @@
 #include "fer/faces/faces.h"
 #include "fer/models/checkpoint.h"
 #include "fer/report/explain/batch.h"
+#include "fer/report/explain/sanity.h"
+#include "fer/report/progress.h"
 #include "fer/report/runtime.h"
 
 namespace {
@@ -88,7 +90,8 @@ struct ExplainArgs {
   std::vector<std::string> inputs, overrides, merge;
   std::size_t limit = 0;
   int threads = 0;
-  bool no_faithfulness = false, detect_faces = false;
+  bool no_faithfulness = false, detect_faces = false, sanity_check = false;
+  double sanity_threshold = 0.5;
   fer::ExplainOptions options;
 };
 
@@ -149,6 +152,14 @@ void add_method_options(CLI::App& app, ExplainArgs& a) {
   app.add_option("--shard", a.shard,
                  "Explain slice K of N of the inputs (K from 0) into <out>/shard-K-of-N; under torchrun or srun the rank is the shard");
   app.add_option("--merge", a.merge, "Shard directories to merge into --out, as one unsharded run writes it");
+  app.add_flag("--sanity-check", a.sanity_check,
+               "Instead of explaining: randomise the model's layers from the output down (and each alone) and score "
+               "how much each method's maps change (sanity.json, charts, strips); --limit defaults to 16 faces");
+  app.add_option("--sanity-threshold", a.sanity_threshold,
+                 "A method passes the sanity check when the Spearman correlation of |map| with every layer "
+                 "randomised stays below this")
+      ->check(CLI::Range(-1.0, 1.0))
+      ->capture_default_str();
 }
 
 int merge_shards(const ExplainArgs& a) {
@@ -197,6 +208,38 @@ fer::BackgroundSummary references(const ExplainArgs& a, const std::string& model
   return {};
 }
 
+// fer-explain --sanity-check: the model-randomisation test of every chosen method.
+int run_sanity_check(const ExplainArgs& a, const std::string& model, const std::vector<fer::ExplainItem>& items,
+                     const fer::BackgroundSummary& refs) {
+  fer::SanityReportInputs in;
+  in.checkpoint = model;
+  in.threshold = a.sanity_threshold;
+  in.options.explainer = a.options;
+  in.options.seed = a.options.seed;
+  in.options.work_dir = (fs::path(a.out) / "randomised").string();
+  std::vector<std::vector<float>> faces;
+  std::vector<std::uint64_t> seeds;
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    if (!items[i].error.empty()) continue;
+    faces.emplace_back(items[i].pixels.begin(), items[i].pixels.end());
+    for (auto& v : faces.back()) v /= 255.0f;
+    seeds.push_back(a.options.seed + i);
+    in.sources.push_back(items[i].source);
+    if (in.strip_pixels.size() < static_cast<std::size_t>(in.options.strip_faces)) in.strip_pixels.push_back(items[i].pixels);
+  }
+  if (faces.empty()) throw std::runtime_error("no readable face among the inputs");
+  const auto check = fer::sanity_check(model, refs, faces, seeds, in.options, fer::progress_bars("face"));
+  std::printf("sanity check of %s on %zu faces, %zu layers randomised in turn (seed %llu):\n", model.c_str(),
+              faces.size(), check.layers.size(), static_cast<unsigned long long>(in.options.seed));
+  for (const auto& [method, v] : fer::write_sanity_report(check, in, a.out))
+    std::printf("  %-22s Spearman |map| %6.3f  SSIM %6.3f  with every layer randomised: %s\n", method.c_str(),
+                v.spearman_abs, v.ssim, v.passes ? "passes" : "FAILS");
+  std::error_code ignored;
+  fs::remove(in.options.work_dir, ignored);  // the randomised checkpoints' folder, left empty
+  std::printf("report: %s\n", (fs::path(a.out) / "sanity.json").c_str());
+  return 0;
+}
+
 int run_explain(ExplainArgs a) {
   fer_app::configure_runtime(a.threads);
   if (!a.merge.empty()) return merge_shards(a);
@@ -205,7 +248,10 @@ int run_explain(ExplainArgs a) {
   const auto config = read_config(a);
   a.options.methods = fer::parse_explain_methods(a.methods);
   static_cast<fer::ExplainerOptions&>(a.options) = fer::with_explain_config(a.options, config.explain);
+  if (a.sanity_check && !a.shard.empty()) throw std::runtime_error("--sanity-check runs unsharded: leave out --shard");
+  if (a.sanity_check && a.limit == 0) a.limit = 16;
   auto items = collect_items(a, config, model);
+  if (a.sanity_check) return run_sanity_check(a, model, items, references(a, model));
   auto& options = a.options;
   options.shard = chosen_shard(a.shard);
   options.total_items = items.size();

@@ -290,11 +290,21 @@ TEST(SanityCheck, RandomisesEveryLayerInTurnAndScoresEachMethod) {
   o.strip_faces = 1;
   const auto faces = random_faces_tensor(2, 12);
   const std::vector<std::vector<float>> images{as_vector(faces[0]), as_vector(faces[1])};
-  int calls = 0;
-  const auto check = fer::sanity_check(dir / "m.pt", {}, images, {1, 2}, o, [&](int, int, const std::string&) { ++calls; });
+  struct CountingSink : fer::ProgressSink {
+    std::int64_t* steps;
+    explicit CountingSink(std::int64_t* s) : steps(s) {}
+    void advance(std::int64_t n, std::int64_t, const std::string&) override { *steps += n; }
+    void finish() override {}
+  };
+  std::int64_t total = 0, steps = 0;
+  const auto check = fer::sanity_check(dir / "m.pt", {}, images, {1, 2}, o, [&](std::int64_t t, const std::string&) {
+    total = t;
+    return std::make_unique<CountingSink>(&steps);
+  });
   ASSERT_EQ(check.layers.size(), 8u);
   EXPECT_EQ(check.layers.front(), "fc2");
-  EXPECT_EQ(calls, 1 + 16 + 1);
+  EXPECT_EQ(total, 1 + 2 * 8);  // the trained model, 8 cascading steps, 8 layers alone
+  EXPECT_EQ(steps, total);
   for (const auto& method : {"saliency", "gradcam"}) {
     ASSERT_EQ(check.cascading.at(method).size(), 8u);
     ASSERT_EQ(check.independent.at(method).size(), 8u);
@@ -319,6 +329,12 @@ TEST(SanityCheck, RandomisesEveryLayerInTurnAndScoresEachMethod) {
   // Seeded: the same check again gives the same scores.
   const auto again = fer::sanity_check(dir / "m.pt", {}, images, {1, 2}, o);
   EXPECT_EQ(again.cascading.at("gradcam")[5].ssim, check.cascading.at("gradcam")[5].ssim);
+  // With every layer redrawn, the saliency maps are another network's: no longer the same ranking.
+  const auto verdict = fer::sanity_verdict(check, "saliency", 0.99);
+  EXPECT_EQ(verdict.spearman_abs, check.cascading.at("saliency").back().spearman_abs);
+  EXPECT_TRUE(verdict.passes) << verdict.spearman_abs;
+  EXPECT_FALSE(fer::sanity_verdict(check, "saliency", verdict.spearman_abs).passes);  // strictly below
+  EXPECT_THROW(fer::sanity_verdict(check, "lime", 0.5), std::invalid_argument);
 }
 
 }  // namespace face_explainer_test

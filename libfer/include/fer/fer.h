@@ -86,6 +86,7 @@
 #include "fer/faces/yunet.h"
 #include "fer/live/live_session.h"
 #include "fer/report/explain/batch.h"
+#include "fer/report/explain/sanity.h"
 #include "fer/report/image_file.h"
 #include "fer/report/live/session.h"
 #include "fer/report/live/sinks.h"

@@ -1,10 +1,11 @@
 #include "fer/explain/sanity_check.h"
 
-#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <numeric>
+#include <stdexcept>
 
 #include "fer/common/emotions.h"
 #include "fer/explain/sanity.h"
@@ -65,7 +66,7 @@ void save_randomised(const std::string& checkpoint, const std::vector<std::size_
 
 SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary& background,
                          const std::vector<std::vector<float>>& faces, const std::vector<std::uint64_t>& seeds,
-                         const SanityCheckOptions& options, const SanityProgress& progress) {
+                         const SanityCheckOptions& options, const ProgressFactory& progress) {
   if (options.work_dir.empty()) throw std::invalid_argument("sanity_check: a work_dir for the randomised checkpoints");
   auto explainer_options = options.explainer;
   explainer_options.faithfulness = false;
@@ -75,8 +76,9 @@ SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary&
   check.layers = randomisable_layers(*load_checkpoint(checkpoint, torch::kCPU).model);
   if (check.layers.empty()) throw std::invalid_argument("sanity_check: " + checkpoint + " has no layers to randomise in turn");
   const int steps = static_cast<int>(check.layers.size()), total = 1 + steps * (options.independent ? 2 : 1);
-  if (progress) progress(0, total, "the trained model");
+  auto bar = progress ? progress(total, "sanity check") : nullptr;
   const auto reference = trained.explain(faces, seeds);
+  if (bar) bar->advance(1, static_cast<std::int64_t>(faces.size()), "the trained model");
   std::vector<int> targets;  // the trained model's classes; a failed face is explained as class 0 and left out
   for (const auto& e : reference) targets.push_back(e.error.empty() ? e.explained : 0);
   const auto strip_count = std::min<std::size_t>(faces.size(), static_cast<std::size_t>(std::max(0, options.strip_faces)));
@@ -87,10 +89,7 @@ SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary&
   }
   fs::create_directories(options.work_dir);
   const auto path = (fs::path(options.work_dir) / "randomised.pt").string();
-  int done = 1;
   const auto run = [&](const std::vector<std::size_t>& randomised, bool cascading) {
-    const auto& last = check.layers[randomised.back()];
-    if (progress) progress(done, total, (cascading ? "cascading to " : "independent ") + last);
     save_randomised(checkpoint, randomised, check.layers, options.seed, path);
     FaceExplainer model(path, background, explainer_options);
     const auto explained = model.explain(faces, seeds, targets);
@@ -105,7 +104,9 @@ SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary&
       for (std::size_t i = 0; i < strip_count; ++i)
         maps.push_back(explained[i].error.empty() ? explained_map(explained[i], method) : std::vector<float>(kImagePixels, 0));
     }
-    ++done;
+    if (bar)
+      bar->advance(1, static_cast<std::int64_t>(faces.size()),
+                   (cascading ? "cascading to " : "independent ") + check.layers[randomised.back()]);
   };
   for (std::size_t k = 0; k < check.layers.size(); ++k) {
     std::vector<std::size_t> cascade(k + 1);
@@ -115,8 +116,19 @@ SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary&
   if (options.independent)
     for (std::size_t k = 0; k < check.layers.size(); ++k) run({k}, false);
   fs::remove(path);
-  if (progress) progress(total, total, "done");
+  if (bar) bar->finish();
   return check;
+}
+
+SanityVerdict sanity_verdict(const SanityCheck& check, const std::string& method, double threshold) {
+  const auto it = check.cascading.find(method);
+  if (it == check.cascading.end() || it->second.empty())
+    throw std::invalid_argument("sanity_verdict: the check has no " + method + " scores");
+  SanityVerdict v;
+  v.spearman_abs = it->second.back().spearman_abs;
+  v.ssim = it->second.back().ssim;
+  v.passes = v.spearman_abs < threshold;  // NaN (no face explained by both) does not pass
+  return v;
 }
 
 }  // namespace fer

@@ -13,11 +13,11 @@
 
 #include <cmath>
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "fer/common/callbacks.h"
 #include "fer/explain/explainer.h"
 
 namespace fer {
@@ -49,8 +49,6 @@ struct SanityCheck {
   std::map<std::string, std::vector<std::vector<std::vector<float>>>> strip;
 };
 
-// (models done, models in all, what runs now)
-using SanityProgress = std::function<void(int, int, const std::string&)>;
 
 // Every randomised model explains the classes the trained one predicted. Requires
 // a sequential model (layers to randomise), faces and seeds as
@@ -60,7 +58,17 @@ using SanityProgress = std::function<void(int, int, const std::string&)>;
 // step's means.
 SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary& background,
                          const std::vector<std::vector<float>>& faces, const std::vector<std::uint64_t>& seeds,
-                         const SanityCheckOptions& options, const SanityProgress& progress = {});
+                         const SanityCheckOptions& options, const ProgressFactory& progress = {});
+
+// Adebayo et al.'s criterion as a number: a method passes when the maps of the
+// model with every layer randomised keep a mean Spearman correlation of |map|
+// with the trained model's below `threshold` (its maps depend on the weights).
+// Requires a method of the check.
+struct SanityVerdict {
+  double spearman_abs = NAN, ssim = NAN;  // every layer randomised
+  bool passes = false;
+};
+SanityVerdict sanity_verdict(const SanityCheck& check, const std::string& method, double threshold);
 
 // A method's map of the explained class as 48*48 values: SHAP's, LIME's pixel
 // scores or an attribution map. Throws std::invalid_argument when the

@@ -1,6 +1,6 @@
-// Private to explain_*.cpp: the pieces of an explanation batch's files that the
-// batch (explain_batch.cpp), its report (explain_report.cpp), its panels
-// (explain_panels.cpp) and its shards (explain_shards.cpp) share.
+// Private to report/explain/*.cpp: the pieces of an explanation batch's files
+// that the batch (batch.cpp), its report (report.cpp), its panels (panels.cpp),
+// its shards (shards.cpp) and the sanity check's files (sanity.cpp) share.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -26,15 +26,17 @@ constexpr int kScale = 4;  // 48 px faces are drawn at 192 px
 constexpr int kSide = kImageSize * kScale;
 constexpr int kTitle = 26;  // title band height
 
-// ---- panels (explain_panels.cpp) ----
+// ---- panels (panels.cpp) ----
 cv::Mat face_bgr(const std::uint8_t* pixels);  // the face at kSide px, BGR
 cv::Mat with_title(const cv::Mat& panel, const std::string& title);
 cv::Mat hconcat_padded(const std::vector<cv::Mat>& panels);
 // Panels in rows of at most kSheetColumns (a summary sheet of many methods stays readable).
 constexpr std::size_t kSheetColumns = 4;
 cv::Mat sheet_grid(const std::vector<cv::Mat>& panels);
+cv::Mat vconcat_padded(const std::vector<cv::Mat>& rows);  // rows stacked, left-aligned
 cv::Mat colour_bar(double vmax, int height, bool diverging_scale);
-cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double vmax);
+cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double vmax);  // overlay + colour bar
+cv::Mat attribution_overlay(const std::uint8_t* pixels, const float* attribution, double vmax);  // kSide x kSide
 cv::Mat lime_panel(const std::uint8_t* pixels, const LimeExplanation& e, int top);
 double percentile_abs(const float* values, std::size_t n, double q);
 void write_png(const std::string& path, const cv::Mat& img);  // throws naming the path
@@ -45,12 +47,12 @@ cv::Mat map_panel(const std::uint8_t* pixels, const at::Tensor& map);  // an att
 // A method's name as a file stem: "gradcam++" -> "gradcam_plus_plus".
 std::string method_file_stem(const std::string& method);
 
-// ---- manifest, batch report, gallery (explain_report.cpp) ----
+// ---- manifest, batch report, gallery (report.cpp) ----
 // The methods whose deletion/insertion AUCs the manifest carries, in column
 // order: those that ran, then "random".
 std::vector<std::string> faithfulness_methods(const ExplainMethods& methods);
 // The attribution maps' settings, which shards of one batch must share.
-nlohmann::json attribution_settings_json(const ExplainOptions& o);
+nlohmann::json attribution_settings_json(const ExplainerOptions& o);
 
 // What one item produced (its explanation and the files written from it): a
 // manifest row and a gallery card.
@@ -85,7 +87,7 @@ void add_report(BatchReport& total, const nlohmann::json& part);
 // The batch-level files: global SHAP maps, faithfulness.json and its plot, index.html.
 void write_batch_reports(const std::string& out_dir, const BatchReport& r);
 
-// ---- shards (explain_shards.cpp) ----
+// ---- shards (shards.cpp) ----
 // A shard's own files plus shard.json: which items it holds, the options that
 // must agree across shards, and its part of the batch report.
 void write_explain_shard(const std::string& out_dir, const std::string& checkpoint, const ExplainOptions& o,

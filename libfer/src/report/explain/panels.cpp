@@ -45,12 +45,18 @@ cv::Mat hconcat_padded(const std::vector<cv::Mat>& panels) {
 cv::Mat sheet_grid(const std::vector<cv::Mat>& panels) {
   if (panels.size() <= kSheetColumns) return hconcat_padded(panels);
   std::vector<cv::Mat> rows;
-  int width = 0, height = 0;
   for (std::size_t first = 0; first < panels.size(); first += kSheetColumns) {
     const auto last = std::min(panels.size(), first + kSheetColumns);
     rows.push_back(hconcat_padded(std::vector<cv::Mat>(panels.begin() + first, panels.begin() + last)));
-    width = std::max(width, rows.back().cols);
-    height += rows.back().rows + 8;
+  }
+  return vconcat_padded(rows);
+}
+
+cv::Mat vconcat_padded(const std::vector<cv::Mat>& rows) {
+  int width = 0, height = 0;
+  for (const auto& row : rows) {
+    width = std::max(width, row.cols);
+    height += row.rows + 8;
   }
   cv::Mat out(height, width, CV_8UC3, cv::Scalar(255, 255, 255));
   int y = 0;
@@ -102,7 +108,7 @@ cv::Mat colour_bar(double vmax, int height, bool diverging_scale) {
 }
 
 // The face faded under a red/blue attribution map (nearest upscaling: one block per pixel).
-cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double vmax) {
+cv::Mat attribution_overlay(const std::uint8_t* pixels, const float* attribution, double vmax) {
   cv::Mat out(kSide, kSide, CV_8UC3);
   for (int r = 0; r < kSide; ++r)
     for (int c = 0; c < kSide; ++c) {
@@ -115,7 +121,11 @@ cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double 
           cv::Vec3b(static_cast<uchar>(face * (1 - a) + col[0] * a), static_cast<uchar>(face * (1 - a) + col[1] * a),
                     static_cast<uchar>(face * (1 - a) + col[2] * a));
     }
-  return hconcat_padded({out, colour_bar(vmax, kSide, true)});
+  return out;
+}
+
+cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double vmax) {
+  return hconcat_padded({attribution_overlay(pixels, attribution, vmax), colour_bar(vmax, kSide, true)});
 }
 
 cv::Mat map_panel(const std::uint8_t* pixels, const at::Tensor& map) {

@@ -21,7 +21,7 @@ std::vector<std::string> faithfulness_methods(const ExplainMethods& methods) {
   return names;
 }
 
-nlohmann::json attribution_settings_json(const ExplainOptions& o) {
+nlohmann::json attribution_settings_json(const ExplainerOptions& o) {
   const auto& a = o.attribution;
   return {{"cam_layer", a.cam_layer},
           {"ig_steps", a.ig_steps},
