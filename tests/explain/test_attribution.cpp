@@ -1,12 +1,17 @@
 // Attribution methods (fer/explain/attribution.h) against closed forms on
-// small hand-built networks.
+// small hand-built networks, and against Python PyTorch computing each method
+// from its definition (attribution_reference.py) on the paper CNN.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <cstdlib>
+#include <fstream>
 
 #include "fer/explain/attribution.h"
+#include "fer/models/checkpoint.h"
 #include "fer/models/model.h"
+#include "test_util.h"
 
 namespace {
 
@@ -298,3 +303,65 @@ TEST(Attribution, EveryMethodExplainsBothArchitecturesAtTheInputsSize) {
     }
   }
 }
+
+namespace attribution_python_test {
+
+std::vector<float> read_floats(const std::string& path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  std::vector<float> values(static_cast<std::size_t>(in.tellg()) / sizeof(float));
+  in.seekg(0);
+  in.read(reinterpret_cast<char*>(values.data()), static_cast<std::streamsize>(values.size() * sizeof(float)));
+  return values;
+}
+
+// A trained-looking paper CNN (BatchNorm statistics from a few batches), saved and loaded back.
+fer::Classifier saved_paper_cnn(const std::string& path) {
+  torch::manual_seed(11);
+  auto model = fer::make_model(fer::ModelOptions{});
+  model->train();
+  {
+    torch::NoGradGuard no_grad;
+    for (int i = 0; i < 3; ++i) model->forward(torch::rand({16, 1, 48, 48}));
+  }
+  model->eval();
+  fer::save_checkpoint(path, *model, {fer::ModelOptions{}, {"a", "b", "c", "d", "e", "f", "g"}, {}});
+  return fer::load_checkpoint(path, torch::kCPU).model;
+}
+
+TEST(AttributionPython, EveryDeterministicMethodEqualsPythonPyTorchFromItsDefinition) {
+  if (std::system("/usr/bin/python3 -c 'import torch, numpy' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "Python PyTorch (python3-torch) not installed: no Python reference";
+  fer_test::TempDir dir;
+  auto model = saved_paper_cnn(dir / "m.pt");
+  torch::manual_seed(12);
+  const auto images = torch::rand({3, 1, 48, 48});
+  const auto classes = torch::tensor({0, 3, 6}, torch::kLong);
+  fer::AttributionOptions o;
+  o.cam_layer = "block3_conv_2";
+  o.ig_steps = 16;
+  o.occlusion_patch = 8;
+  o.occlusion_stride = 6;  // 0, 6, ..., 36, then 40 so the last window reaches the edge
+  o.occlusion_fill = 0.25;
+  {
+    std::ofstream out(dir / "images.f32", std::ios::binary);
+    out.write(reinterpret_cast<const char*>(images.data_ptr<float>()), images.numel() * sizeof(float));
+  }
+  const fer_test::fs::path scripts = fer_test::fs::path(fer_test::source_dir()) / "scripts";
+  const auto reference = fer_test::fs::path(fer_test::source_dir()) / "tests/explain/attribution_reference.py";
+  const std::string command = "/usr/bin/python3 " + reference.string() + " " + scripts.string() + " " + (dir / "m.pt") +
+                              " " + (dir / "images.f32") + " 3 0,3,6 block3_conv_2 16 8 6 0.25 " + dir.path().string();
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  for (const char* name : {"saliency", "input_x_gradient", "integrated_gradients", "gradcam", "gradcam++", "hirescam",
+                           "occlusion"}) {
+    SCOPED_TRACE(name);
+    const auto ours = fer::attribute(*model, images, classes, fer::attribution_method_names().parse(name), o).maps;
+    const auto python = read_floats(dir / (std::string(name) + ".f32"));
+    ASSERT_EQ(python.size(), static_cast<std::size_t>(ours.numel()));
+    const auto theirs = torch::from_blob(const_cast<float*>(python.data()), ours.sizes(), torch::kFloat32);
+    const double scale = theirs.abs().max().item<double>();
+    ASSERT_GT(scale, 0);  // a map of zeros would agree with anything
+    EXPECT_LT((ours - theirs).abs().max().item<double>(), 1e-4 * scale);
+  }
+}
+
+}  // namespace attribution_python_test
