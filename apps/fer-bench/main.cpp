@@ -27,6 +27,20 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
+// Items per second of `run`, which returns the items one call handled: one
+// warm-up call (heap growth, kernel selection), then calls until min_seconds
+// have passed (at least one).
+template <typename Run>
+double items_per_second(const Run& run, double min_seconds) {
+  run();
+  double items = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  do {
+    items += static_cast<double>(run());
+  } while (seconds_since(t0) < min_seconds);
+  return items / seconds_since(t0);
+}
+
 // Images/s of fer-train's own step (fer::SupervisedTrainer: gather, augment,
 // autocast forward, backward, Adam) over epochs of a 1,024-image pool.
 double training_rate(const fer::ModelOptions& options, fer::Precision precision, bool augment, bool channels_last,
@@ -43,19 +57,14 @@ double training_rate(const fer::ModelOptions& options, fer::Precision precision,
       step.augment.contrast = 0;
   const auto labels = torch::randint(0, 7, {pool.size(0)}, torch::kInt64).to(device);
   fer::SupervisedTrainer trainer(model, fer::make_optimizer(model->parameters(), {}), {pool, labels}, step, device);
-  auto run_epoch = [&] {
-    trainer.progress().max_epochs = trainer.progress().epoch + 1;
-    trainer.train();
-    if (device.is_cuda()) torch::cuda::synchronize();
-  };
-  run_epoch();  // warm-up: heap growth, kernel selection
-  int64_t images = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  while (seconds_since(t0) < min_seconds) {
-    run_epoch();
-    images += trainer.progress().images_in_epoch;
-  }
-  return images / seconds_since(t0);
+  return items_per_second(
+      [&] {
+        trainer.progress().max_epochs = trainer.progress().epoch + 1;
+        trainer.train();
+        if (device.is_cuda()) torch::cuda::synchronize();
+        return trainer.progress().images_in_epoch;
+      },
+      min_seconds);
 }
 
 // Images/s of the library's prediction path (softmax, host copy) at one batch size.
@@ -65,14 +74,12 @@ double inference_rate(fer::ClassifierImpl& model, fer::Precision precision, int6
   predict.batch_size = batch;  // one forward pass per batch
   predict.precision = precision;
   const auto images = pool.slice(0, 0, batch);
-  fer::predict_probabilities(model, images, device, predict);  // warm-up
-  int64_t done = 0;
-  const auto t0 = std::chrono::steady_clock::now();
-  while (seconds_since(t0) < min_seconds) {
-    fer::predict_probabilities(model, images, device, predict);
-    done += batch;
-  }
-  return done / seconds_since(t0);
+  return items_per_second(
+      [&] {
+        fer::predict_probabilities(model, images, device, predict);
+        return batch;
+      },
+      min_seconds);
 }
 
 struct BenchArgs {
@@ -246,18 +253,15 @@ void bench_lime(const Bench& b, const torch::Tensor& images) {
 #endif
 }
 
-// Seconds per face of `run` on `batch` faces: one warm-up call, then calls
-// until min_seconds have passed (at least one).
+// Seconds per face of `run` on `batch` faces.
 template <typename Run>
 double seconds_per_face(const Run& run, int64_t batch, double min_seconds) {
-  run();
-  const auto t0 = std::chrono::steady_clock::now();
-  int calls = 0;
-  do {
-    run();
-    ++calls;
-  } while (seconds_since(t0) < min_seconds);
-  return seconds_since(t0) / (static_cast<double>(calls) * static_cast<double>(batch));
+  return 1.0 / items_per_second(
+                   [&] {
+                     run();
+                     return batch;
+                   },
+                   min_seconds);
 }
 
 // Each attribution map's cost at batch 1 and 64 (fp32, fer::attribute's

@@ -243,6 +243,14 @@ std::vector<std::vector<float>> model_inputs(const std::vector<std::vector<float
   }
   return out;
 }
+
+// The faces at `ready` as one [n,1,48,48] batch (the explainer's checks passed: 48*48 values each).
+at::Tensor face_batch(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready) {
+  auto batch = torch::empty({static_cast<int64_t>(ready.size()), 1, kImageSize, kImageSize});
+  for (std::size_t j = 0; j < ready.size(); ++j)
+    batch[static_cast<int64_t>(j)].copy_(torch::tensor(images[ready[j]]).view({1, kImageSize, kImageSize}));
+  return batch;
+}
 }  // namespace
 
 std::vector<FaceExplanation> FaceExplainer::explain(const std::vector<std::vector<float>>& faces,
@@ -305,13 +313,10 @@ void FaceExplainer::predict(const std::vector<float>& image, int target, FaceExp
 
 void FaceExplainer::add_shap(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready,
                              std::vector<FaceExplanation>& out) {
-  auto batch = torch::empty({static_cast<int64_t>(ready.size()), 1, kImageSize, kImageSize});
   std::vector<std::vector<int64_t>> classes;
-  for (std::size_t j = 0; j < ready.size(); ++j) {
-    batch[static_cast<int64_t>(j)].copy_(torch::tensor(images[ready[j]]).view({1, kImageSize, kImageSize}));
-    classes.push_back(out[ready[j]].classes);
-  }
-  auto results = shap_->explain_batch(center_crop(batch, loaded_.meta.model.input_size).contiguous(), classes);
+  for (const auto i : ready) classes.push_back(out[i].classes);
+  const auto batch = center_crop(face_batch(images, ready), loaded_.meta.model.input_size).contiguous();
+  auto results = shap_->explain_batch(batch, classes);
   for (std::size_t j = 0; j < ready.size(); ++j) {
     out[ready[j]].shap = face_sized(results[j].attributions).contiguous();
     out[ready[j]].additivity = results[j].additivity_error;
@@ -339,13 +344,9 @@ Attribution FaceExplainer::attribute_map(const std::string& method, const at::Te
 void FaceExplainer::add_maps(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready,
                              const std::vector<std::uint64_t>& seeds, std::vector<FaceExplanation>& out) {
   const auto n = static_cast<int64_t>(ready.size());
-  auto batch = torch::empty({n, 1, kImageSize, kImageSize});
   auto classes = torch::empty({n}, torch::kLong);
-  for (int64_t j = 0; j < n; ++j) {
-    batch[j].copy_(torch::tensor(images[ready[j]]).view({1, kImageSize, kImageSize}));
-    classes[j] = static_cast<int64_t>(out[ready[j]].explained);
-  }
-  batch = center_crop(batch, loaded_.meta.model.input_size).contiguous().to(device_);
+  for (int64_t j = 0; j < n; ++j) classes[j] = static_cast<int64_t>(out[ready[j]].explained);
+  const auto batch = center_crop(face_batch(images, ready), loaded_.meta.model.input_size).contiguous().to(device_);
   classes = classes.to(device_);
   for (const auto& method : options_.methods.maps) {
     // SmoothGrad's noise is each face's own (its seed), so a face's map does

@@ -1,10 +1,10 @@
 #include "fer/report/explain/gallery.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 
 namespace fer {
 namespace {
@@ -181,13 +181,10 @@ std::string ranking_table(const std::vector<FaithfulnessReport::Rank>& ranking) 
       "<table class=\"ranking\"><caption>Faithfulness on these faces (predicted class; deletion AUC lower is "
       "better, insertion higher)</caption>\n<tr><th>method</th><th>insertion &minus; deletion</th><th>deletion "
       "AUC</th><th>insertion AUC</th><th>faces</th></tr>\n";
-  char row[512];
-  for (const auto& r : ranking) {
-    std::snprintf(row, sizeof row, "<tr%s><td>%s</td><td>%.3f</td><td>%.3f</td><td>%.3f</td><td>%lld</td></tr>\n",
-                  r.method == "random" ? " class=\"random\"" : "", escape_html(r.method).c_str(), r.score,
-                  r.deletion_auc, r.insertion_auc, static_cast<long long>(r.n));
-    html += row;
-  }
+  for (const auto& r : ranking)
+    html += fmt::format("<tr{}><td>{}</td><td>{:.3f}</td><td>{:.3f}</td><td>{:.3f}</td><td>{}</td></tr>\n",
+                        r.method == "random" ? " class=\"random\"" : "", escape_html(r.method), r.score,
+                        r.deletion_auc, r.insertion_auc, r.n);
   return html + "</table>\n";
 }
 
