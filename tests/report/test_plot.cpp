@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <set>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
@@ -20,6 +21,14 @@ TEST(Plot, HistoryCsvRoundTripsAndRejectsBadRows) {
   EXPECT_DOUBLE_EQ(back[0].val_accuracy, 0.35);
   fer_test::write_file(dir / "bad.csv", "epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n1,2,x\n");
   EXPECT_THROW(fer::read_history_csv(dir / "bad.csv"), std::runtime_error);
+}
+
+TEST(Plot, TwentySeriesHaveTwentyStyles) {
+  std::set<std::string> styles;
+  for (std::size_t i = 0; i < 20; ++i) styles.insert(fer::series_line_style(i));
+  EXPECT_EQ(styles.size(), 20u);
+  EXPECT_EQ(fer::series_line_style(0), "lc rgb '#1f77b4' dt 1");
+  EXPECT_EQ(fer::series_line_style(10), "lc rgb '#1f77b4' dt 2");
 }
 
 TEST(Plot, ChartsArePngImagesOfTheRequestedSize) {

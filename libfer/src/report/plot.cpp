@@ -42,6 +42,12 @@ std::string gnuplot_quote(const std::string& text) {
   return out + "'";
 }
 
+std::string series_line_style(std::size_t i) {
+  static const char* const kTab10[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                       "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+  return std::string("lc rgb '") + kTab10[i % 10] + "' dt " + std::to_string(i / 10 % 5 + 1);
+}
+
 bool gnuplot_available() {
   return std::system("gnuplot -e \"set terminal pngcairo\" >/dev/null 2>&1") == 0;
 }
@@ -156,7 +162,7 @@ void faithfulness_panel(std::ostringstream& s, const FaithfulnessReport& report,
     char label[128];
     std::snprintf(label, sizeof label, "%s (AUC %.3f, n=%lld)", methods[m].c_str(), auc.mean,
                   static_cast<long long>(auc.n));
-    s << "'-' using 1:2 with linespoints lw 2 pt 7 ps 0.5 lc rgb '" << class_colour_hex(m + 4) << "' title "
+    s << "'-' using 1:2 with linespoints lw 2 pt 7 ps 0.5 " << series_line_style(m) << " title "
       << gnuplot_quote(label) << (m + 1 < methods.size() ? ", " : "\n");
   }
   for (const auto& method : methods) {

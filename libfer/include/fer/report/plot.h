@@ -23,6 +23,11 @@ void run_gnuplot(const std::string& script, const std::string& expected_output =
 // Quotes a string for a gnuplot script ('...' with embedded quotes doubled).
 std::string gnuplot_quote(const std::string& text);
 
+// The line colour and dash of series i of a chart of many lines (explanation
+// methods): matplotlib's tab10, dashed from the eleventh on, so no two of
+// twenty series look alike. E.g. "lc rgb '#1f77b4' dt 1".
+std::string series_line_style(std::size_t i);
+
 // Heat map with the count (or row share) in each cell; rows = true class.
 void plot_confusion_matrix(const std::vector<std::vector<std::int64_t>>& confusion,
                            const std::vector<std::string>& class_names, bool row_normalised, const std::string& title,

@@ -10,7 +10,6 @@
 #include <stdexcept>
 
 #include "files.h"
-#include "fer/common/emotions.h"
 #include "fer/common/io.h"
 #include "fer/report/plot.h"
 
@@ -110,7 +109,7 @@ void plot_overview(const SanityCheck& check, double threshold, const std::string
     add_block(s, fmt::format("M{}", m), check.cascading.at(check.methods[m]), true);
   s << "plot ";
   for (std::size_t m = 0; m < check.methods.size(); ++m)
-    s << "$M" << m << " using 1:2 with linespoints lw 2 pt 7 ps 0.6 lc rgb '" << class_colour_hex(m + 4) << "' title "
+    s << "$M" << m << " using 1:2 with linespoints lw 2 pt 7 ps 0.6 " << series_line_style(m) << " title "
       << gnuplot_quote(check.methods[m]) << (m + 1 < check.methods.size() ? ", " : "\n");
   run_gnuplot(s.str(), png);
 }
