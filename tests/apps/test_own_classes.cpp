@@ -88,6 +88,24 @@ TEST(OwnClasses, AFolderOfLargerColourFacesWithItsOwnClassesRunsThroughEveryApp)
   const auto true_column = std::find(header.begin(), header.end(), "true") - header.begin();
   for (std::size_t i = 1; i < manifest.size(); ++i) EXPECT_EQ(manifest[i][true_column], kClasses[(i - 1) / 6]) << "row " << i;
 
+  // The sanity check: every layer of this model randomised in turn, each method scored at each step.
+  const std::string sanity = "--model " + model + " --input " + (root / "test").string() +
+                             " --method saliency,gradcam --limit 3 --threads 1 --sanity-check --out ";
+  EXPECT_EQ(run_app("fer-explain", sanity + (dir / "refused") + " --shard 0/2", &err), 1);
+  EXPECT_NE(err.find("--sanity-check runs unsharded"), std::string::npos) << err;
+  ASSERT_EQ(run_app("fer-explain", sanity + (dir / "sanity"), &err), 0) << err;
+  std::ifstream sanity_in(dir / "sanity/sanity.json");
+  const auto check = nlohmann::json::parse(sanity_in);
+  EXPECT_EQ(check.at("faces").size(), 3u);
+  const auto layers = check.at("layers").size();
+  EXPECT_GE(layers, 2u);
+  for (const char* method : {"saliency", "gradcam"}) {
+    EXPECT_EQ(check.at("methods").at(method).at("cascading").size(), layers) << method;
+    EXPECT_EQ(check.at("methods").at(method).at("independent").size(), layers) << method;
+    EXPECT_TRUE(fs::exists(dir / ("sanity/sanity_strip_" + std::string(method) + ".png"))) << method;
+  }
+  EXPECT_FALSE(fs::exists(dir / "sanity/randomised"));  // the randomised checkpoints are gone
+
   const auto clip = fer_test::real_clip();
   if (clip.empty()) GTEST_SKIP() << "../shared/data/video/face_clip_640x360.mp4 not found: live not run";
   // Live: the default wellbeing rule names classes this model lacks: an error naming them and the way out.
