@@ -8,6 +8,7 @@
 #include "fer/explain/attribution.h"
 #include "fer/explain/deepshap.h"
 #include "fer/explain/explainer.h"
+#include "fer/explain/sanity.h"
 #include "fer/explain/sanity_check.h"
 #include "fer/inference/inference.h"
 #include "fer/models/checkpoint.h"
@@ -335,6 +336,41 @@ TEST(SanityCheck, RandomisesEveryLayerInTurnAndScoresEachMethod) {
   EXPECT_TRUE(verdict.passes) << verdict.spearman_abs;
   EXPECT_FALSE(fer::sanity_verdict(check, "saliency", verdict.spearman_abs).passes);  // strictly below
   EXPECT_THROW(fer::sanity_verdict(check, "lime", 0.5), std::invalid_argument);
+}
+
+// A model reading the centre 40x40 of the face: the maps are 0 around it for
+// every model, and those ties must not count as agreement.
+TEST(SanityCheck, ScoresOnlyThePartOfTheFaceTheModelSees) {
+  fer_test::TempDir dir;
+  fer::ModelOptions small;
+  small.filters = {4, 8};
+  small.dense_units = 16;
+  small.input_size = 40;
+  torch::manual_seed(3);
+  auto model = fer::make_model(small);
+  model->eval();
+  fer::save_checkpoint(dir / "m.pt", *model, {small, kSeven, {}});
+  fer::SanityCheckOptions o;
+  o.explainer.methods = fer::parse_explain_methods("saliency");
+  o.independent = false;
+  o.work_dir = dir / "work";
+  o.strip_faces = 2;  // every face: the strip holds all the maps scored
+  const auto faces = random_faces_tensor(2, 13);
+  const auto check = fer::sanity_check(dir / "m.pt", {}, {as_vector(faces[0]), as_vector(faces[1])}, {1, 2}, o);
+  const auto& strip = check.strip.at("saliency");
+  for (std::size_t k = 0; k < check.layers.size(); ++k) {
+    double in_view = 0, whole = 0;
+    for (std::size_t f = 0; f < 2; ++f) {
+      const auto crop = [&](const std::vector<float>& m) {
+        const auto t = torch::tensor(m).view({48, 48}).narrow(0, 4, 40).narrow(1, 4, 40).contiguous();
+        return std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+      };
+      in_view += fer::spearman_correlation(crop(strip[0][f]), crop(strip[k + 1][f])) / 2;
+      whole += fer::spearman_correlation(strip[0][f], strip[k + 1][f]) / 2;
+    }
+    EXPECT_NEAR(check.cascading.at("saliency")[k].spearman_abs, in_view, 1e-9) << check.layers[k];
+    EXPECT_GT(whole, in_view) << "the zero border agrees: " << check.layers[k];
+  }
 }
 
 }  // namespace face_explainer_test

@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "fer/common/emotions.h"
+#include "fer/data/augment.h"
 #include "fer/explain/sanity.h"
 
 namespace fer {
@@ -30,20 +31,26 @@ std::vector<float> explained_map(const FaceExplanation& e, const std::string& me
 
 namespace {
 
+// The part of a 48x48 map the model sees: the centre crop of its input size.
+// Outside it every map is 0 (or LIME's scores of pixels the model never
+// read), and those shared ties would count as agreement.
+at::Tensor seen_region(const std::vector<float>& map, int64_t input_size) {
+  const auto full = torch::from_blob(const_cast<float*>(map.data()), {kImageSize, kImageSize}, torch::kFloat32);
+  return center_crop(full, input_size).contiguous().clone();
+}
+
+std::vector<float> values_of(const at::Tensor& t) { return {t.data_ptr<float>(), t.data_ptr<float>() + t.numel()}; }
+
 // Running means of one step's scores.
 struct ScoreSums {
+  int64_t input_size = kImageSize;
   double spearman_abs = 0, spearman = 0, ssim = 0;
   std::int64_t faces = 0;
-  void add(const std::vector<float>& a, const std::vector<float>& b) {
-    std::vector<float> abs_a(a.size()), abs_b(b.size());
-    std::transform(a.begin(), a.end(), abs_a.begin(), [](float v) { return std::abs(v); });
-    std::transform(b.begin(), b.end(), abs_b.begin(), [](float v) { return std::abs(v); });
-    spearman_abs += spearman_correlation(abs_a, abs_b);
-    spearman += spearman_correlation(a, b);
-    const auto as_map = [](const std::vector<float>& v) {
-      return torch::from_blob(const_cast<float*>(v.data()), {kImageSize, kImageSize}, torch::kFloat32);
-    };
-    ssim += map_ssim(as_map(a), as_map(b));
+  void add(const std::vector<float>& trained, const std::vector<float>& randomised) {
+    const auto a = seen_region(trained, input_size), b = seen_region(randomised, input_size);
+    spearman_abs += spearman_correlation(values_of(a.abs()), values_of(b.abs()));
+    spearman += spearman_correlation(values_of(a), values_of(b));
+    ssim += map_ssim(a, b);
     ++faces;
   }
   SanityScores means() const {
@@ -73,7 +80,9 @@ SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary&
   FaceExplainer trained(checkpoint, background, explainer_options);
   SanityCheck check;
   check.methods = explain_method_names(explainer_options.methods);
-  check.layers = randomisable_layers(*load_checkpoint(checkpoint, torch::kCPU).model);
+  const auto loaded = load_checkpoint(checkpoint, torch::kCPU);
+  check.layers = randomisable_layers(*loaded.model);
+  const int64_t input_size = loaded.meta.model.input_size;
   if (check.layers.empty()) throw std::invalid_argument("sanity_check: " + checkpoint + " has no layers to randomise in turn");
   const int steps = static_cast<int>(check.layers.size()), total = 1 + steps * (options.independent ? 2 : 1);
   auto bar = progress ? progress(total, "sanity check") : nullptr;
@@ -94,7 +103,7 @@ SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary&
     FaceExplainer model(path, background, explainer_options);
     const auto explained = model.explain(faces, seeds, targets);
     for (const auto& method : check.methods) {
-      ScoreSums sums;
+      ScoreSums sums{input_size};
       for (std::size_t i = 0; i < faces.size(); ++i)
         if (reference[i].error.empty() && explained[i].error.empty())
           sums.add(explained_map(reference[i], method), explained_map(explained[i], method));

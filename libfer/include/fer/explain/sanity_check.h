@@ -31,7 +31,8 @@ struct SanityCheckOptions {
 };
 
 // Means over the faces of the similarity of the trained model's map and the
-// randomised model's (fer/explain/sanity.h).
+// randomised model's (fer/explain/sanity.h), on the part of the face the model
+// sees (the centre crop of its input size).
 struct SanityScores {
   double spearman_abs = NAN;  // Spearman of |map|
   double spearman = NAN;      // Spearman of the signed maps
@@ -48,7 +49,6 @@ struct SanityCheck {
   // (the trained one, then each cascading step) x faces x 48*48 values.
   std::map<std::string, std::vector<std::vector<std::vector<float>>>> strip;
 };
-
 
 // Every randomised model explains the classes the trained one predicted. Requires
 // a sequential model (layers to randomise), faces and seeds as
