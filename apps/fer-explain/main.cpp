@@ -250,6 +250,7 @@ int run_explain(ExplainArgs a) {
   static_cast<fer::ExplainerOptions&>(a.options) = fer::with_explain_config(a.options, config.explain);
   if (a.sanity_check && !a.shard.empty()) throw std::runtime_error("--sanity-check runs unsharded: leave out --shard");
   if (a.sanity_check && a.limit == 0) a.limit = 16;
+  if (a.precision != "auto") a.options.precision = fer::parse_precision(a.precision);
   auto items = collect_items(a, config, model);
   if (a.sanity_check) return run_sanity_check(a, model, items, references(a, model));
   auto& options = a.options;
@@ -257,7 +258,6 @@ int run_explain(ExplainArgs a) {
   options.total_items = items.size();
   const std::string out_dir = take_shard(items, options.shard, a.out);
   const auto refs = references(a, model);
-  if (a.precision != "auto") options.precision = fer::parse_precision(a.precision);
   options.faithfulness = !a.no_faithfulness;
   const auto s = fer::explain_batch(model, items, refs, out_dir, options);
   print_summary(s, out_dir);
