@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 
 #include "fer/explain/attribution.h"
 #include "fer/models/checkpoint.h"
@@ -351,6 +352,13 @@ TEST(AttributionPython, EveryDeterministicMethodEqualsPythonPyTorchFromItsDefini
   const std::string command = "/usr/bin/python3 " + reference.string() + " " + scripts.string() + " " + (dir / "m.pt") +
                               " " + (dir / "images.f32") + " 3 0,3,6 block3_conv_2 16 8 6 0.25 " + dir.path().string();
   ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  // Occlusion's values are differences of logits: each side rounds to a few
+  // ulps of the logits, however small the difference (LibTorch 2.6's draw of
+  // this network moves its logits by 3e-4 per patch).
+  const double logit_ulps = 8 * std::numeric_limits<float>::epsilon() * [&] {
+    torch::NoGradGuard no_grad;
+    return model->forward(images).abs().max().item<double>();
+  }();
   for (const char* name : {"saliency", "input_x_gradient", "integrated_gradients", "gradcam", "gradcam++", "hirescam",
                            "occlusion"}) {
     SCOPED_TRACE(name);
@@ -360,7 +368,8 @@ TEST(AttributionPython, EveryDeterministicMethodEqualsPythonPyTorchFromItsDefini
     const auto theirs = torch::from_blob(const_cast<float*>(python.data()), ours.sizes(), torch::kFloat32);
     const double scale = theirs.abs().max().item<double>();
     ASSERT_GT(scale, 0);  // a map of zeros would agree with anything
-    EXPECT_LT((ours - theirs).abs().max().item<double>(), 1e-4 * scale);
+    const double rounding = std::string(name) == "occlusion" ? logit_ulps : 0.0;
+    EXPECT_LT((ours - theirs).abs().max().item<double>(), 1e-4 * scale + rounding);
   }
 }
 
