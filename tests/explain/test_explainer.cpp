@@ -222,7 +222,11 @@ TEST(FaceExplainer, ItsMapsAreTheAttributionsOfThePredictedClass) {
     const auto ig = fer::attribute(*model, x, label, fer::AttributionMethod::integrated_gradients, a);
     EXPECT_LT((e[i].maps.at("integrated_gradients") - ig.maps[0]).abs().max().item<float>(), 1e-5);
     const double difference = ig.maps.sum().item<double>() - ig.completeness_error[0].item<double>();
-    EXPECT_NEAR(e[i].ig_completeness, std::abs(ig.completeness_error[0].item<double>()) / std::abs(difference), 1e-4);
+    // The two maps' sums differ by at most the summed gap of their pixels (a batch of two against one face
+    // rounds differently; on AMX that moved the ratio by 2e-4), and the logits by a few ulps.
+    const double sum_gap = (e[i].maps.at("integrated_gradients") - ig.maps[0]).abs().sum().item<double>();
+    EXPECT_NEAR(e[i].ig_completeness, std::abs(ig.completeness_error[0].item<double>()) / std::abs(difference),
+                (sum_gap + 1e-5) / std::abs(difference));
     const auto cam = fer::attribute(*model, x, label, fer::AttributionMethod::gradcam, a);
     EXPECT_LT((e[i].maps.at("gradcam") - cam.maps[0]).abs().max().item<float>(), 1e-5);
     const auto occlusion = fer::attribute(*model, x, label, fer::AttributionMethod::occlusion, a);

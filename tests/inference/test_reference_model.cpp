@@ -218,7 +218,9 @@ void check_against_record(const Record& record, const fer::Dataset& val, Probabi
   for (const char* key : {"cross_entropy", "plurality_accuracy"}) {
     const double measured = votes.at(key).get<double>();
     const double in_record = recorded.at("votes").at(key).get<double>();
-    EXPECT_NEAR(measured, in_record, same_libtorch ? 1e-12 : 0.01) << key;
+    // Means of float32 probabilities: another CPU's kernels (AMX against AVX2) move each face's -log p by
+    // ulps of float (1e-9 seen), so the same LibTorch agrees to 1e-6, not to double precision.
+    EXPECT_NEAR(measured, in_record, same_libtorch ? 1e-6 : 0.01) << key;
   }
 }
 
