@@ -37,9 +37,10 @@ int main(int argc, char** argv) {
     }
     fer_app::configure_runtime(0);
     const std::string source = fer_app::resolve_data_path(data);
-    const auto splits = fer::load_dataset(source);
+    const auto meta = fer::read_checkpoint_meta(model).model;  // references are the model's inputs: its size and normalisation
+    const auto splits = fer::load_dataset(source, static_cast<int>(meta.image_size));
     const auto started = std::chrono::steady_clock::now();
-    options.normalize = fer::parse_input_normalization(fer::load_checkpoint(model, torch::kCPU).meta.model.normalize);
+    options.normalize = fer::parse_input_normalization(meta.normalize);
     const auto summary = fer::kmeans_background(fer::images_tensor(splits.train), options);
     fer::add_background_to_checkpoint(model, summary);
     std::printf("%s: stored %lld k-means centroids of %lld training faces of %s (%.1f s)\n", model.c_str(),

@@ -8,6 +8,7 @@
 #include "fer/data/dataset.h"
 #include "fer/data/sampler.h"
 #include "fer/distributed/distributed.h"
+#include "fer/models/checkpoint.h"
 #include "fer/report/evaluate/evaluate.h"
 #include "fer/report/evaluate/shards.h"
 #include "fer/report/runtime.h"
@@ -43,7 +44,8 @@ int evaluate_photos(const std::string& model, const std::string& data_path, cons
 #if FER_WITH_OPENCV
   const fer::FaceDetector detector(config.faces);
   std::fprintf(stderr, "detecting faces with %s (%s)\n", detector.kind().c_str(), detector.model_path().c_str());
-  const auto folder = fer::load_image_folder_with_faces(data_path, detector);
+  const auto side = static_cast<int>(fer::read_checkpoint_meta(model).model.image_size);  // the model's faces
+  const auto folder = fer::load_image_folder_with_faces(data_path, detector, side);
   const fer::Dataset& photos = fer::split_of(folder, fer::parse_split_name(split));
   if (photos.size() + photos.no_face.size() == 0)
     throw std::runtime_error("split '" + split + "' of " + data_path + " has no images (choose it with --split)");
@@ -144,12 +146,13 @@ std::string history_to_plot(const std::string& run_dir, const std::string& model
   return "";
 }
 
-fer::Dataset selected_split(const std::string& data_path, const std::string& split) {
-  auto splits = fer::load_dataset(data_path);
-  fer::Dataset selected;
+// The split's faces at the model's image size.
+fer::Dataset selected_split(const std::string& data_path, const std::string& split, const std::string& model) {
+  auto splits = fer::load_dataset(data_path, static_cast<int>(fer::read_checkpoint_meta(model).model.image_size));
+  fer::Dataset selected = splits.train.empty_like();
   if (split == "all") {
     for (const auto* d : {&splits.train, &splits.val, &splits.test})
-      for (std::size_t i = 0; i < d->size(); ++i) selected.add(d->image(i), d->labels[i], d->sources[i]);
+      for (std::size_t i = 0; i < d->size(); ++i) selected.add_from(*d, i);
   } else {
     selected = fer::split_of(splits, fer::parse_split_name(split));
   }
@@ -177,7 +180,7 @@ int run_eval(EvalArgs a) {
   const std::string out_dir = a.out.empty() ? default_out_dir(a, model, models.size()) : a.out;
   if (a.detect_faces) return evaluate_photos(model, data_path, a.split, config, out_dir, options);
 
-  const auto selected = selected_split(data_path, a.split);
+  const auto selected = selected_split(data_path, a.split, model);
   std::fprintf(stderr, "%s %s\n", a.split.c_str(), fer::class_summary(selected).c_str());
   const auto shard = chosen_shard(a.shard);
   if (shard.sharded()) {

@@ -24,24 +24,24 @@ namespace fs = std::filesystem;
 
 // --background N: drawn (seeded) from the training split of --data, or of a CSV among the inputs.
 fer::BackgroundSummary drawn_background(std::size_t count, std::string source, const std::vector<std::string>& inputs,
-                                        std::uint64_t seed, fer::InputNormalization normalize) {
+                                        std::uint64_t seed, const fer::ModelOptions& model) {
   for (const auto& in : inputs)
     if (source.empty() && !fs::is_directory(in) && in.find(".csv") != std::string::npos) source = in;
   source = fer_app::resolve_data_path(source);
-  const auto splits = fer::load_dataset(source);
+  const auto splits = fer::load_dataset(source, static_cast<int>(model.image_size));
   if (splits.train.size() == 0) throw std::runtime_error(source + " has no training split to draw references from");
   const auto refs = fer::sample_background(splits.train, count, seed);
   std::fprintf(stderr, "background: %zu images drawn from the training split of %s (seed %llu)\n", refs.size(),
                source.c_str(), static_cast<unsigned long long>(seed));
-  return fer::background_from_images(refs, normalize);
+  return fer::background_from_images(refs, fer::parse_input_normalization(model.normalize));
 }
 
 // --background model (the default): the checkpoint's k-means summary; a
 // checkpoint without one falls back to 100 drawn images.
 fer::BackgroundSummary choose_background(const std::string& choice, const std::string& model, const std::string& data,
                                          const std::vector<std::string>& inputs, std::uint64_t seed) {
-  // References are model inputs: normalised as the model's are.
-  const auto normalize = fer::parse_input_normalization(fer::load_checkpoint(model, torch::kCPU).meta.model.normalize);
+  // References are model inputs: the model's size, normalised as its inputs are.
+  const auto options = fer::read_checkpoint_meta(model).model;
   if (choice == "model") {
     if (auto stored = fer::load_background(model)) {
       std::fprintf(stderr, "background: %lld k-means centroids of %lld training faces, stored in %s\n",
@@ -50,7 +50,7 @@ fer::BackgroundSummary choose_background(const std::string& choice, const std::s
     }
     std::fprintf(stderr, "%s has no stored background (add one with fer-background); drawing 100 images\n", model.c_str());
     try {
-      return drawn_background(100, data, inputs, seed, normalize);
+      return drawn_background(100, data, inputs, seed, options);
     } catch (const std::exception& e) {
       throw std::runtime_error(std::string(e.what()) + "\n(" + model +
                                " stores no SHAP background: add one with `fer-background --model " + model +
@@ -58,13 +58,13 @@ fer::BackgroundSummary choose_background(const std::string& choice, const std::s
     }
   }
   const bool is_count = !choice.empty() && choice.find_first_not_of("0123456789") == std::string::npos;
-  if (is_count) return drawn_background(std::stoul(choice), data, inputs, seed, normalize);
-  fer::Dataset refs;
-  const auto splits = fer::load_dataset(choice);
+  if (is_count) return drawn_background(std::stoul(choice), data, inputs, seed, options);
+  const auto splits = fer::load_dataset(choice, static_cast<int>(options.image_size));
+  fer::Dataset refs = splits.train.empty_like();
   for (const auto* d : {&splits.train, &splits.val, &splits.test})
-    for (std::size_t i = 0; i < d->size(); ++i) refs.add(d->image(i), d->labels[i], d->sources[i]);
+    for (std::size_t i = 0; i < d->size(); ++i) refs.add_from(*d, i);
   std::fprintf(stderr, "background: %zu images from %s\n", refs.size(), choice.c_str());
-  return fer::background_from_images(refs, normalize);
+  return fer::background_from_images(refs, fer::parse_input_normalization(options.normalize));
 }
 
 // --shard K/N, else torchrun's or srun's rank, else the whole batch.
@@ -125,7 +125,7 @@ void add_method_options(CLI::App& app, ExplainArgs& a) {
   app.add_option("--top", o.top_superpixels, "LIME superpixels highlighted each way")->capture_default_str();
   app.add_option("--seed", o.seed, "Seed of the background draw and LIME")->capture_default_str();
   app.add_flag("--save-raw", o.save_raw,
-               "Also write the maps as .npy: SHAP's float32 [classes,48,48], each other method's [48,48]");
+               "Also write the maps as .npy: SHAP's float32 [classes,S,S], each other method's [S,S] (S: the model's image size, 48 for FER-2013)");
   app.add_flag("--probabilities", o.probabilities, "DeepSHAP on softmax probabilities instead of logits");
   app.add_flag("--no-faithfulness", a.no_faithfulness,
                "Skip the deletion/insertion curves (faithfulness.json and .png, the manifest's AUCs): 2 x (steps + 1) "
@@ -180,8 +180,9 @@ fer::Config read_config(const ExplainArgs& a) {
 std::vector<fer::ExplainItem> collect_items(const ExplainArgs& a, const fer::Config& config, const std::string& model) {
   std::unique_ptr<fer::FaceDetector> detector;
   if (a.detect_faces) detector = std::make_unique<fer::FaceDetector>(config.faces);
-  const auto class_names = fer::load_checkpoint(model, torch::kCPU).meta.class_names;
-  auto items = fer::collect_explain_inputs(a.inputs, a.split, a.limit, class_names, detector.get());
+  const auto meta = fer::read_checkpoint_meta(model);
+  auto items = fer::collect_explain_inputs(a.inputs, a.split, a.limit, meta.class_names, detector.get(),
+                                           static_cast<int>(meta.model.image_size));
   if (items.empty()) throw std::runtime_error("no images found in the inputs");
   return items;
 }

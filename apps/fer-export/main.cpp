@@ -26,7 +26,7 @@ struct ExportArgs {
   std::string model = fer_app::kDefaultModel, out, data;
   Format format = Format::onnx;
   fer::ExportOutput output = fer::ExportOutput::probabilities;
-  int64_t image_size = 48, calibration_images = 2000;
+  int64_t image_size = 0, calibration_images = 2000;
 };
 
 void add_export_options(CLI::App& app, ExportArgs& a) {
@@ -37,7 +37,8 @@ void add_export_options(CLI::App& app, ExportArgs& a) {
   app.add_option("--out", a.out, "File to write (replaced atomically)")->required();
   fer_app::add_enum_option(app, "--output", a.output, fer::export_output_names(),
                            "What the graph returns: probabilities (softmax) | logits");
-  app.add_option("--image-size", a.image_size, "Input side of the graph (the model's crop is taken inside)")
+  app.add_option("--image-size", a.image_size,
+                 "Input side of the graph (the model's crop is taken inside); 0: the model's image_size (its faces' side)")
       ->capture_default_str();
   app.add_option("--data", a.data, "int8: FER-2013 CSV(.gz) whose Training images calibrate (else $FER2013_CSV, data/fer2013.csv)");
   app.add_option("--calibration-images", a.calibration_images, "int8: Training images observed, evenly spaced")
@@ -51,17 +52,19 @@ int run_export(const ExportArgs& a) {
   fer::ExportOptions options;
   options.output = a.output;
   options.image_size = a.image_size;
+  const int64_t side = a.image_size > 0 ? a.image_size : loaded.meta.model.image_size;
   if (a.format == Format::onnx) {
     fer::save_onnx(a.out, loaded, options);
   } else if (a.format == Format::torchscript) {
     fer::save_torchscript(a.out, loaded, options);
   } else {
-    const auto train = fer::load_dataset(fer_app::resolve_data_path(a.data)).train;
+    const auto train =
+        fer::load_dataset(fer_app::resolve_data_path(a.data), static_cast<int>(loaded.meta.model.image_size)).train;
     fer::save_int8(a.out, loaded, fer::calibration_images(train, a.calibration_images), options);
   }
   std::printf("%s: %s export of %s (input image [N,%lld,%lld,%lld] float pixels/255, output %s [N,%zu])\n",
               a.out.c_str(), format_name(a.format).c_str(), checkpoint.c_str(), static_cast<long long>(loaded.meta.model.in_channels),
-              static_cast<long long>(a.image_size), static_cast<long long>(a.image_size),
+              static_cast<long long>(side), static_cast<long long>(side),
               fer::export_output_name(a.output).c_str(), loaded.meta.class_names.size());
   return 0;
 }

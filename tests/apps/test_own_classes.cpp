@@ -1,6 +1,7 @@
 // A user's own data end to end: an image folder of 64x64 colour faces with
-// three classes of its own trains, evaluates, explains and runs live through
-// the apps, every output naming its classes.
+// three classes of its own trains at its own size (data.image_size 64, 56 px
+// crops), evaluates, explains and runs live through the apps, every output
+// naming its classes and every face fed at the model's size.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "fer/common/io.h"
+#include "fer/models/checkpoint.h"
 #include "test_util.h"
 
 namespace own_classes_test {
@@ -62,11 +64,16 @@ TEST(OwnClasses, AFolderOfLargerColourFacesWithItsOwnClassesRunsThroughEveryApp)
   const fs::path root = dir.path() / "faces";
   write_faces(root);
   fer_test::write_file(dir / "own.yaml",
-                       "name: own\nmodel:\n  filters: [8, 16, 32]\n  dense_units: 64\n"
+                       "name: own\ndata:\n  image_size: 64\naugment:\n  crop_size: 56\n"
+                       "model:\n  filters: [8, 16, 32]\n  dense_units: 64\n"
                        "train:\n  epochs: 3\n  batch_size: 16\n  threads: 2\n  seed: 1\n  background_k: 8\n");
   std::string err;
   ASSERT_EQ(run_app("fer-train", "--config " + (dir / "own.yaml") + " --data " + root.string() + " --out " + (dir / "run"), &err), 0) << err;
   const std::string model = dir / "run/best.pt";
+  const auto meta = fer::read_checkpoint_meta(model);
+  EXPECT_EQ(meta.model.image_size, 64);
+  EXPECT_EQ(meta.model.input_size, 56);
+  EXPECT_EQ(meta.class_names, kClasses);
 
   // Evaluation: per-class figures under the folder's class names.
   ASSERT_EQ(run_app("fer-eval", "--model " + model + " --data " + root.string() + " --split test --out " + (dir / "eval"), &err), 0) << err;
@@ -80,13 +87,19 @@ TEST(OwnClasses, AFolderOfLargerColourFacesWithItsOwnClassesRunsThroughEveryApp)
 
   // Explanations: the folder's name is each face's true class; one probability column per class.
   ASSERT_EQ(run_app("fer-explain", "--model " + model + " --input " + (root / "test").string() +
-                                       " --limit 18 --samples 64 --threads 1 --out " + (dir / "explain"), &err), 0) << err;
+                                       " --limit 18 --samples 64 --threads 1 --save-raw --out " + (dir / "explain"), &err), 0) << err;
   const auto manifest = csv_records(dir / "explain/manifest.csv");
   ASSERT_EQ(manifest.size(), 19u);
   const auto& header = manifest[0];
   for (const auto& c : kClasses) EXPECT_NE(std::find(header.begin(), header.end(), "p_" + c), header.end()) << c;
   const auto true_column = std::find(header.begin(), header.end(), "true") - header.begin();
   for (std::size_t i = 1; i < manifest.size(); ++i) EXPECT_EQ(manifest[i][true_column], kClasses[(i - 1) / 6]) << "row " << i;
+  // The maps are the model's faces: 64x64, the predicted class's.
+  std::vector<fs::path> shap_files;
+  for (const auto& e : fs::recursive_directory_iterator(dir / "explain"))
+    if (e.path().filename() == "shap.npy") shap_files.push_back(e.path());
+  ASSERT_EQ(shap_files.size(), 18u);
+  EXPECT_NE(fer_test::read_text(shap_files.front().string()).find("'shape': (1, 64, 64)"), std::string::npos);
 
   // The sanity check: every layer of this model randomised in turn, each method scored at each step.
   const std::string sanity = "--model " + model + " --input " + (root / "test").string() +

@@ -60,6 +60,19 @@ TEST(Config, OutOfRangeValueNamesKeyValueAndRule) {
   EXPECT_NE(type.find("expects int"), std::string::npos) << type;
 }
 
+TEST(Config, ImageSizeAndCropSizeShareOneRange) {
+  fer::Config c;
+  EXPECT_EQ(c.data.image_size, 48);
+  fer::apply_yaml(c, "data:\n  image_size: 100\naugment:\n  crop_size: 88\n", "exp.yaml");
+  EXPECT_EQ(c.data.image_size, 100);
+  EXPECT_EQ(c.augment.crop_size, 88);
+  for (const char* key : {"data.image_size", "augment.crop_size"}) {
+    const auto msg = error_of([&] { fer::apply_override(c, std::string(key) + "=8"); });
+    EXPECT_NE(msg.find(key), std::string::npos) << msg;
+    EXPECT_NE(msg.find("in [16, 512]"), std::string::npos) << msg;
+  }
+}
+
 TEST(Config, OverrideParsesYamlValues) {
   fer::Config c;
   fer::apply_override(c, "train.class_weighted=true");

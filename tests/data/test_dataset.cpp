@@ -152,16 +152,21 @@ TEST(ImageFolder, ReadsSplitsAndCaseInsensitiveClassFolders) {
   }
 }
 
+// A 96x96 checkerboard of 100 and 200: every even block averages to 150.
+cv::Mat checkerboard_96() {
+  cv::Mat board(96, 96, CV_8UC1);
+  for (int y = 0; y < 96; ++y)
+    for (int x = 0; x < 96; ++x) board.at<std::uint8_t>(y, x) = static_cast<std::uint8_t>(((x + y) % 2) ? 200 : 100);
+  return board;
+}
+
 // Faces of any size and colour read as 48x48 grayscale: area interpolation
 // averages each 2x2 block of a 96x96 image; a colour image becomes its luma.
 TEST(ImageFolder, AnySizeAndColourIsResizedToGrayscale) {
   TempDir dir;
   fer_test::fs::create_directories(dir.path() / "train" / "contempt");
   fer_test::fs::create_directories(dir.path() / "val" / "contempt");
-  cv::Mat big(96, 96, CV_8UC1);
-  for (int y = 0; y < 96; ++y)
-    for (int x = 0; x < 96; ++x) big.at<std::uint8_t>(y, x) = static_cast<std::uint8_t>(((x + y) % 2) ? 200 : 100);
-  cv::imwrite(dir / "train/contempt/big.png", big);
+  cv::imwrite(dir / "train/contempt/big.png", checkerboard_96());
   cv::imwrite(dir / "val/contempt/colour.png", cv::Mat(100, 100, CV_8UC3, cv::Scalar(0, 0, 255)));  // pure red (BGR)
   const auto s = fer::load_dataset(dir.path().string());
   EXPECT_EQ(s.train.class_names, std::vector<std::string>{"contempt"});
@@ -178,6 +183,66 @@ TEST(ImageFolder, AnySizeAndColourIsResizedToGrayscale) {
   } catch (const fer::DataError& e) {
     EXPECT_NE(std::string(e.what()).find("broken.png: cannot decode image"), std::string::npos) << e.what();
   }
+}
+
+// data.image_size: a folder's images are read at the model's size: the 96x96
+// checkerboard's 4x4 blocks (100, 200) average to 150 at 24 (area
+// interpolation); a 20x20 image is enlarged (bilinear).
+TEST(ImageFolder, ImagesAreReadAtTheConfiguredSize) {
+  TempDir dir;
+  fer_test::fs::create_directories(dir.path() / "train" / "calm");
+  fer_test::fs::create_directories(dir.path() / "val" / "calm");
+  cv::imwrite(dir / "train/calm/big.png", checkerboard_96());
+  cv::imwrite(dir / "val/calm/flat.png", cv::Mat(20, 20, CV_8UC1, cv::Scalar(77)));
+  fer::DataConfig config;
+  config.path = dir.path().string();
+  config.image_size = 24;
+  const auto s = fer::load_dataset(config);
+  for (const auto* d : {&s.train, &s.val, &s.test}) EXPECT_EQ(d->image_size, 24);
+  ASSERT_EQ(s.train.pixels.size(), 24u * 24u);
+  for (std::size_t i = 0; i < s.train.pixels.size(); ++i) ASSERT_EQ(s.train.pixels[i], 150) << "pixel " << i;
+  ASSERT_EQ(s.val.pixels.size(), 24u * 24u);
+  for (std::size_t i = 0; i < s.val.pixels.size(); ++i) ASSERT_EQ(s.val.pixels[i], 77) << "pixel " << i;
+}
+
+// A dataset's images resized: 2x2 blocks average when shrinking by 2; a
+// constant image stays constant when enlarging; the size travels with the data.
+TEST(ResizeImages, ShrinkingAveragesBlocksAndEnlargingKeepsConstants) {
+  fer::Dataset d;
+  d.image_size = 4;
+  const std::vector<std::uint8_t> blocks{10, 10, 30, 30,  //
+                                         10, 10, 30, 30,  //
+                                         50, 50, 70, 70,  //
+                                         50, 50, 70, 70};
+  d.add(blocks.data(), 0, "blocks");
+  fer::Dataset flat = d.empty_like();
+  EXPECT_EQ(flat.image_size, 4);
+  flat.add(std::vector<std::uint8_t>(16, 99).data(), 1, "flat");
+  fer::resize_images(d, 2);
+  EXPECT_EQ(d.image_size, 2);
+  EXPECT_EQ(d.pixels, (std::vector<std::uint8_t>{10, 30, 50, 70}));
+  fer::resize_images(flat, 9);
+  EXPECT_EQ(flat.image_pixels(), 81u);
+  EXPECT_EQ(flat.pixels, std::vector<std::uint8_t>(81, 99));
+  EXPECT_THROW(d.add_from(flat, 0), fer::DataError);  // 9x9 into 2x2
+  EXPECT_THROW(fer::resize_images(d, 0), std::invalid_argument);
+}
+
+// FER-2013's 48x48 rows resized to data.image_size, every split.
+TEST(Fer2013Csv, RowsAreResizedToTheConfiguredSize) {
+  TempDir dir;
+  fer_test::write_file(dir / "f.csv", kHeader + row(1, pixels_text(2304, 3), "Training") +
+                                          row(2, pixels_text(2304, 4), "PublicTest") +
+                                          row(3, pixels_text(2304, 5), "PrivateTest"));
+  fer::DataConfig config;
+  config.path = dir / "f.csv";
+  config.image_size = 64;
+  const auto s = fer::load_dataset(config);
+  for (const auto* d : {&s.train, &s.val, &s.test}) {
+    EXPECT_EQ(d->image_size, 64);
+    ASSERT_EQ(d->pixels.size(), 64u * 64u);
+  }
+  EXPECT_EQ(s.test.pixels, std::vector<std::uint8_t>(64 * 64, 5));
 }
 
 // A PNG whose header says 46,000 x 46,000 (2.1 gigapixels, no pixel data):

@@ -89,6 +89,25 @@ TEST(DeployExport, RefusesLayersWithoutAnExporterAndTooSmallImages) {
   EXPECT_THROW(fer::parse_export_output("softmax"), std::invalid_argument);
 }
 
+// A model of 64x64 faces takes 64x64 images by default (its image_size), and
+// crops its 56x56 input inside; --image-size still sets another side.
+TEST(DeployExport, TheGraphTakesTheModelsFaceSize) {
+  auto c = fer_test::random_paper_cnn(56);
+  c.meta.model.image_size = 64;
+  c.model = fer::make_model(c.meta.model);
+  c.model->eval();
+  fer_test::TempDir dir;
+  fer::save_onnx(dir / "m.onnx", c);
+  const auto meta = nlohmann::json::parse(fer::onnx_metadata(dir / "m.onnx").at("libfer_meta"));
+  EXPECT_EQ(meta.at("export").at("input_shape"), nlohmann::json({"N", 1, 64, 64}));
+  EXPECT_EQ(meta.at("preprocessing").at("height"), 64);
+  fer::ExportOptions wider;
+  wider.image_size = 72;
+  fer::save_onnx(dir / "w.onnx", c, wider);
+  const auto wide = nlohmann::json::parse(fer::onnx_metadata(dir / "w.onnx").at("libfer_meta"));
+  EXPECT_EQ(wide.at("export").at("input_shape"), nlohmann::json({"N", 1, 72, 72}));
+}
+
 TEST(DeployExport, OnnxCarriesTheMetadataAndPassesTheOnnxChecker) {
   fer_test::TempDir dir;
   const auto ckpt = fer_test::random_paper_cnn(44);

@@ -91,6 +91,24 @@ TEST(Training, ModelWeightsStartARunFromACheckpointUnderItsOwnNormalisation) {
     EXPECT_NE(std::string(e.what()).find("model.weights"), std::string::npos) << e.what();
     EXPECT_NE(std::string(e.what()).find("dense_units"), std::string::npos) << e.what();
   }
+  auto larger = tuned;  // weights of 48x48 faces for 56x56 ones
+  larger.data.image_size = larger.augment.crop_size = 56;
+  try {
+    fer::train({larger, runs / "larger", false});
+    FAIL() << "weights of another face size were accepted";
+  } catch (const fer::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("model.weights"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("\"image_size\":56"), std::string::npos) << e.what();
+  }
+  auto cropped = config;  // a crop larger than the faces: refused before anything is written
+  cropped.augment.crop_size = 56;
+  try {
+    fer::train({cropped, runs / "cropped", false});
+    FAIL() << "a 56 px crop of 48 px faces was accepted";
+  } catch (const fer::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("augment.crop_size 56 exceeds data.image_size 48"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fer_test::fs::exists(runs / "cropped"));
 }
 
 TEST(Training, ResumeRefusesADifferentConfigAndFreshRunsRefuseToOverwrite) {

@@ -197,6 +197,34 @@ TEST(Checkpoint, SaveLoadGivesIdenticalOutputsWithoutAConfig) {
   EXPECT_TRUE(torch::equal(model->forward(x), loaded.model->forward(x)));
 }
 
+// The face size travels in the checkpoint: read back alone (no weights) as
+// load_checkpoint reads it; a record older than image_size reads as 48; an
+// input larger than the faces it crops is refused.
+TEST(Checkpoint, StoresTheImageSizeAndOlderRecordsReadAs48) {
+  fer_test::TempDir dir;
+  fer::ModelOptions o;
+  o.filters = {4, 8};
+  o.dense_units = 8;
+  o.image_size = 64;
+  o.input_size = 56;
+  const fer::CheckpointMeta meta{o, {"calm", "tired"}, {}};
+  fer::save_checkpoint(dir / "m.pt", *fer::make_model(o), meta);
+  const auto read = fer::read_checkpoint_meta(dir / "m.pt");
+  EXPECT_EQ(read.model.image_size, 64);
+  EXPECT_EQ(read.model.input_size, 56);
+  EXPECT_EQ(read.class_names, meta.class_names);
+  EXPECT_EQ(read.model.to_json(), fer::load_checkpoint(dir / "m.pt", torch::kCPU).meta.model.to_json());
+  EXPECT_EQ(meta.to_json().at("preprocessing").at("height"), 64);
+
+  auto older = o.to_json();
+  older.erase("image_size");
+  older["input_size"] = 40;
+  EXPECT_EQ(fer::ModelOptions::from_json(older).image_size, 48);
+  older["input_size"] = 50;
+  EXPECT_THROW(fer::ModelOptions::from_json(older), std::runtime_error);
+  EXPECT_THROW(fer::read_checkpoint_meta(dir / "absent.pt"), std::runtime_error);
+}
+
 // A full disk (here: a file-size limit) is an error naming the file and the
 // cause, never an abort; the temporary file goes, the last good checkpoint stays.
 TEST(Checkpoint, AFailedWriteNamesTheCauseAndKeepsTheLastGoodCheckpoint) {

@@ -67,8 +67,8 @@ Rule<std::vector<int>> filters_rule() {
           }};
 }
 
-Rule<int> crop_rule() {
-  return {"in [16, 48]", [](const int& v) { return v >= 16 && v <= 48; }};
+Rule<int> image_side_rule() {
+  return {"in [16, 512]", [](const int& v) { return v >= 16 && v <= 512; }};
 }
 Rule<int> yunet_size_rule() {
   return {"320 or 640", [](const int& v) { return v == 320 || v == 640; }};
@@ -196,7 +196,9 @@ const std::vector<KeyDef>& key_table() {
               "FER+'s fer2013new.csv: annotator votes paired row by row with data.path's Kaggle fer2013.csv. (A folder of FER2013Train/ FER2013Valid/ with label.csv is read as FER+ without it.)"),
       FER_KEY(data.ferplus_unknown, bool, any<bool>(), "FER+: keep 'unknown' as a class of its own (after contempt)."),
       FER_KEY(data.normalize, std::string, one_of({"none", "equalize"}),
-              "Photometric normalisation of every model input, stored in the checkpoint and applied by training (after augmentation), evaluation, explanation, export and live: none, or equalize (each 48x48 face's histogram equalised, as OpenCV's equalizeHist)."),
+              "Photometric normalisation of every model input, stored in the checkpoint and applied by training (after augmentation), evaluation, explanation, export and live: none, or equalize (each face's histogram equalised, as OpenCV's equalizeHist)."),
+      FER_KEY(data.image_size, int, image_side_rule(),
+              "Side of the square grayscale faces a model takes: every image is resized to it at load (area interpolation when shrinking), and every path that feeds the model (evaluation, explanation, export, live) gives it faces of this size; stored in the checkpoint. FER-2013's and FER+'s faces are 48."),
       FER_KEY(data.ferplus_as_fer2013, bool, any<bool>(),
               "FER+: FER-2013's seven classes in its order (contempt's votes dropped), for numbers side by side with FER-2013 models."),
       FER_KEY(model.architecture, std::string, any<std::string>(),
@@ -216,8 +218,8 @@ const std::vector<KeyDef>& key_table() {
       FER_KEY(augment.contrast, double, in_range(0, 1), "Contrast factor drawn uniformly in [1-c, 1+c] around the image mean (0 = off)."),
       FER_KEY(augment.gamma, double, in_range(0, 4),
               "Gamma correction x^gamma with gamma drawn log-uniformly in [1/(1+g), 1+g]: dim (gamma > 1) and washed-out (< 1) light (0 = off)."),
-      FER_KEY(augment.crop_size, int, crop_rule(),
-              "Random crops of this size in training, centre crop at evaluation; the model's input size follows (48 = no crop)."),
+      FER_KEY(augment.crop_size, int, image_side_rule(),
+              "Random crops of this size in training, centre crop at evaluation; the model's input size follows (data.image_size = no crop; at most data.image_size)."),
       FER_KEY(augment.crop_padding, int, at_least(0),
               "Pad the image by this many pixels (edge replication) before the random crop: random shifts, also at crop_size 48."),
       FER_KEY(augment.erase_prob, double, in_range(0, 1),

@@ -23,7 +23,7 @@ namespace fs = std::filesystem;
 
 void Dataset::add(const std::uint8_t* image, std::int64_t label, std::string source) {
   if (has_votes()) throw DataError(source + ": an image without votes added to a dataset with votes");
-  pixels.insert(pixels.end(), image, image + kImagePixels);
+  pixels.insert(pixels.end(), image, image + image_pixels());
   labels.push_back(label);
   sources.push_back(std::move(source));
 }
@@ -31,7 +31,7 @@ void Dataset::add(const std::uint8_t* image, std::int64_t label, std::string sou
 void Dataset::add_voted(const std::uint8_t* image, std::int64_t label, const float* image_votes,
                         std::int64_t majority_label, std::string source) {
   if (size() > 0 && !has_votes()) throw DataError(source + ": an image with votes added to a dataset without");
-  pixels.insert(pixels.end(), image, image + kImagePixels);
+  pixels.insert(pixels.end(), image, image + image_pixels());
   labels.push_back(label);
   votes.insert(votes.end(), image_votes, image_votes + class_names.size());
   majority.push_back(majority_label);
@@ -39,6 +39,9 @@ void Dataset::add_voted(const std::uint8_t* image, std::int64_t label, const flo
 }
 
 void Dataset::add_from(const Dataset& other, std::size_t i) {
+  if (other.image_size != image_size)
+    throw DataError(other.sources[i] + ": a " + std::to_string(other.image_size) + "x" + std::to_string(other.image_size) +
+                    " image added to a dataset of " + std::to_string(image_size) + "x" + std::to_string(image_size));
   if (other.has_votes())
     add_voted(other.image(i), other.labels[i], other.votes_of(i), other.majority[i], other.sources[i]);
   else
@@ -48,12 +51,13 @@ void Dataset::add_from(const Dataset& other, std::size_t i) {
 Dataset Dataset::empty_like() const {
   Dataset empty;
   empty.class_names = class_names;
+  empty.image_size = image_size;
   return empty;
 }
 
 void Dataset::truncate(std::size_t n) {
   if (n == 0 || n >= size()) return;
-  pixels.resize(n * kImagePixels);
+  pixels.resize(n * image_pixels());
   labels.resize(n);
   sources.resize(n);
   if (has_votes()) {
@@ -111,20 +115,45 @@ cv::Mat read_image_file(const std::string& path, int imread_flags) {
 }
 #endif
 
-std::vector<std::uint8_t> read_face_image(const std::string& path) {
+std::vector<std::uint8_t> read_face_image(const std::string& path, int side) {
 #if !FER_WITH_OPENCV
+  (void)side;
   throw DataError(path + ": reading images needs libfer built with OpenCV (FER_WITH_OPENCV=ON); use the FER-2013 CSV");
 #else
   cv::Mat img = read_image_file(path, cv::IMREAD_GRAYSCALE);  // colour: OpenCV's luma (0.299 R + 0.587 G + 0.114 B)
-  if (img.rows != kImageSize || img.cols != kImageSize) {
+  if (img.rows != side || img.cols != side) {
     // Area interpolation averages the pixels each output pixel covers: no aliasing when shrinking.
     cv::Mat resized;
-    cv::resize(img, resized, cv::Size(kImageSize, kImageSize), 0, 0, cv::INTER_AREA);
+    cv::resize(img, resized, cv::Size(side, side), 0, 0, cv::INTER_AREA);
     img = resized;
   }
   if (!img.isContinuous()) img = img.clone();
-  return std::vector<std::uint8_t>(img.ptr<std::uint8_t>(), img.ptr<std::uint8_t>() + kImagePixels);
+  return std::vector<std::uint8_t>(img.ptr<std::uint8_t>(), img.ptr<std::uint8_t>() + img.total());
 #endif
+}
+
+void resize_images(Dataset& data, int side) {
+  if (side < 1) throw std::invalid_argument("resize_images: side " + std::to_string(side) + " is not positive");
+  if (side == data.image_size) return;
+#if !FER_WITH_OPENCV
+  throw DataError("resizing " + std::to_string(data.image_size) + "x" + std::to_string(data.image_size) + " images to " +
+                  std::to_string(side) + "x" + std::to_string(side) + " needs libfer built with OpenCV (FER_WITH_OPENCV=ON)");
+#else
+  const int from = data.image_size;
+  const int interpolation = side < from ? cv::INTER_AREA : cv::INTER_LINEAR;
+  std::vector<std::uint8_t> resized(data.size() * static_cast<std::size_t>(side) * side);
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    const cv::Mat src(from, from, CV_8U, const_cast<std::uint8_t*>(data.image(i)));
+    cv::Mat dst(side, side, CV_8U, resized.data() + i * static_cast<std::size_t>(side) * side);
+    cv::resize(src, dst, dst.size(), 0, 0, interpolation);
+  }
+  data.pixels = std::move(resized);
+  data.image_size = side;
+#endif
+}
+
+void resize_images(DatasetSplits& splits, int side) {
+  for (Dataset* d : {&splits.train, &splits.val, &splits.test}) resize_images(*d, side);
 }
 
 
@@ -271,19 +300,21 @@ Dataset& split_of(DatasetSplits& splits, SplitName name) {
   return const_cast<Dataset&>(split_of(static_cast<const DatasetSplits&>(splits), name));
 }
 
-DatasetSplits load_image_folder(const std::string& root, const std::vector<std::string>& classes) {
+DatasetSplits load_image_folder(const std::string& root, const std::vector<std::string>& classes, int image_size) {
   const auto listing = list_image_folder(root, classes);
   DatasetSplits splits;
   set_class_names(splits, listing.class_names);
-  for (const auto& f : listing.files) split_of(splits, f.split).add(read_face_image(f.path).data(), f.label, f.path);
+  for (Dataset* d : {&splits.train, &splits.val, &splits.test}) d->image_size = image_size;
+  for (const auto& f : listing.files)
+    split_of(splits, f.split).add(read_face_image(f.path, image_size).data(), f.label, f.path);
   return splits;
 }
 
-DatasetSplits load_dataset(const std::string& path) {
-  if (path.empty()) throw DataError("no dataset path given");
-  if (!fs::exists(path)) throw DataError("dataset '" + path + "' does not exist");
-  if (is_ferplus_folder(path)) return load_ferplus_folders(path, FerplusOptions{});
-  return fs::is_directory(path) ? load_image_folder(path) : load_fer2013_csv(path);
+DatasetSplits load_dataset(const std::string& path, int image_size) {
+  DataConfig data;
+  data.path = path;
+  data.image_size = image_size;
+  return load_dataset(data);
 }
 
 DatasetSplits load_dataset(const DataConfig& data) {
@@ -300,9 +331,15 @@ DatasetSplits load_dataset(const DataConfig& data) {
   if ((data.ferplus_unknown || data.ferplus_as_fer2013) && !ferplus_folder && data.votes.empty())
     throw ConfigError(std::string(data.ferplus_unknown ? "data.ferplus_unknown" : "data.ferplus_as_fer2013") +
                       ": applies to FER+ data (a FER+ folder, or data.votes), not to '" + data.path + "'");
-  if (ferplus_folder) return load_ferplus_folders(data.path, ferplus);
-  if (!data.votes.empty()) return load_ferplus_csv(data.path, data.votes, ferplus);
-  return folder ? load_image_folder(data.path, data.classes) : load_fer2013_csv(data.path);
+  if (ferplus_folder || !data.votes.empty()) {
+    DatasetSplits splits = ferplus_folder ? load_ferplus_folders(data.path, ferplus)
+                                          : load_ferplus_csv(data.path, data.votes, ferplus);
+    resize_images(splits, data.image_size);
+    return splits;
+  }
+  DatasetSplits splits = folder ? load_image_folder(data.path, data.classes, data.image_size) : load_fer2013_csv(data.path);
+  resize_images(splits, data.image_size);
+  return splits;
 }
 
 DatasetSplits stratified_split(const DatasetSplits& all, double val_fraction, double test_fraction,
@@ -312,6 +349,7 @@ DatasetSplits stratified_split(const DatasetSplits& all, double val_fraction, do
     for (std::size_t i = 0; i < d->size(); ++i) by_class[d->labels[i]].push_back({d, i});
   DatasetSplits out;
   set_class_names(out, all.train.class_names);
+  for (Dataset* d : {&out.train, &out.val, &out.test}) d->image_size = all.train.image_size;
   std::mt19937_64 rng(seed);
   for (auto& items : by_class) {
     std::shuffle(items.begin(), items.end(), rng);

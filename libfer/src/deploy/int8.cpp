@@ -12,6 +12,7 @@
 #include <torch/csrc/jit/frontend/resolver.h>
 #include <torch/csrc/jit/frontend/sugared_value.h>
 #include <torch/script.h>
+#include <fmt/format.h>
 #include <torch/torch.h>
 
 #include <cmath>
@@ -105,7 +106,7 @@ at::Tensor float_step(const Int8Step& s, const at::Tensor& x) {
   return s.relu ? torch::relu(y) : y;
 }
 
-// Runs the float steps over `images_u8` [N,48,48] in batches, calling
+// Runs the float steps over `images_u8` [N,S,S] in batches, calling
 // observe(step, output) for each requantizing step.
 template <typename Observe>
 void for_each_output(std::vector<Int8Step>& steps, const at::Tensor& images_u8, int64_t input_size, Observe observe) {
@@ -247,9 +248,11 @@ std::string int8_statement(torch::jit::Module& module, const Int8Step& s, bool f
 
 void save_int8(const std::string& path, const LoadedCheckpoint& checkpoint, const at::Tensor& calibration_u8,
                const ExportOptions& options) {
+  const int64_t side = checkpoint.meta.model.image_size;
   if (!calibration_u8.defined() || calibration_u8.dim() != 3 || calibration_u8.size(0) == 0 ||
-      calibration_u8.scalar_type() != torch::kUInt8)
-    throw std::invalid_argument("int8 export: the calibration images must be a non-empty uint8 [N,48,48] tensor");
+      calibration_u8.scalar_type() != torch::kUInt8 || calibration_u8.size(1) != side || calibration_u8.size(2) != side)
+    throw std::invalid_argument(fmt::format("int8 export: the calibration images must be a non-empty uint8 [N,{},{}] tensor "
+                                            "(the model's image_size)", side, side));
   const std::string engine = use_quantized_engine();
   auto steps = int8_steps(deploy::layer_chain(*checkpoint.model));
   // Calibrated on what the model sees: its normalised inputs.
@@ -286,7 +289,8 @@ at::Tensor calibration_images(const Dataset& split, int64_t count) {
     throw std::invalid_argument("calibration needs at least one image (the split has " + std::to_string(split.size()) +
                                 ", " + std::to_string(count) + " asked for)");
   const auto n = static_cast<int64_t>(split.size());
-  const auto all = torch::from_blob(const_cast<std::uint8_t*>(split.pixels.data()), {n, kImageSize, kImageSize}, torch::kUInt8);
+  const auto all = torch::from_blob(const_cast<std::uint8_t*>(split.pixels.data()), {n, split.image_size, split.image_size},
+                                   torch::kUInt8);
   return all.index_select(0, torch::linspace(0, static_cast<double>(n - 1), std::min(count, n)).to(torch::kLong));
 }
 

@@ -132,26 +132,31 @@ std::vector<ChainLayer> layer_chain(ClassifierImpl& model) {
   return chain;
 }
 
-int64_t crop_offset(const LoadedCheckpoint& checkpoint, const ExportOptions& options) {
-  const int64_t size = checkpoint.meta.model.input_size;
-  if (options.image_size < size)
-    throw std::invalid_argument("export image_size " + std::to_string(options.image_size) +
-                                " is below the model's input_size " + std::to_string(size));
-  return (options.image_size - size) / 2;
+int64_t export_image_size(const LoadedCheckpoint& checkpoint, const ExportOptions& options) {
+  return options.image_size > 0 ? options.image_size : checkpoint.meta.model.image_size;
 }
 
-static std::string input_description(const std::string& normalize) {
+int64_t crop_offset(const LoadedCheckpoint& checkpoint, const ExportOptions& options) {
+  const int64_t size = checkpoint.meta.model.input_size, side = export_image_size(checkpoint, options);
+  if (side < size)
+    throw std::invalid_argument("export image_size " + std::to_string(side) + " is below the model's input_size " +
+                                std::to_string(size));
+  return (side - size) / 2;
+}
+
+static std::string input_description(const std::string& normalize, int64_t side) {
   const std::string scaled = "float pixels / 255 in [0,1]; centre-cropped to the model's input_size inside";
   if (parse_input_normalization(normalize) == InputNormalization::none) return scaled;
-  return "each 48x48 uint8 face histogram-equalised first (OpenCV's equalizeHist; normalize: " + normalize + "), then " +
-         scaled;
+  return "each " + std::to_string(side) + "x" + std::to_string(side) +
+         " uint8 face histogram-equalised first (OpenCV's equalizeHist; normalize: " + normalize + "), then " + scaled;
 }
 
 nlohmann::json export_metadata(const LoadedCheckpoint& checkpoint, const ExportOptions& options) {
   auto meta = checkpoint.meta.to_json();
+  const int64_t side = export_image_size(checkpoint, options);
   meta["export"] = {{"input", kInputName},
-                    {"input_shape", {"N", checkpoint.meta.model.in_channels, options.image_size, options.image_size}},
-                    {"input_description", input_description(checkpoint.meta.model.normalize)},
+                    {"input_shape", {"N", checkpoint.meta.model.in_channels, side, side}},
+                    {"input_description", input_description(checkpoint.meta.model.normalize, side)},
                     {"output", export_output_name(options.output)},
                     {"output_shape", {"N", checkpoint.meta.model.num_classes}}};
   return meta;
@@ -159,7 +164,7 @@ nlohmann::json export_metadata(const LoadedCheckpoint& checkpoint, const ExportO
 
 std::string crop_expression(const LoadedCheckpoint& checkpoint, const ExportOptions& options, const std::string& input) {
   const int64_t offset = crop_offset(checkpoint, options), size = checkpoint.meta.model.input_size;
-  if (size == options.image_size) return input;
+  if (size == export_image_size(checkpoint, options)) return input;
   const std::string range = std::to_string(offset) + ":" + std::to_string(offset + size);
   return input + "[:, :, " + range + ", " + range + "]";
 }

@@ -39,9 +39,12 @@ struct ChainLayer {
 // Throws std::invalid_argument naming the first layer it cannot export.
 std::vector<ChainLayer> layer_chain(ClassifierImpl& model);
 
-// The offset of the centre crop from options.image_size to the model's
+// The graph's input side: options.image_size, else (0) the model's image_size.
+int64_t export_image_size(const LoadedCheckpoint& checkpoint, const ExportOptions& options);
+
+// The offset of the centre crop from the export's image size to the model's
 // input_size (center_crop's: rounded down). Throws std::invalid_argument
-// when image_size is below input_size.
+// when that size is below input_size.
 int64_t crop_offset(const LoadedCheckpoint& checkpoint, const ExportOptions& options);
 
 // What travels with an exported model: the checkpoint's metadata plus

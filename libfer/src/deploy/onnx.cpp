@@ -190,13 +190,13 @@ std::string export_output_name(ExportOutput output) { return export_output_names
 
 std::string onnx_model_bytes(const LoadedCheckpoint& checkpoint, const ExportOptions& options) {
   const auto& m = checkpoint.meta.model;
-  const int64_t offset = deploy::crop_offset(checkpoint, options);
+  const int64_t offset = deploy::crop_offset(checkpoint, options), side = deploy::export_image_size(checkpoint, options);
   GraphBuilder g;
-  if (m.input_size < options.image_size) add_centre_crop(g, offset, m.input_size);
+  if (m.input_size < side) add_centre_crop(g, offset, m.input_size);
   for (const auto& layer : deploy::layer_chain(*checkpoint.model)) add_layer(g, layer);
   if (options.output == ExportOutput::probabilities) g.add("Softmax", "softmax", {}, {int_attribute("axis", 1)});
   const std::string graph =
-      g.finish(float_value_info(deploy::kInputName, {-1, m.in_channels, options.image_size, options.image_size}),
+      g.finish(float_value_info(deploy::kInputName, {-1, m.in_channels, side, side}),
                export_output_name(options.output), {-1, m.num_classes});
 
   // ModelProto: ir_version = 1, producer_name = 2, producer_version = 3, graph = 7,

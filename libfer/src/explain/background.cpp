@@ -118,7 +118,7 @@ BackgroundSummary background_from_images(const Dataset& images, InputNormalizati
   const auto n = static_cast<int64_t>(images.size());
   if (n == 0) throw std::invalid_argument("background_from_images: no images");
   BackgroundSummary out;
-  const auto pixels = torch::from_blob(const_cast<std::uint8_t*>(images.pixels.data()), {n, 1, kImageSize, kImageSize},
+  const auto pixels = torch::from_blob(const_cast<std::uint8_t*>(images.pixels.data()), {n, 1, images.image_size, images.image_size},
                                        torch::kUInt8);
   out.centroids = normalize_input(pixels, normalize).to(torch::kFloat32) / 255.0;
   out.faces = n;

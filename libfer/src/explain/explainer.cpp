@@ -17,29 +17,29 @@ namespace fer {
 
 namespace {
 
-// A model of input size s sees the centre s x s crop of the 48 x 48 face (as
-// fer-eval predicts): DeepSHAP explains that crop, and the pixels outside it,
-// which cannot change the output, get attribution exactly 0.
-at::Tensor face_sized(const at::Tensor& crop_attributions) {
-  const int64_t s = crop_attributions.size(-1), before = (kImageSize - s) / 2, after = kImageSize - s - before;
-  if (s == kImageSize) return crop_attributions;
+// A model of input size s sees the centre s x s crop of the side x side face
+// (as fer-eval predicts): DeepSHAP explains that crop, and the pixels outside
+// it, which cannot change the output, get attribution exactly 0.
+at::Tensor face_sized(const at::Tensor& crop_attributions, int64_t side) {
+  const int64_t s = crop_attributions.size(-1), before = (side - s) / 2, after = side - s - before;
+  if (s == side) return crop_attributions;
   return torch::constant_pad_nd(crop_attributions, {before, after, before, after}, 0);
 }
 
 // The (weighted) mean reference image, else mid-grey.
-std::vector<float> mean_reference(const BackgroundSummary& background, std::string* description) {
+std::vector<float> mean_reference(const BackgroundSummary& background, int64_t side, std::string* description) {
   if (!(background.centroids.defined() && background.centroids.size(0) > 0)) {
     *description = "mid-grey (0.5): no background";
-    return std::vector<float>(kImagePixels, 0.5f);
+    return std::vector<float>(side * side, 0.5f);
   }
-  const auto refs = background.centroids.to(torch::kCPU, torch::kFloat32).reshape({-1, kImagePixels});
+  const auto refs = background.centroids.to(torch::kCPU, torch::kFloat32).reshape({-1, side * side});
   const auto mean = background.weights.defined()
                         ? (refs * background.weights.to(torch::kCPU, torch::kFloat32).view({-1, 1})).sum(0) /
                               background.weights.sum().to(torch::kCPU)
                         : refs.mean(0);
   *description = fmt::format("mean of the {} background references", refs.size(0));
   const auto m = mean.contiguous();
-  return std::vector<float>(m.data_ptr<float>(), m.data_ptr<float>() + kImagePixels);
+  return std::vector<float>(m.data_ptr<float>(), m.data_ptr<float>() + m.numel());
 }
 
 // Runs `work`; an exception becomes the face's error (and clears what it had).
@@ -217,7 +217,7 @@ FaceExplainer::FaceExplainer(const std::string& checkpoint, const BackgroundSumm
   }
   // The reported prediction (and so the class explained) is fer-eval's: fp32.
   classifier_ = probability_predictor(*loaded_.model, device, Precision::fp32, input_size);
-  baseline_ = mean_reference(background, &baseline_description_);
+  baseline_ = mean_reference(background, side(), &baseline_description_);
 }
 
 std::size_t FaceExplainer::group_size() const {
@@ -244,11 +244,11 @@ std::vector<std::vector<float>> model_inputs(const std::vector<std::vector<float
   return out;
 }
 
-// The faces at `ready` as one [n,1,48,48] batch (the explainer's checks passed: 48*48 values each).
-at::Tensor face_batch(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready) {
-  auto batch = torch::empty({static_cast<int64_t>(ready.size()), 1, kImageSize, kImageSize});
+// The faces at `ready` as one [n,1,side,side] batch (the explainer's checks passed: side*side values each).
+at::Tensor face_batch(const std::vector<std::vector<float>>& images, const std::vector<std::size_t>& ready, int64_t side) {
+  auto batch = torch::empty({static_cast<int64_t>(ready.size()), 1, side, side});
   for (std::size_t j = 0; j < ready.size(); ++j)
-    batch[static_cast<int64_t>(j)].copy_(torch::tensor(images[ready[j]]).view({1, kImageSize, kImageSize}));
+    batch[static_cast<int64_t>(j)].copy_(torch::tensor(images[ready[j]]).view({1, side, side}));
   return batch;
 }
 }  // namespace
@@ -268,8 +268,9 @@ std::vector<FaceExplanation> FaceExplainer::explain(const std::vector<std::vecto
   std::vector<std::size_t> ready;  // the faces whose prediction succeeded
   for (std::size_t i = 0; i < images.size(); ++i) {
     keep_failure(out[i], [&] {
-      if (images[i].size() != static_cast<std::size_t>(kImagePixels))
-        throw std::invalid_argument(fmt::format("a face of {} values, not {}", images[i].size(), kImagePixels));
+      if (images[i].size() != static_cast<std::size_t>(side() * side()))
+        throw std::invalid_argument(fmt::format("a face of {} values, not {} ({}x{})", images[i].size(), side() * side(),
+                                                side(), side()));
       predict(images[i], targets.empty() ? -1 : targets[i], out[i]);
       ready.push_back(i);
     });
@@ -315,10 +316,10 @@ void FaceExplainer::add_shap(const std::vector<std::vector<float>>& images, cons
                              std::vector<FaceExplanation>& out) {
   std::vector<std::vector<int64_t>> classes;
   for (const auto i : ready) classes.push_back(out[i].classes);
-  const auto batch = center_crop(face_batch(images, ready), loaded_.meta.model.input_size).contiguous();
+  const auto batch = center_crop(face_batch(images, ready, side()), loaded_.meta.model.input_size).contiguous();
   auto results = shap_->explain_batch(batch, classes);
   for (std::size_t j = 0; j < ready.size(); ++j) {
-    out[ready[j]].shap = face_sized(results[j].attributions).contiguous();
+    out[ready[j]].shap = face_sized(results[j].attributions, side()).contiguous();
     out[ready[j]].additivity = results[j].additivity_error;
   }
 }
@@ -332,7 +333,7 @@ Attribution FaceExplainer::attribute_map(const std::string& method, const at::Te
   o.seed = seed;
   if (base == AttributionMethod::integrated_gradients) {
     if (options_.ig_baseline == IgBaseline::mean)
-      o.baseline = center_crop(torch::tensor(baseline_).view({1, 1, kImageSize, kImageSize}), batch.size(-1)).to(device_);
+      o.baseline = center_crop(torch::tensor(baseline_).view({1, 1, side(), side()}), batch.size(-1)).to(device_);
     else if (options_.ig_baseline == IgBaseline::blur)
       o.baseline = blurred(batch);
   }
@@ -346,7 +347,7 @@ void FaceExplainer::add_maps(const std::vector<std::vector<float>>& images, cons
   const auto n = static_cast<int64_t>(ready.size());
   auto classes = torch::empty({n}, torch::kLong);
   for (int64_t j = 0; j < n; ++j) classes[j] = static_cast<int64_t>(out[ready[j]].explained);
-  const auto batch = center_crop(face_batch(images, ready), loaded_.meta.model.input_size).contiguous().to(device_);
+  const auto batch = center_crop(face_batch(images, ready, side()), loaded_.meta.model.input_size).contiguous().to(device_);
   classes = classes.to(device_);
   for (const auto& method : options_.methods.maps) {
     // SmoothGrad's noise is each face's own (its seed), so a face's map does
@@ -358,7 +359,7 @@ void FaceExplainer::add_maps(const std::vector<std::vector<float>>& images, cons
                                    seeds[ready[first]]);
       for (int64_t j = 0; j < count; ++j) {
         auto& e = out[ready[first + j]];
-        e.maps[method] = face_sized(a.maps[j]).contiguous();
+        e.maps[method] = face_sized(a.maps[j], side()).contiguous();
         if (method == "integrated_gradients") {
           const double error = a.completeness_error[j].item<double>();
           const double difference = a.maps[j].sum().item<double>() - error;  // y(x) - y(b)
@@ -374,7 +375,7 @@ void FaceExplainer::add_lime_and_curves(const std::vector<float>& image, std::ui
     LimeOptions lime_options;
     lime_options.num_samples = options_.lime_samples;
     lime_options.seed = seed;
-    e.lime = explain_lime(image, kImageSize, kImageSize, predictor_, e.explained, lime_options);
+    e.lime = explain_lime(image, side(), side(), predictor_, e.explained, lime_options);
   }
   if (!options_.faithfulness) return;
   const auto curves = [&](const std::vector<float>& scores) {
@@ -383,13 +384,13 @@ void FaceExplainer::add_lime_and_curves(const std::vector<float>& image, std::ui
   if (shap_) {
     // Every selection holds the explained class (all; pred and top:K first).
     const auto at = std::find(e.classes.begin(), e.classes.end(), e.explained) - e.classes.begin();
-    const float* map = e.shap.data_ptr<float>() + at * kImagePixels;
-    e.faithfulness["shap"] = curves(std::vector<float>(map, map + kImagePixels));
+    const float* map = e.shap.data_ptr<float>() + at * image.size();
+    e.faithfulness["shap"] = curves(std::vector<float>(map, map + image.size()));
   }
   if (e.lime) e.faithfulness["lime"] = curves(lime_pixel_scores(*e.lime));
   for (const auto& [method, map] : e.maps)
-    e.faithfulness[method] = curves(std::vector<float>(map.data_ptr<float>(), map.data_ptr<float>() + kImagePixels));
-  e.faithfulness["random"] = curves(random_pixel_scores(kImagePixels, seed));
+    e.faithfulness[method] = curves(std::vector<float>(map.data_ptr<float>(), map.data_ptr<float>() + map.numel()));
+  e.faithfulness["random"] = curves(random_pixel_scores(image.size(), seed));
 }
 
 }  // namespace fer

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <numeric>
 #include <stdexcept>
@@ -17,12 +18,13 @@ namespace fs = std::filesystem;
 
 std::vector<float> explained_map(const FaceExplanation& e, const std::string& method) {
   const auto values = [](const at::Tensor& map, int64_t offset) {
-    const float* p = map.data_ptr<float>() + offset;
-    return std::vector<float>(p, p + kImagePixels);
+    const int64_t pixels = map.size(-1) * map.size(-2);
+    const float* p = map.data_ptr<float>() + offset * pixels;
+    return std::vector<float>(p, p + pixels);
   };
   if (method == "shap" && e.shap.defined()) {
     const auto at = std::find(e.classes.begin(), e.classes.end(), e.explained) - e.classes.begin();
-    return values(e.shap, at * kImagePixels);
+    return values(e.shap, at);
   }
   if (method == "lime" && e.lime) return lime_pixel_scores(*e.lime);
   if (const auto it = e.maps.find(method); it != e.maps.end()) return values(it->second, 0);
@@ -31,11 +33,12 @@ std::vector<float> explained_map(const FaceExplanation& e, const std::string& me
 
 namespace {
 
-// The part of a 48x48 map the model sees: the centre crop of its input size.
+// The part of a square map the model sees: the centre crop of its input size.
 // Outside it every map is 0 (or LIME's scores of pixels the model never
 // read), and those shared ties would count as agreement.
 at::Tensor seen_region(const std::vector<float>& map, int64_t input_size) {
-  const auto full = torch::from_blob(const_cast<float*>(map.data()), {kImageSize, kImageSize}, torch::kFloat32);
+  const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(map.size()))));
+  const auto full = torch::from_blob(const_cast<float*>(map.data()), {side, side}, torch::kFloat32);
   return center_crop(full, input_size).contiguous().clone();
 }
 
@@ -43,7 +46,7 @@ std::vector<float> values_of(const at::Tensor& t) { return {t.data_ptr<float>(),
 
 // Running means of one step's scores.
 struct ScoreSums {
-  int64_t input_size = kImageSize;
+  int64_t input_size = 0;
   double spearman_abs = 0, spearman = 0, ssim = 0;
   std::int64_t faces = 0;
   void add(const std::vector<float>& trained, const std::vector<float>& randomised) {
@@ -83,6 +86,7 @@ SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary&
   const auto loaded = load_checkpoint(checkpoint, torch::kCPU);
   check.layers = randomisable_layers(*loaded.model);
   const int64_t input_size = loaded.meta.model.input_size;
+  const auto face_pixels = static_cast<std::size_t>(trained.side() * trained.side());  // a failed face's blank map
   if (check.layers.empty()) throw std::invalid_argument("sanity_check: " + checkpoint + " has no layers to randomise in turn");
   const int steps = static_cast<int>(check.layers.size()), total = 1 + steps * (options.independent ? 2 : 1);
   auto bar = progress ? progress(total, "sanity check") : nullptr;
@@ -94,7 +98,7 @@ SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary&
   for (const auto& method : check.methods) {
     auto& first = check.strip[method].emplace_back();
     for (std::size_t i = 0; i < strip_count; ++i)
-      first.push_back(reference[i].error.empty() ? explained_map(reference[i], method) : std::vector<float>(kImagePixels, 0));
+      first.push_back(reference[i].error.empty() ? explained_map(reference[i], method) : std::vector<float>(face_pixels, 0));
   }
   fs::create_directories(options.work_dir);
   const auto path = (fs::path(options.work_dir) / "randomised.pt").string();
@@ -111,7 +115,7 @@ SanityCheck sanity_check(const std::string& checkpoint, const BackgroundSummary&
       if (!cascading) continue;
       auto& maps = check.strip[method].emplace_back();
       for (std::size_t i = 0; i < strip_count; ++i)
-        maps.push_back(explained[i].error.empty() ? explained_map(explained[i], method) : std::vector<float>(kImagePixels, 0));
+        maps.push_back(explained[i].error.empty() ? explained_map(explained[i], method) : std::vector<float>(face_pixels, 0));
     }
     if (bar)
       bar->advance(1, static_cast<std::int64_t>(faces.size()),

@@ -201,18 +201,18 @@ cv::Rect grow_box(const cv::Rect& box, double margin, const cv::Size& bounds) {
   return cv::Rect(box.x - dx, box.y - dy, box.width + 2 * dx, box.height + 2 * dy) & cv::Rect(0, 0, bounds.width, bounds.height);
 }
 
-void face_input(const cv::Mat& gray, const cv::Rect& box, double margin, std::uint8_t* out) {
+void face_input(const cv::Mat& gray, const cv::Rect& box, double margin, std::uint8_t* out, int side) {
   if (gray.empty() || gray.type() != CV_8UC1) throw std::invalid_argument("face_input expects a gray CV_8U image");
   const cv::Rect crop = grow_box(box, margin, gray.size());
   if (crop.area() == 0) throw std::invalid_argument("face_input: the box does not overlap the image");
-  cv::Mat dst(kImageSize, kImageSize, CV_8U, out);
-  const bool shrinking = crop.width >= kImageSize && crop.height >= kImageSize;
+  cv::Mat dst(side, side, CV_8U, out);
+  const bool shrinking = crop.width >= side && crop.height >= side;
   cv::resize(gray(crop), dst, dst.size(), 0, 0, shrinking ? cv::INTER_AREA : cv::INTER_LINEAR);
 }
 
-std::vector<std::uint8_t> face_input(const cv::Mat& gray, const cv::Rect& box, double margin) {
-  std::vector<std::uint8_t> out(kImagePixels);
-  face_input(gray, box, margin, out.data());
+std::vector<std::uint8_t> face_input(const cv::Mat& gray, const cv::Rect& box, double margin, int side) {
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(side) * side);
+  face_input(gray, box, margin, out.data(), side);
   return out;
 }
 
@@ -275,17 +275,17 @@ cv::Matx23d face_crop_transform(const Face& face, const FacesConfig& config) {
 }
 
 namespace {
-// The 48x48 crop that `to_crop` maps the image to. A crop of a face larger
-// than 48 px is first shrunk by area averaging to about its scale (bilinear
-// sampling alone would alias), then sampled bilinearly; edges replicated.
-void warp_face(const cv::Mat& gray, const cv::Matx23d& to_crop, std::uint8_t* out) {
+// The side x side crop that `to_crop` maps the image to. A crop of a face
+// larger than the side is first shrunk by area averaging to about its scale
+// (bilinear sampling alone would alias), then sampled bilinearly; edges replicated.
+void warp_face(const cv::Mat& gray, const cv::Matx23d& to_crop, int side, std::uint8_t* out) {
   const cv::Matx23d to_image = [&] {
     cv::Matx23d inverse;
     cv::invertAffineTransform(to_crop, inverse);
     return inverse;
   }();
   std::vector<cv::Point2f> corners;
-  for (const auto& c : {cv::Point2d(0, 0), cv::Point2d(kImageSize, 0), cv::Point2d(0, kImageSize), cv::Point2d(kImageSize, kImageSize)})
+  for (const auto& c : {cv::Point2d(0, 0), cv::Point2d(side, 0), cv::Point2d(0, side), cv::Point2d(side, side)})
     corners.emplace_back(to_image * cv::Vec3d(c.x, c.y, 1.0));
   const cv::Rect region = (cv::boundingRect(corners) + cv::Size(2, 2) - cv::Point(1, 1)) & cv::Rect(0, 0, gray.cols, gray.rows);
   if (region.area() == 0) throw std::invalid_argument("face_input: the face does not overlap the image");
@@ -301,21 +301,22 @@ void warp_face(const cv::Mat& gray, const cv::Matx23d& to_crop, std::uint8_t* ou
   const cv::Matx33d from_source(1 / rx, 0, region.x, 0, 1 / ry, region.y, 0, 0, 1);
   const cv::Matx33d crop3(to_crop(0, 0), to_crop(0, 1), to_crop(0, 2), to_crop(1, 0), to_crop(1, 1), to_crop(1, 2), 0, 0, 1);
   const cv::Matx33d m = crop3 * from_source;
-  cv::Mat dst(kImageSize, kImageSize, CV_8U, out);
+  cv::Mat dst(side, side, CV_8U, out);
   cv::warpAffine(source, dst, cv::Matx23d(m(0, 0), m(0, 1), m(0, 2), m(1, 0), m(1, 1), m(1, 2)), dst.size(),
                  cv::INTER_LINEAR, cv::BORDER_REPLICATE);
 }
 }  // namespace
 
-void face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config, std::uint8_t* out) {
+void face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config, std::uint8_t* out, int side) {
   if (config.framing == "fer2013") {
     if (gray.empty() || gray.type() != CV_8UC1) throw std::invalid_argument("face_input expects a gray CV_8U image");
     if ((face.box & cv::Rect(0, 0, gray.cols, gray.rows)).area() == 0)
       throw std::invalid_argument("face_input: the box does not overlap the image");
-    return warp_face(gray, face_crop_transform(face, config), out);
+    const double scale = static_cast<double>(side) / kImageSize;  // FER-2013's framing, measured in 48x48, scaled
+    return warp_face(gray, scale * face_crop_transform(face, config), side, out);
   }
   const double angle = config.align ? eye_roll_degrees(face) : 0.0;
-  if (angle == 0.0) return face_input(gray, face.box, config.margin, out);
+  if (angle == 0.0) return face_input(gray, face.box, config.margin, out, side);
   if (gray.empty() || gray.type() != CV_8UC1) throw std::invalid_argument("face_input expects a gray CV_8U image");
   // Rotate only a patch around the box, large enough that the rotated crop's corners stay inside it.
   const cv::Rect patch = grow_box(face.box, config.margin + 0.5, gray.size());
@@ -324,16 +325,16 @@ void face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config
   cv::Mat rotated;
   cv::warpAffine(gray(patch), rotated, cv::getRotationMatrix2D(centre, angle, 1.0), patch.size(), cv::INTER_LINEAR,
                  cv::BORDER_REPLICATE);
-  face_input(rotated, face.box - patch.tl(), config.margin, out);
+  face_input(rotated, face.box - patch.tl(), config.margin, out, side);
 }
 
-std::vector<std::uint8_t> face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config) {
-  std::vector<std::uint8_t> out(kImagePixels);
-  face_input(gray, face, config, out.data());
+std::vector<std::uint8_t> face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config, int side) {
+  std::vector<std::uint8_t> out(static_cast<std::size_t>(side) * side);
+  face_input(gray, face, config, out.data(), side);
   return out;
 }
 
-DetectedFace detect_largest_face(const FaceDetector& detector, const std::string& image_path) {
+DetectedFace detect_largest_face(const FaceDetector& detector, const std::string& image_path, int side) {
   // Haar reads the file as gray (as it always has); YuNet wants colour.
   const cv::Mat image = read_image_file(image_path, detector.wants_color() ? cv::IMREAD_COLOR : cv::IMREAD_GRAYSCALE);
   DetectedFace found;
@@ -343,17 +344,18 @@ DetectedFace detect_largest_face(const FaceDetector& detector, const std::string
   found.found = true;
   found.face = faces.front();  // largest first
   found.box = found.face.box;
-  found.pixels = face_input(to_gray(image), found.face, detector.config());
+  found.pixels = face_input(to_gray(image), found.face, detector.config(), side);
   return found;
 }
 
-DatasetSplits load_image_folder_with_faces(const std::string& root, const FaceDetector& detector) {
+DatasetSplits load_image_folder_with_faces(const std::string& root, const FaceDetector& detector, int side) {
   const auto listing = list_image_folder(root);
   DatasetSplits folder;
   set_class_names(folder, listing.class_names);
+  for (Dataset* d : {&folder.train, &folder.val, &folder.test}) d->image_size = side;
   for (const auto& f : listing.files) {
     Dataset& split = split_of(folder, f.split);
-    const auto face = detect_largest_face(detector, f.path);
+    const auto face = detect_largest_face(detector, f.path, side);
     if (face.found) {
       split.add(face.pixels.data(), f.label, f.path);
     } else {

@@ -1,6 +1,9 @@
 #include "fer/inference/inference.h"
 
+#include <fmt/format.h>
 #include <torch/torch.h>
+
+#include <cmath>
 
 #include "fer/data/augment.h"
 
@@ -27,8 +30,9 @@ torch::Device resolve_device(const std::string& spec) {
 
 torch::Tensor images_tensor(const Dataset& data) {
   const auto n = static_cast<int64_t>(data.size());
-  if (n == 0) return torch::empty({0, kImageSize, kImageSize}, torch::kUInt8);
-  return torch::from_blob(const_cast<std::uint8_t*>(data.pixels.data()), {n, kImageSize, kImageSize}, torch::kUInt8)
+  const int64_t side = data.image_size;
+  if (n == 0) return torch::empty({0, side, side}, torch::kUInt8);
+  return torch::from_blob(const_cast<std::uint8_t*>(data.pixels.data()), {n, side, side}, torch::kUInt8)
       .clone();
 }
 
@@ -140,8 +144,12 @@ torch::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>
   if (members.empty()) throw std::invalid_argument("an ensemble needs at least one model");
   std::vector<torch::Tensor> probabilities;
   for (std::size_t m = 0; m < members.size(); ++m) {
+    const auto& model = members[m].meta.model;
+    if (images_u8.size(-1) != model.image_size)
+      throw std::invalid_argument(fmt::format("model {} of the ensemble takes {}x{} faces, the images are {}x{}", m + 1,
+                                              model.image_size, model.image_size, images_u8.size(-2), images_u8.size(-1)));
     PredictOptions o = options;
-    o.input_size = members[m].meta.model.input_size;
+    o.input_size = model.input_size;
     if (options.progress) o.progress_label = options.progress_label + " [" + std::to_string(m + 1) + "/" +
                                              std::to_string(members.size()) + "]";
     probabilities.push_back(predict_probabilities(*members[m].model, images_u8, device, o));
@@ -171,9 +179,11 @@ BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device&
   return [&model, device, precision, input_size, format](const std::vector<float>& images, int n) {
     torch::NoGradGuard no_grad;
     model.eval();
+    const auto side = n > 0 ? static_cast<int64_t>(std::lround(std::sqrt(images.size() / static_cast<double>(n)))) : 0;
+    if (n <= 0 || static_cast<std::size_t>(side * side * n) != images.size())
+      throw std::invalid_argument(fmt::format("probability predictor: {} values are not {} square images", images.size(), n));
     const auto x = center_crop(
-        torch::from_blob(const_cast<float*>(images.data()), {n, 1, kImageSize, kImageSize}, torch::kFloat32).to(device),
-        input_size);
+        torch::from_blob(const_cast<float*>(images.data()), {n, 1, side, side}, torch::kFloat32).to(device), input_size);
     torch::Tensor logits;
     {
       AutocastScope autocast(device, precision);
@@ -195,7 +205,14 @@ EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoin
       throw std::runtime_error("ensemble member '" + path + "' has other class names than '" +
                                checkpoint_paths.front() + "'");
   }
-  const auto probs = predict_ensemble_probabilities(members, images_tensor(data), device, options).contiguous();
+  const auto side = static_cast<int>(members.front().meta.model.image_size);
+  Dataset resized;
+  if (data.image_size != side) {  // faces of another size: the model's (image folders read at 48 by default)
+    resized = data;
+    resize_images(resized, side);
+  }
+  const auto& faces = data.image_size == side ? data : resized;
+  const auto probs = predict_ensemble_probabilities(members, images_tensor(faces), device, options).contiguous();
   return {std::vector<float>(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel()),
           members.front().meta.class_names};
 }

@@ -40,9 +40,10 @@ void draw_landmarks(cv::Mat& frame, const Face& face) {
   for (const auto& p : face.landmarks) cv::circle(frame, p, radius, cv::Scalar(0, 255, 255), cv::FILLED, cv::LINE_AA);
 }
 
-// A face classifier: class probabilities [n * classes] of n 48x48 uint8 crops.
+// A face classifier: class probabilities [n * classes] of n side x side uint8 crops.
 struct CropModel {
   std::vector<std::string> class_names;
+  int side = kImageSize;  // the model's image_size
   std::function<std::vector<float>(const std::vector<std::uint8_t>& crops, int64_t n)> probabilities;
   nlohmann::json description;
 };
@@ -57,8 +58,10 @@ CropModel checkpoint_model(const std::string& checkpoint, const Config& config, 
   check_precision_supported(predict.precision, device);
   CropModel m;
   m.class_names = loaded->meta.class_names;
-  m.probabilities = [loaded, predict, device](const std::vector<std::uint8_t>& crops, int64_t n) mutable {
-    const auto images = torch::from_blob(const_cast<std::uint8_t*>(crops.data()), {n, kImageSize, kImageSize}, torch::kUInt8);
+  m.side = static_cast<int>(loaded->meta.model.image_size);
+  m.probabilities = [loaded, predict, device, side = int64_t{m.side}](const std::vector<std::uint8_t>& crops,
+                                                                       int64_t n) mutable {
+    const auto images = torch::from_blob(const_cast<std::uint8_t*>(crops.data()), {n, side, side}, torch::kUInt8);
     predict.batch_size = n;
     const auto p = predict_probabilities(*loaded->model, images, device, predict).contiguous();
     return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
@@ -83,25 +86,29 @@ CropModel onnx_model(const std::string& path) {
   if (!props.count("libfer_meta"))
     throw std::runtime_error("'" + path + "' has no libfer_meta metadata: fer-live runs the ONNX files of fer-export");
   const auto meta = nlohmann::json::parse(props.at("libfer_meta"));
-  if (meta.at("export").at("input_shape").at(2) != kImageSize)
-    throw std::runtime_error("'" + path + "' takes " + meta.at("export").at("input_shape").at(2).dump() +
-                             " px images; fer-live feeds 48 (fer-export --image-size 48)");
+  const int side = meta.at("export").at("input_shape").at(2).get<int>();
+  const int trained_side = meta.at("model").value("image_size", kImageSize);
+  if (side != trained_side)  // a face resized to the input would not be the face the model was trained on
+    throw std::runtime_error("'" + path + "' takes " + std::to_string(side) + " px images, its model " +
+                             std::to_string(trained_side) + " px faces; fer-live feeds the model's faces (fer-export "
+                             "without --image-size)");
   const bool logits = meta.at("export").at("output") == "logits";
   const std::string normalize = meta.at("model").value("normalize", std::string("none"));
   const bool equalize = parse_input_normalization(normalize) == InputNormalization::equalize;
   auto net = std::make_shared<cv::dnn::Net>(cv::dnn::readNetFromONNX(path));
   CropModel m;
   m.class_names = meta.at("class_names").get<std::vector<std::string>>();
-  m.probabilities = [net, logits, equalize, classes = m.class_names.size()](const std::vector<std::uint8_t>& crops,
-                                                                             int64_t n) {
-    const int shape[] = {static_cast<int>(n), 1, kImageSize, kImageSize};
+  m.side = side;
+  m.probabilities = [net, logits, equalize, side, classes = m.class_names.size()](const std::vector<std::uint8_t>& crops,
+                                                                                   int64_t n) {
+    const int shape[] = {static_cast<int>(n), 1, side, side};
     cv::Mat blob(4, shape, CV_32F);
     cv::Mat pixels(1, static_cast<int>(crops.size()), CV_8U, const_cast<std::uint8_t*>(crops.data()));
     // equalize_histogram's mapping, by OpenCV (tests hold the two equal).
     if (equalize) {
       pixels = pixels.clone();
       for (int64_t i = 0; i < n; ++i) {
-        cv::Mat face(kImageSize, kImageSize, CV_8U, pixels.ptr<std::uint8_t>() + i * kImagePixels);
+        cv::Mat face(side, side, CV_8U, pixels.ptr<std::uint8_t>() + i * side * side);
         cv::equalizeHist(face, face);
       }
     }
@@ -142,13 +149,15 @@ class ModelFaceAnalyzer : public FaceAnalyzer {
   void classify(const cv::Mat& /*frame*/, std::vector<FaceObservation>& faces) override {
     const auto n = static_cast<int64_t>(faces.size());
     if (n == 0) return;
-    crops_.resize(static_cast<std::size_t>(n) * kImagePixels);
-    for (int64_t i = 0; i < n; ++i) face_input(gray_, faces[i].face, faces_config_, crops_.data() + i * kImagePixels);
+    const int side = model_.side;
+    const std::size_t pixels = static_cast<std::size_t>(side) * side;
+    crops_.resize(static_cast<std::size_t>(n) * pixels);
+    for (int64_t i = 0; i < n; ++i) face_input(gray_, faces[i].face, faces_config_, crops_.data() + i * pixels, side);
     const auto probs = model_.probabilities(crops_, n);
     const std::size_t classes = class_names().size();
     for (int64_t i = 0; i < n; ++i) {
       faces[i].probabilities.assign(probs.begin() + i * classes, probs.begin() + (i + 1) * classes);
-      faces[i].crop = cv::Mat(kImageSize, kImageSize, CV_8U, crops_.data() + i * kImagePixels).clone();
+      faces[i].crop = cv::Mat(side, side, CV_8U, crops_.data() + i * pixels).clone();
     }
   }
 

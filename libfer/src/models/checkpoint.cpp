@@ -71,7 +71,8 @@ LoadedCheckpoint load_export(const std::string& path, torch::jit::Module module,
   const auto meta = nlohmann::json::parse(meta_text);
   const auto& record = meta.at("export");
   out.meta = CheckpointMeta::from_json(meta);
-  out.meta.model.input_size = record.at("input_shape").at(2).get<int64_t>();  // the module crops inside
+  out.meta.model.image_size = record.at("input_shape").at(2).get<int64_t>();
+  out.meta.model.input_size = out.meta.model.image_size;  // the module crops inside
   if (record.contains("quantization") && !device.is_cpu())
     throw std::runtime_error("'" + path + "' is an int8 model: it runs on the CPU only, not on " + device.str());
   module.eval();
@@ -83,22 +84,23 @@ LoadedCheckpoint load_export(const std::string& path, torch::jit::Module module,
 
 }  // namespace
 
-nlohmann::json CheckpointMeta::preprocessing(const std::string& normalize) {
-  const bool equalize = parse_input_normalization(normalize) == InputNormalization::equalize;
+nlohmann::json CheckpointMeta::preprocessing(const ModelOptions& model) {
+  const bool equalize = parse_input_normalization(model.normalize) == InputNormalization::equalize;
+  const std::string side = std::to_string(model.image_size) + "x" + std::to_string(model.image_size);
   return {{"color", "grayscale"},
           {"layout", "NCHW"},
-          {"height", 48},
-          {"width", 48},
-          {"normalize", normalize},
+          {"height", model.image_size},
+          {"width", model.image_size},
+          {"normalize", model.normalize},
           {"scale", 1.0 / 255.0},
-          {"description", equalize ? "each 48x48 uint8 image histogram-equalised (OpenCV's equalizeHist), then divided "
+          {"description", equalize ? "each " + side + " uint8 image histogram-equalised (OpenCV's equalizeHist), then divided "
                                      "by 255; no mean/std normalisation; output is logits"
                                    : "uint8 pixels divided by 255; no mean/std normalisation; output is logits"}};
 }
 
 nlohmann::json CheckpointMeta::to_json() const {
   return {{"format", kFormat},         {"format_version", kFormatVersion}, {"model", model.to_json()},
-          {"class_names", class_names}, {"preprocessing", preprocessing(model.normalize)}, {"info", info}};
+          {"class_names", class_names}, {"preprocessing", preprocessing(model)}, {"info", info}};
 }
 
 CheckpointMeta CheckpointMeta::from_json(const nlohmann::json& j) {
@@ -144,6 +146,28 @@ void save_checkpoint(const std::string& path, ClassifierImpl& model, const Check
   } catch (const std::runtime_error& e) {
     throw std::runtime_error(std::string(e.what()) + " (checkpoint " + path + " not replaced)");
   }
+}
+
+CheckpointMeta read_checkpoint_meta(const std::string& path) {
+  if (!std::filesystem::exists(path)) throw std::runtime_error("checkpoint '" + path + "' does not exist");
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    for (const char* file : {kMetaFile, kExportMetadataFile}) {
+      const std::string record = std::string("extra/") + file;
+      if (!reader.hasRecord(record)) continue;
+      const auto [data, size] = reader.getRecord(record);
+      const auto json = nlohmann::json::parse(std::string(static_cast<const char*>(data.get()), size));
+      auto meta = CheckpointMeta::from_json(json);
+      if (std::string(file) == kExportMetadataFile)  // the module crops inside: it takes whole faces
+        meta.model.image_size = meta.model.input_size = json.at("export").at("input_shape").at(2).get<int64_t>();
+      return meta;
+    }
+  } catch (const c10::Error& e) {
+    throw std::runtime_error("cannot read checkpoint '" + path + "': " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw std::runtime_error("checkpoint '" + path + "': " + e.what());
+  }
+  throw std::runtime_error("checkpoint '" + path + "' has no libfer metadata (not written by libfer?)");
 }
 
 std::vector<std::string> checkpoint_blob_names(const std::string& path) {

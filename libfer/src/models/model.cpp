@@ -9,7 +9,7 @@
 namespace fer {
 
 nlohmann::json ModelOptions::to_json() const {
-  return {{"architecture", architecture}, {"in_channels", in_channels},   {"input_size", input_size},
+  return {{"architecture", architecture}, {"in_channels", in_channels},   {"image_size", image_size},   {"input_size", input_size},
           {"num_classes", num_classes},   {"filters", filters},           {"dense_units", dense_units},
           {"conv_dropout", conv_dropout}, {"dense_dropout", dense_dropout}, {"normalize", normalize}};
 }
@@ -23,6 +23,10 @@ ModelOptions ModelOptions::from_json(const nlohmann::json& j) {
   o.architecture = need("architecture").get<std::string>();
   o.in_channels = need("in_channels").get<int64_t>();
   o.input_size = need("input_size").get<int64_t>();
+  o.image_size = j.value("image_size", int64_t{48});
+  if (o.input_size > o.image_size)
+    throw std::runtime_error("model options: input_size " + std::to_string(o.input_size) + " exceeds image_size " +
+                             std::to_string(o.image_size));
   o.num_classes = need("num_classes").get<int64_t>();
   o.filters = need("filters").get<std::vector<int64_t>>();
   o.dense_units = need("dense_units").get<int64_t>();

@@ -29,6 +29,7 @@ struct DataConfig {
   bool ferplus_unknown = false;     // FER+: 'unknown' as a class of its own
   bool ferplus_as_fer2013 = false;  // FER+: FER-2013's seven classes (contempt's votes dropped)
   std::string normalize = "none";   // the model's input normalisation: none | equalize (stored in its checkpoint)
+  int image_size = 48;              // every face resized to image_size x image_size at load (stored in the checkpoint)
 };
 
 struct ModelConfig {
@@ -48,7 +49,7 @@ struct AugmentConfig {
   double brightness = 0.2;
   double contrast = 0.2;
   double gamma = 0.0;          // gamma drawn log-uniformly in [1/(1+g), 1+g] (0 = off)
-  int crop_size = 48;          // random crops of this size; the model's input size follows (48 = none)
+  int crop_size = 48;          // random crops of this size; the model's input size follows (= data.image_size: none)
   int crop_padding = 0;        // pad by this many pixels (edge) and crop back: shifts at any crop size
   double erase_prob = 0.0;     // random erasing (torchvision's RandomErasing scales and ratios)
   double mixup_alpha = 0.0;    // Beta(a, a) mixing of image pairs and their labels (0 = off)

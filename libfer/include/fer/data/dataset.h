@@ -1,7 +1,7 @@
 // Face datasets: FER-2013's Kaggle CSV (plain or gzipped), FER+'s vote files
 // (fer/data/ferplus.h) and image folders with classes of their own. Images are
-// kept as 48x48 uint8 grayscale in one contiguous buffer; the class list
-// (names, in label order) travels with the data.
+// kept as square uint8 grayscale (48x48 unless data.image_size says) in one
+// contiguous buffer; the class list (names, in label order) travels with the data.
 #pragma once
 
 #include <array>
@@ -21,12 +21,14 @@ class Mat;
 
 namespace fer {
 
+// FER-2013's face side: its CSV's images, and the default data.image_size.
 constexpr int kImageSize = 48;
 constexpr int kImagePixels = kImageSize * kImageSize;
 
 struct Dataset {
   std::vector<std::string> class_names = emotion_names();  // label order; FER-2013's seven unless the data says
-  std::vector<std::uint8_t> pixels;  // size() * kImagePixels, row-major per image
+  int image_size = kImageSize;       // every image's side
+  std::vector<std::uint8_t> pixels;  // size() * image_pixels(), row-major per image
   std::vector<std::int64_t> labels;  // 0 .. num_classes() - 1
   std::vector<std::string> sources;  // "file:line" for CSV rows, the path for image files
   // Annotator votes (FER+), empty for single-label data: size() * num_classes()
@@ -44,13 +46,14 @@ struct Dataset {
   std::size_t size() const { return labels.size(); }
   int num_classes() const { return static_cast<int>(class_names.size()); }
   bool has_votes() const { return !votes.empty(); }
-  const std::uint8_t* image(std::size_t i) const { return pixels.data() + i * kImagePixels; }
+  std::size_t image_pixels() const { return static_cast<std::size_t>(image_size) * image_size; }
+  const std::uint8_t* image(std::size_t i) const { return pixels.data() + i * image_pixels(); }
   const float* votes_of(std::size_t i) const { return votes.data() + i * class_names.size(); }
   void add(const std::uint8_t* image, std::int64_t label, std::string source);
   // An image with its votes (num_classes() counts) and majority label (-1: none).
   void add_voted(const std::uint8_t* image, std::int64_t label, const float* votes, std::int64_t majority,
                  std::string source);
-  // Appends image i of `other` (same classes) with its votes.
+  // Appends image i of `other` (same classes and image size) with its votes.
   void add_from(const Dataset& other, std::size_t i);
   // Keeps the first n images (no-op when n == 0 or n >= size()).
   void truncate(std::size_t n);
@@ -64,7 +67,7 @@ struct Dataset {
     kept.dropped = std::move(dropped);
     *this = std::move(kept);
   }
-  // No images, the same classes.
+  // No images, the same classes and image size.
   Dataset empty_like() const;
 };
 
@@ -115,9 +118,10 @@ DatasetSplits load_fer2013_csv(const std::string& path);
 // FER-2013's seven in their order when every class folder is one of them
 // (case-insensitively); else the class folders' names over all splits,
 // lower-cased and sorted.
-// Images of any size are resized (read_face_image). Throws DataError for
-// unreadable images and unknown folders.
-DatasetSplits load_image_folder(const std::string& root, const std::vector<std::string>& classes = {});
+// Images of any size are resized to image_size (read_face_image). Throws
+// DataError for unreadable images and unknown folders.
+DatasetSplits load_image_folder(const std::string& root, const std::vector<std::string>& classes = {},
+                                int image_size = kImageSize);
 
 // The files of such a folder with their split and label, in load order.
 // Throws DataError for unknown split/class folders or when there is no split.
@@ -135,11 +139,16 @@ ImageFolderListing list_image_folder(const std::string& root, const std::vector<
 // True for the image extensions the loaders read (png, jpg, jpeg, bmp, tif, tiff; any case).
 bool is_image_file(const std::string& path);
 
-// Reads one face image of any size, grayscale or colour, as 48x48 grayscale
-// (colour by OpenCV's luma; another size resized with area interpolation: a
-// folder of RAF-DB's 100x100 or AffectNet's larger faces reads as it is).
-// Throws DataError naming the file when it cannot be decoded.
-std::vector<std::uint8_t> read_face_image(const std::string& path);
+// Reads one face image of any size, grayscale or colour, as side x side
+// grayscale (colour by OpenCV's luma; another size resized with area
+// interpolation: a folder of RAF-DB's 100x100 or AffectNet's larger faces reads
+// as it is). Throws DataError naming the file when it cannot be decoded.
+std::vector<std::uint8_t> read_face_image(const std::string& path, int side = kImageSize);
+
+// Every image of `data` resized to side x side (area interpolation when
+// shrinking, bilinear when enlarging); a no-op at its own size. Requires side >= 1.
+void resize_images(Dataset& data, int side);
+void resize_images(DatasetSplits& splits, int side);
 
 #if FER_WITH_OPENCV
 // cv::imread (flags: cv::IMREAD_*) for every loader that reads image files
@@ -152,13 +161,15 @@ cv::Mat read_image_file(const std::string& path, int imread_flags);
 
 // Any form, chosen by what `path` is: a folder with FER2013Train/ or
 // FER2013Valid/ holding label.csv -> FER+ (fer/data/ferplus.h, default
-// options); another folder -> image folder; a file -> FER-2013 CSV.
-DatasetSplits load_dataset(const std::string& path);
+// options); another folder -> image folder; a file -> FER-2013 CSV. Images at
+// image_size (a model's: read_checkpoint_meta(path).model.image_size).
+DatasetSplits load_dataset(const std::string& path, int image_size = kImageSize);
 
 // The dataset a config's data section names: data.path in any form above,
 // FER+ paired with data.votes when set, data.classes for image folders, the
-// FER+ class options. Throws DataError naming the file, ConfigError naming the
-// key that does not apply (data.votes beside a folder, data.classes beside a CSV).
+// FER+ class options, its images at data.image_size. Throws DataError naming
+// the file, ConfigError naming the key that does not apply (data.votes beside a
+// folder, data.classes beside a CSV).
 DatasetSplits load_dataset(const DataConfig& data);
 
 // Gives every split of `splits` the class list `names`.

@@ -39,8 +39,9 @@ std::string export_output_name(ExportOutput output);
 
 struct ExportOptions {
   ExportOutput output = ExportOutput::probabilities;
-  // The graph's input side; must be >= the model's input_size (centre crop inside).
-  int64_t image_size = 48;
+  // The graph's input side; must be >= the model's input_size (centre crop
+  // inside). 0: the model's image_size (the faces it was trained on).
+  int64_t image_size = 0;
 };
 
 // A serialized onnx.ModelProto (IR version 7, opset 13) of `checkpoint`'s model.
@@ -61,20 +62,20 @@ std::map<std::string, std::string> onnx_metadata(const std::string& path);
 void save_torchscript(const std::string& path, const LoadedCheckpoint& checkpoint, const ExportOptions& options = {});
 
 // save_torchscript's module in int8: post-training static quantization with
-// activation ranges observed on `calibration_u8` (uint8 [N,48,48] faces, e.g.
+// activation ranges observed on `calibration_u8` (uint8 [N,S,S] faces, e.g.
 // Training images; never the images it will be evaluated on). Conv/linear
 // weights int8 per output channel (a batch norm right after one folded in,
 // the ReLU after fused), activations uint8 per tensor; batch norms after a
 // ReLU run as quantized batch norms. Runs on the CPU with LibTorch's quantized
 // engine (use_quantized_engine(): oneDNN, else QNNPACK), recorded in the
 // metadata under export.quantization. Requires a defined non-empty uint8
-// [N,48,48] calibration tensor (else std::invalid_argument); throws as
+// [N,S,S] calibration tensor, S the model's image_size (else std::invalid_argument); throws as
 // save_torchscript, and std::runtime_error when LibTorch has no quantized engine.
 void save_int8(const std::string& path, const LoadedCheckpoint& checkpoint, const at::Tensor& calibration_u8,
                const ExportOptions& options = {});
 
 // `count` images evenly spaced through `split` (all of them when it has fewer)
-// as uint8 [count,48,48]: a calibration set spread over the split with no
+// as uint8 [count,S,S] (S: its image_size): a calibration set spread over the split with no
 // random stream. Throws std::invalid_argument for an empty split or count < 1.
 at::Tensor calibration_images(const Dataset& split, int64_t count);
 

@@ -129,7 +129,7 @@ struct EpochPosition {
   static EpochPosition from_bytes(const std::string& bytes);
 };
 
-// The data one supervised run trains on: uint8 images [N,48,48] and labels [N]
+// The data one supervised run trains on: uint8 images [N,S,S] and labels [N]
 // on the training device, and for data with annotator votes (FER+) their
 // counts [N,classes] (float; undefined otherwise).
 struct TrainData {

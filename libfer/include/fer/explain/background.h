@@ -20,7 +20,7 @@
 namespace fer {
 
 struct BackgroundSummary {
-  at::Tensor centroids;  // [K,1,48,48] float32 in [0,1]
+  at::Tensor centroids;  // [K,1,S,S] float32 in [0,1]
   at::Tensor weights;    // [K] float32, positive, summing to 1 (share of faces in each cluster)
   std::int64_t faces = 0;   // faces summarised
 };
@@ -34,7 +34,7 @@ struct KmeansOptions {
   InputNormalization normalize = InputNormalization::none;
 };
 
-// Clusters `images` ([N,48,48] uint8) with k-means++ seeding and Lloyd
+// Clusters `images` ([N,S,S] uint8) with k-means++ seeding and Lloyd
 // iterations, then dissolves clusters smaller than min_cluster_faces (so K may
 // end below k). Requires N >= min_cluster_faces and k >= 1 (std::invalid_argument).
 // Deterministic for a seed, image set and thread count.

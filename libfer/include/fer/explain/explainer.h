@@ -6,8 +6,8 @@
 //   fer::ExplainerOptions o;                       // shap and lime, class pred
 //   o.methods = fer::parse_explain_methods("shap,gradcam,integrated_gradients");
 //   fer::FaceExplainer explainer("best.pt", background, o);
-//   auto e = explainer.explain({face}, {seed});    // face: 48*48 floats in [0,1]
-//   // e[0].predicted, e[0].shap [classes,48,48], e[0].maps["gradcam"] [48,48],
+//   auto e = explainer.explain({face}, {seed});    // face: S*S floats in [0,1], S = explainer.side() (48)
+//   // e[0].predicted, e[0].shap [classes,S,S], e[0].maps["gradcam"] [S,S],
 //   // e[0].faithfulness["shap"], e[0].faithfulness["gradcam"]
 #pragma once
 
@@ -108,10 +108,10 @@ struct FaceExplanation {
   int predicted = -1;            // argmax of probs (the first on ties)
   int explained = -1;            // the class LIME, the maps and the curves explain: predicted unless explain() was given one
   std::vector<int64_t> classes;  // the explained classes, in ClassSelection's order
-  at::Tensor shap;            // [classes, 48, 48] on the CPU (pixels a smaller input crops away: 0); undefined without SHAP
+  at::Tensor shap;            // [classes, S, S] (S: the model's image_size) on the CPU (pixels a smaller input crops away: 0); undefined without SHAP
   double additivity = NAN;       // DeepSHAP's additivity error (DeepShapResult::additivity_error)
   std::optional<LimeExplanation> lime;  // of the predicted class
-  // Attribution maps of the predicted class by method name, [48,48] on the CPU
+  // Attribution maps of the predicted class by method name, [S,S] on the CPU
   // (pixels a smaller input crops away: 0).
   std::map<std::string, at::Tensor> maps;
   // Integrated gradients: |sum(map) - (y(x) - y(b))| / |y(x) - y(b)|, the relative completeness error.
@@ -128,6 +128,8 @@ class FaceExplainer {
   FaceExplainer(const std::string& checkpoint, const BackgroundSummary& background, const ExplainerOptions& options);
 
   const std::vector<std::string>& class_names() const { return loaded_.meta.class_names; }
+  // The side of the faces it takes (the model's image_size): side*side values each.
+  int64_t side() const { return loaded_.meta.model.image_size; }
   const std::string& precision() const { return precision_; }  // of LIME's and the curves' model calls
   bool explains_shap() const { return shap_ != nullptr; }
   bool explains_lime() const { return options_.methods.lime; }
@@ -141,7 +143,7 @@ class FaceExplainer {
 
   // The maps explain the network on each image as the checkpoint's input
   // normalisation leaves it (ModelOptions::normalize; as given for "none").
-  // Requires images of 48*48 values in [0,1], one seed per image (LIME's
+  // Requires images of side()*side() values in [0,1], one seed per image (LIME's
   // sampling, SmoothGrad's noise and the random ranking) and no targets or
   // one class per image to explain instead of the predicted one (a sanity
   // check explains a randomised model on the trained one's classes); else

@@ -46,7 +46,7 @@ struct SanityCheck {
   // Per method, step k: cascading has layers[0..k] randomised, independent layers[k] alone.
   std::map<std::string, std::vector<SanityScores>> cascading, independent;
   // Per method: the maps of the first strip_faces faces, [1 + layers] models
-  // (the trained one, then each cascading step) x faces x 48*48 values.
+  // (the trained one, then each cascading step) x faces x S*S values (S: the model's image_size).
   std::map<std::string, std::vector<std::vector<std::vector<float>>>> strip;
 };
 
@@ -70,7 +70,7 @@ struct SanityVerdict {
 };
 SanityVerdict sanity_verdict(const SanityCheck& check, const std::string& method, double threshold);
 
-// A method's map of the explained class as 48*48 values: SHAP's, LIME's pixel
+// A method's map of the explained class as S*S values: SHAP's, LIME's pixel
 // scores or an attribution map. Throws std::invalid_argument when the
 // explanation lacks it.
 std::vector<float> explained_map(const FaceExplanation& e, const std::string& method);

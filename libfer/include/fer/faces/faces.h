@@ -1,12 +1,12 @@
 // Faces in full images and video frames: detection (Haar cascade, the paper's,
 // or YuNet, fer/faces/yunet.h) and the one crop/resize path from a detected face to
-// the model's 48x48 input.
+// the model's input (its image_size: 48x48 unless trained otherwise).
 //
 //   fer::FaceDetector detector(config.faces);
 //   cv::Mat image = cv::imread("photo.jpg");
 //   cv::Mat gray = fer::to_gray(image);
 //   for (const fer::Face& face : detector.detect_faces(image)) {
-//     std::vector<std::uint8_t> pixels = fer::face_input(gray, face, config.faces);  // 48*48 uint8
+//     std::vector<std::uint8_t> pixels = fer::face_input(gray, face, config.faces);  // 48*48 uint8 (or side*side)
 //   }
 #pragma once
 
@@ -89,22 +89,26 @@ int largest_box(const std::vector<cv::Rect>& boxes);
 cv::Rect grow_box(const cv::Rect& box, double margin, const cv::Size& bounds);
 
 // The model's input for a face: the box grown by `margin`, clipped to the
-// image, resized to 48x48 (area interpolation when shrinking, linear when
-// enlarging), as 48*48 uint8. The model scales it to [0,1] (to_model_input).
-// Requires a gray CV_8U image and a box overlapping it; throws std::invalid_argument.
-std::vector<std::uint8_t> face_input(const cv::Mat& gray, const cv::Rect& box, double margin);
-void face_input(const cv::Mat& gray, const cv::Rect& box, double margin, std::uint8_t* out);
+// image, resized to side x side (a model's image_size; area interpolation when
+// shrinking, linear when enlarging), as side*side uint8. The model scales it to
+// [0,1] (to_model_input). Requires a gray CV_8U image and a box overlapping it;
+// throws std::invalid_argument.
+std::vector<std::uint8_t> face_input(const cv::Mat& gray, const cv::Rect& box, double margin, int side = kImageSize);
+void face_input(const cv::Mat& gray, const cv::Rect& box, double margin, std::uint8_t* out, int side = kImageSize);
 
 // The model's input for a detected face under the faces.* settings.
 // faces.framing fer2013 (the default): a square crop framed as FER-2013 frames
 // its faces (face_crop_transform), sampled bilinearly after an area shrink to
 // the crop's scale, edges replicated. faces.framing box (the crop of libfer
 // before 2026-12; for older records): the box grown by faces.margin and
-// stretched to 48x48 (face_input above), with faces.align rotated about the
-// box centre so the eyes are level.
+// stretched to the square (face_input above), with faces.align rotated about
+// the box centre so the eyes are level. side x side pixels: FER-2013's framing
+// scaled to the side.
 // Requires a gray CV_8U image and a box overlapping it; throws std::invalid_argument.
-std::vector<std::uint8_t> face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config);
-void face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config, std::uint8_t* out);
+std::vector<std::uint8_t> face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config,
+                                     int side = kImageSize);
+void face_input(const cv::Mat& gray, const Face& face, const FacesConfig& config, std::uint8_t* out,
+                int side = kImageSize);
 
 // How FER-2013 frames its faces in 48x48, as a detector sees them: the mean
 // centre and side (sqrt(width * height)) of its boxes on the faces, and
@@ -142,17 +146,17 @@ struct DetectedFace {
   cv::Rect box;
   Face face;
   int faces = 0;                     // how many were detected
-  std::vector<std::uint8_t> pixels;  // 48*48 when found
+  std::vector<std::uint8_t> pixels;  // side*side when found
 };
 // Throws DataError naming the file when it cannot be decoded. The crop follows
-// detector.config() (margin, align).
-DetectedFace detect_largest_face(const FaceDetector& detector, const std::string& image_path);
+// detector.config() (margin, align), side x side (a model's image_size).
+DetectedFace detect_largest_face(const FaceDetector& detector, const std::string& image_path, int side = kImageSize);
 
 // An image folder of full photos (the layout of load_image_folder, any image
 // size): each image becomes its largest face; images without one are listed
 // in their split's Dataset::no_face.
 // Throws DataError for unknown split/class folders and undecodable images.
-// Crops follow detector.config() (margin, align).
-DatasetSplits load_image_folder_with_faces(const std::string& root, const FaceDetector& detector);
+// Crops follow detector.config() (margin, align), side x side.
+DatasetSplits load_image_folder_with_faces(const std::string& root, const FaceDetector& detector, int side = kImageSize);
 
 }  // namespace fer

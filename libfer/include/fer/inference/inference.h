@@ -18,7 +18,7 @@ namespace fer {
 // Throws std::runtime_error when CUDA is asked for and not available.
 c10::Device resolve_device(const std::string& spec);
 
-// The images of `data` as a uint8 tensor [N,48,48] (a copy, CPU).
+// The images of `data` as a uint8 tensor [N,S,S], S its image_size (a copy, CPU).
 at::Tensor images_tensor(const Dataset& data);
 at::Tensor labels_tensor(const Dataset& data);
 
@@ -62,7 +62,8 @@ std::vector<at::Tensor> predict_view_probabilities(ClassifierImpl& model, const 
                                                    const c10::Device& device, const PredictOptions& options = {});
 
 // The mean of the members' probabilities (an ensemble); each member is fed at
-// its own input size (`options.input_size` is ignored). Requires members.
+// its own input size (`options.input_size` is ignored). Requires members, and
+// images of every member's image_size (else std::invalid_argument).
 // The mean is mean_probabilities' (below), so probabilities computed member by
 // member and averaged there are the same floats.
 at::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& members, const at::Tensor& images_u8,
@@ -70,7 +71,8 @@ at::Tensor predict_ensemble_probabilities(const std::vector<LoadedCheckpoint>& m
 
 // The models of checkpoint files on `data`: one network, or an ensemble (the
 // mean of the members' probabilities, predict_ensemble_probabilities), loaded
-// on `device`. Returns the probabilities [n, classes] row-major and the class
+// on `device`, `data` resized to the models' image_size where it differs
+// (resize_images). Returns the probabilities [n, classes] row-major and the class
 // names. Throws std::runtime_error for no checkpoint, an empty `data`, or
 // members whose class names differ (naming the member); as load_checkpoint
 // for a file that cannot be read.
@@ -87,9 +89,10 @@ EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoin
 // throws std::invalid_argument otherwise.
 at::Tensor mean_probabilities(const std::vector<at::Tensor>& probabilities);
 
-// A LIME predictor over `model`: float images [n, 48*48] in [0,1] -> softmax
-// probabilities [n, classes], computed on `device` in `precision`, centre
-// cropped to `input_size`. The images go to the network as given: already
+// A LIME predictor over `model`: float images [n, S*S] in [0,1] (S: the
+// model's image_size) -> softmax probabilities [n, classes], computed on
+// `device` in `precision`, centre cropped to `input_size`; std::invalid_argument
+// when the values are not n square images. The images go to the network as given: already
 // normalised as it expects (explainers perturb the normalised face). The model
 // must outlive it.
 BatchPredictor probability_predictor(ClassifierImpl& model, const c10::Device& device,

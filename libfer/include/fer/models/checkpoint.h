@@ -17,7 +17,7 @@ struct CheckpointMeta {
   nlohmann::json info;  // free-form: epoch, validation metrics, config name...
 
   // Preprocessing every checkpoint states explicitly so other tools can feed it.
-  static nlohmann::json preprocessing(const std::string& normalize = "none");
+  static nlohmann::json preprocessing(const ModelOptions& model);
   nlohmann::json to_json() const;
   static CheckpointMeta from_json(const nlohmann::json& j);
 };
@@ -51,6 +51,10 @@ constexpr const char* kExportMetadataFile = "libfer_export.json";
 // for an int8 export asked onto another device than the CPU.
 LoadedCheckpoint load_checkpoint(const std::string& path, const c10::Device& device,
                                  const std::vector<std::string>& blob_names = {});
+
+// The metadata of a checkpoint or fer-export file alone (no weights loaded): as
+// load_checkpoint(path, ...).meta. Throws as load_checkpoint.
+CheckpointMeta read_checkpoint_meta(const std::string& path);
 
 // The names of every blob stored in the checkpoint (for rewriting it whole).
 std::vector<std::string> checkpoint_blob_names(const std::string& path);

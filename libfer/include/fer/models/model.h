@@ -22,7 +22,8 @@ namespace fer {
 struct ModelOptions {
   std::string architecture = "paper_cnn";
   int64_t in_channels = 1;
-  int64_t input_size = 48;
+  int64_t image_size = 48;  // the side of the faces it is fed (data.image_size)
+  int64_t input_size = 48;  // the side it sees: the centre input_size crop of them (augment.crop_size)
   int64_t num_classes = 7;
   std::vector<int64_t> filters{32, 64, 128};
   int64_t dense_units = 1024;
@@ -32,7 +33,7 @@ struct ModelOptions {
 
   nlohmann::json to_json() const;
   // Throws std::runtime_error naming a missing key or an unknown normalize;
-  // checkpoints older than normalize read as "none".
+  // checkpoints older than normalize read as "none", older than image_size as 48.
   static ModelOptions from_json(const nlohmann::json& j);
 };
 

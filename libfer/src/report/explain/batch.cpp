@@ -35,7 +35,7 @@ class BatchWriter {
     report_.baseline_description = explainer.baseline_description();
     // The gallery's sort: the first method that ran.
     report_.faithfulness_method = options.faithfulness ? explain_method_names(explainer.methods()).front() : "";
-    report_.global_sum.assign(names_.size() * kImagePixels, 0.0);
+    report_.global_sum.assign(names_.size() * static_cast<std::size_t>(explainer.side() * explainer.side()), 0.0);
     report_.global_count.assign(names_.size(), 0);
   }
 
@@ -59,14 +59,14 @@ class BatchWriter {
   void write_files(std::size_t index, const ExplainItem& item, ItemRecord& r) {
     const fs::path dir = fs::path(out_dir_) / (fmt::format("{:05d}_", index) + safe_stem(item.source));
     fs::create_directories(dir);
-    const cv::Mat face = face_bgr(item.pixels.data());
+    const cv::Mat face = face_bgr(item.pixels);
     add_file(r, dir / "face.png", face);
     std::vector<cv::Mat> sheet{with_title(face, fmt::format("true: {}  pred: {} {:.2f}",
                                                             item.label >= 0 ? names_[item.label] : "?",
                                                             names_[r.predicted], r.probs[r.predicted]))};
     if (r.shap.defined()) sheet.push_back(shap_panels(dir, item, r));
     if (r.lime) {
-      const cv::Mat panel = with_title(lime_panel(item.pixels.data(), *r.lime, options_.top_superpixels),
+      const cv::Mat panel = with_title(lime_panel(item.pixels, *r.lime, options_.top_superpixels),
                                        fmt::format("LIME {} (R2={:.2f})", names_[r.lime->label], r.lime->score));
       add_file(r, dir / "lime.png", panel);
       sheet.push_back(panel);
@@ -90,20 +90,21 @@ class BatchWriter {
   cv::Mat shap_panels(const fs::path& dir, const ExplainItem& item, ItemRecord& r) {
     const float* a = r.shap.data_ptr<float>();
     const double vmax = std::max(1e-12, percentile_abs(a, r.shap.numel(), 0.999));
+    const auto side = static_cast<std::size_t>(r.shap.size(-1)), pixels = side * side;
     cv::Mat predicted_panel;
     for (std::size_t c = 0; c < r.classes.size(); ++c) {
-      const float* map = a + c * kImagePixels;
+      const float* map = a + c * pixels;
       const auto cls = r.classes[c];
-      const cv::Mat panel = with_title(shap_panel(item.pixels.data(), map, vmax),
+      const cv::Mat panel = with_title(shap_panel(item.pixels, map, vmax),
                                        fmt::format("SHAP {} (p={:.2f})", names_[cls], r.probs[cls]));
       add_file(r, dir / ("shap_" + names_[cls] + ".png"), panel);
       if (cls == r.predicted) predicted_panel = panel;
-      for (int p = 0; p < kImagePixels; ++p) report_.global_sum[cls * kImagePixels + p] += std::abs(map[p]);
+      for (std::size_t p = 0; p < pixels; ++p) report_.global_sum[cls * pixels + p] += std::abs(map[p]);
       ++report_.global_count[cls];
     }
     if (options_.save_raw) {
       const fs::path npy = dir / "shap.npy";
-      write_npy(npy.string(), std::vector<float>(a, a + r.shap.numel()), {r.classes.size(), 48, 48});
+      write_npy(npy.string(), std::vector<float>(a, a + r.shap.numel()), {r.classes.size(), side, side});
       r.files += ";" + fs::relative(npy, out_dir_).string();
     }
     return predicted_panel;
@@ -112,12 +113,13 @@ class BatchWriter {
   // The predicted class's map of `method`: its panel (returned) and raw array.
   cv::Mat map_panels(const fs::path& dir, const ExplainItem& item, ItemRecord& r, const std::string& method) {
     const auto& map = r.maps.at(method);
-    const cv::Mat panel = with_title(map_panel(item.pixels.data(), map),
+    const cv::Mat panel = with_title(map_panel(item.pixels, map),
                                      fmt::format("{} {}", method, names_[r.explained]));
     add_file(r, dir / (method_file_stem(method) + ".png"), panel);
     if (options_.save_raw) {
       const fs::path npy = dir / (method_file_stem(method) + ".npy");
-      write_npy(npy.string(), std::vector<float>(map.data_ptr<float>(), map.data_ptr<float>() + map.numel()), {48, 48});
+      write_npy(npy.string(), std::vector<float>(map.data_ptr<float>(), map.data_ptr<float>() + map.numel()),
+                {static_cast<std::size_t>(map.size(0)), static_cast<std::size_t>(map.size(1))});
       r.files += ";" + fs::relative(npy, out_dir_).string();
     }
     return panel;
@@ -130,8 +132,8 @@ class BatchWriter {
 };
 
 std::vector<float> scaled_pixels(const ExplainItem& item) {
-  std::vector<float> image(kImagePixels);
-  for (int p = 0; p < kImagePixels; ++p) image[p] = item.pixels[p] / 255.0f;
+  std::vector<float> image(item.pixels.size());
+  for (std::size_t p = 0; p < image.size(); ++p) image[p] = item.pixels[p] / 255.0f;
   return image;
 }
 

@@ -22,12 +22,14 @@
 
 namespace fer::explain_detail {
 
-constexpr int kScale = 4;  // 48 px faces are drawn at 192 px
-constexpr int kSide = kImageSize * kScale;
+constexpr int kSide = 192;  // faces are drawn at 192 px (48 px faces: 4 px per pixel)
 constexpr int kTitle = 26;  // title band height
 
 // ---- panels (panels.cpp) ----
-cv::Mat face_bgr(const std::uint8_t* pixels);  // the face at kSide px, BGR
+// Faces are square (side*side uint8, the side from their size); maps and
+// attributions of a face have its side.
+int face_side(const std::vector<std::uint8_t>& face);
+cv::Mat face_bgr(const std::vector<std::uint8_t>& face);  // the face at kSide px, BGR
 cv::Mat with_title(const cv::Mat& panel, const std::string& title);
 cv::Mat hconcat_padded(const std::vector<cv::Mat>& panels);
 // Panels in rows of at most kSheetColumns (a summary sheet of many methods stays readable).
@@ -35,15 +37,15 @@ constexpr std::size_t kSheetColumns = 4;
 cv::Mat sheet_grid(const std::vector<cv::Mat>& panels);
 cv::Mat vconcat_padded(const std::vector<cv::Mat>& rows);  // rows stacked, left-aligned
 cv::Mat colour_bar(double vmax, int height, bool diverging_scale);
-cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double vmax);  // overlay + colour bar
-cv::Mat attribution_overlay(const std::uint8_t* pixels, const float* attribution, double vmax);  // kSide x kSide
-cv::Mat lime_panel(const std::uint8_t* pixels, const LimeExplanation& e, int top);
+cv::Mat shap_panel(const std::vector<std::uint8_t>& face, const float* attribution, double vmax);  // overlay + colour bar
+cv::Mat attribution_overlay(const std::vector<std::uint8_t>& face, const float* attribution, double vmax);  // kSide x kSide
+cv::Mat lime_panel(const std::vector<std::uint8_t>& face, const LimeExplanation& e, int top);
 double percentile_abs(const float* values, std::size_t n, double q);
 void write_png(const std::string& path, const cv::Mat& img);  // throws naming the path
 // A short file-system-safe name: "line123" for CSV rows, the file stem for images.
 std::string safe_stem(const std::string& source);
 
-cv::Mat map_panel(const std::uint8_t* pixels, const at::Tensor& map);  // an attribution map: shap_panel's colours
+cv::Mat map_panel(const std::vector<std::uint8_t>& face, const at::Tensor& map);  // an attribution map: shap_panel's colours
 // A method's name as a file stem: "gradcam++" -> "gradcam_plus_plus".
 std::string method_file_stem(const std::string& method);
 

@@ -18,16 +18,16 @@ bool is_csv(const fs::path& p) {
 }
 
 ExplainItem read_image_item(const fs::path& path, const std::vector<std::string>& class_names,
-                            const FaceDetector* detector) {
+                            const FaceDetector* detector, int side) {
   ExplainItem item;
   item.source = path.string();
   try {
     if (detector) {
-      const auto face = detect_largest_face(*detector, item.source);
+      const auto face = detect_largest_face(*detector, item.source, side);
       if (!face.found) item.error = item.source + ": no face detected";
       item.pixels = face.pixels;
     } else {
-      item.pixels = read_face_image(item.source);
+      item.pixels = read_face_image(item.source, side);
     }
   } catch (const DataError& e) {
     item.error = e.what();
@@ -41,7 +41,7 @@ ExplainItem read_image_item(const fs::path& path, const std::vector<std::string>
 
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
                                                 std::size_t limit, const std::vector<std::string>& class_names,
-                                                const FaceDetector* detector) {
+                                                const FaceDetector* detector, int side) {
   std::vector<ExplainItem> items;
   auto full = [&] { return limit > 0 && items.size() >= limit; };
   for (const auto& input : inputs) {
@@ -55,17 +55,19 @@ std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& 
       std::sort(files.begin(), files.end());
       for (const auto& f : files) {
         if (full()) break;
-        items.push_back(read_image_item(f, class_names, detector));
+        items.push_back(read_image_item(f, class_names, detector, side));
       }
     } else if (is_csv(path)) {
-      const auto splits = load_fer2013_csv(input);
-      const Dataset& d = split_of(splits, parse_split_name(split));
+      auto splits = load_fer2013_csv(input);
+      Dataset& d = split_of(splits, parse_split_name(split));
       if (d.size() == 0) throw DataError(input + ": the " + split + " split is empty");
+      d.truncate(limit > 0 ? limit - items.size() : 0);
+      resize_images(d, side);
       for (std::size_t i = 0; i < d.size() && !full(); ++i)
-        items.push_back({d.sources[i], std::vector<std::uint8_t>(d.image(i), d.image(i) + kImagePixels),
+        items.push_back({d.sources[i], std::vector<std::uint8_t>(d.image(i), d.image(i) + d.image_pixels()),
                          class_index(class_names, d.class_names[d.labels[i]]), ""});
     } else {
-      items.push_back(read_image_item(path, class_names, detector));
+      items.push_back(read_image_item(path, class_names, detector, side));
     }
   }
   return items;

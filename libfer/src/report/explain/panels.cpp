@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
+#include <stdexcept>
 #include <opencv2/imgproc.hpp>
 
 #include "files.h"
@@ -12,8 +14,16 @@
 namespace fer::explain_detail {
 namespace fs = std::filesystem;
 
-cv::Mat face_bgr(const std::uint8_t* pixels) {
-  cv::Mat gray(kImageSize, kImageSize, CV_8U, const_cast<std::uint8_t*>(pixels));
+int face_side(const std::vector<std::uint8_t>& face) {
+  const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(face.size()))));
+  if (side < 1 || static_cast<std::size_t>(side) * side != face.size())
+    throw std::invalid_argument(fmt::format("a face of {} pixels is not square", face.size()));
+  return side;
+}
+
+cv::Mat face_bgr(const std::vector<std::uint8_t>& face) {
+  const int side = face_side(face);
+  cv::Mat gray(side, side, CV_8U, const_cast<std::uint8_t*>(face.data()));
   cv::Mat big, bgr;
   cv::resize(gray, big, {kSide, kSide}, 0, 0, cv::INTER_CUBIC);
   cv::cvtColor(big, bgr, cv::COLOR_GRAY2BGR);
@@ -108,11 +118,13 @@ cv::Mat colour_bar(double vmax, int height, bool diverging_scale) {
 }
 
 // The face faded under a red/blue attribution map (nearest upscaling: one block per pixel).
-cv::Mat attribution_overlay(const std::uint8_t* pixels, const float* attribution, double vmax) {
+cv::Mat attribution_overlay(const std::vector<std::uint8_t>& face, const float* attribution, double vmax) {
+  const int side = face_side(face);
+  const std::uint8_t* pixels = face.data();
   cv::Mat out(kSide, kSide, CV_8UC3);
   for (int r = 0; r < kSide; ++r)
     for (int c = 0; c < kSide; ++c) {
-      const int p = (r / kScale) * kImageSize + c / kScale;
+      const int p = (r * side / kSide) * side + c * side / kSide;
       const double t = vmax > 0 ? attribution[p] / vmax : 0.0;
       const double a = std::min(1.0, std::abs(t)) * 0.85;
       const double face = 255 - 0.35 * (255 - pixels[p]);  // faint face on white
@@ -124,14 +136,14 @@ cv::Mat attribution_overlay(const std::uint8_t* pixels, const float* attribution
   return out;
 }
 
-cv::Mat shap_panel(const std::uint8_t* pixels, const float* attribution, double vmax) {
-  return hconcat_padded({attribution_overlay(pixels, attribution, vmax), colour_bar(vmax, kSide, true)});
+cv::Mat shap_panel(const std::vector<std::uint8_t>& face, const float* attribution, double vmax) {
+  return hconcat_padded({attribution_overlay(face, attribution, vmax), colour_bar(vmax, kSide, true)});
 }
 
-cv::Mat map_panel(const std::uint8_t* pixels, const at::Tensor& map) {
+cv::Mat map_panel(const std::vector<std::uint8_t>& face, const at::Tensor& map) {
   const float* values = map.data_ptr<float>();
   const double vmax = std::max(1e-12, percentile_abs(values, static_cast<std::size_t>(map.numel()), 0.999));
-  return shap_panel(pixels, values, vmax);
+  return shap_panel(face, values, vmax);
 }
 
 std::string method_file_stem(const std::string& method) {
@@ -141,10 +153,11 @@ std::string method_file_stem(const std::string& method) {
 }
 
 // Top positive superpixels tinted green, top negative red, every boundary yellow.
-cv::Mat lime_panel(const std::uint8_t* pixels, const LimeExplanation& e, int top) {
-  cv::Mat out = face_bgr(pixels);
+cv::Mat lime_panel(const std::vector<std::uint8_t>& face, const LimeExplanation& e, int top) {
+  cv::Mat out = face_bgr(face);
+  const int side = face_side(face);
   const auto pos = e.top_positive(top), neg = e.top_negative(top);
-  auto seg_at = [&](int r, int c) { return e.segments[(r / kScale) * kImageSize + c / kScale]; };
+  auto seg_at = [&](int r, int c) { return e.segments[(r * side / kSide) * side + c * side / kSide]; };
   for (int r = 0; r < kSide; ++r)
     for (int c = 0; c < kSide; ++c) {
       const int s = seg_at(r, c);

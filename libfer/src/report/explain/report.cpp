@@ -138,17 +138,19 @@ namespace {
 // Which regions matter for each emotion: mean |SHAP| over the images explained for it.
 std::string write_global_shap(const std::string& out_dir, const BatchReport& r) {
   const int k = static_cast<int>(r.class_names.size());
+  const int pixels = static_cast<int>(r.global_sum.size()) / k;  // one face's, per class
+  const int side = static_cast<int>(std::lround(std::sqrt(pixels)));
   std::vector<float> global(r.global_sum.size(), 0.0f);
   for (int c = 0; c < k; ++c)
-    for (int p = 0; p < kImagePixels; ++p)
+    for (int p = 0; p < pixels; ++p)
       if (r.global_count[c])
-        global[c * kImagePixels + p] = static_cast<float>(r.global_sum[c * kImagePixels + p] / r.global_count[c]);
+        global[c * pixels + p] = static_cast<float>(r.global_sum[c * pixels + p] / r.global_count[c]);
   const double vmax = std::max(1e-12, percentile_abs(global.data(), global.size(), 0.999));
   std::vector<cv::Mat> panels;
   for (int c = 0; c < k; ++c) {
-    cv::Mat heat(kImageSize, kImageSize, CV_8U);
-    for (int p = 0; p < kImagePixels; ++p)
-      heat.data[p] = static_cast<uchar>(std::clamp(global[c * kImagePixels + p] / vmax, 0.0, 1.0) * 255);
+    cv::Mat heat(side, side, CV_8U);
+    for (int p = 0; p < pixels; ++p)
+      heat.data[p] = static_cast<uchar>(std::clamp(global[c * pixels + p] / vmax, 0.0, 1.0) * 255);
     cv::Mat big, colour;
     cv::resize(heat, big, {kSide, kSide}, 0, 0, cv::INTER_NEAREST);
     cv::applyColorMap(big, colour, cv::COLORMAP_INFERNO);
@@ -158,7 +160,8 @@ std::string write_global_shap(const std::string& out_dir, const BatchReport& r) 
   panels.push_back(with_title(colour_bar(vmax, kSide, false), "mean |SHAP|"));
   write_png((fs::path(out_dir) / "global_mean_abs_shap.png").string(), hconcat_padded(panels));
   if (r.save_raw)
-    write_npy((fs::path(out_dir) / "global_mean_abs_shap.npy").string(), global, {static_cast<std::size_t>(k), 48, 48});
+    write_npy((fs::path(out_dir) / "global_mean_abs_shap.npy").string(), global,
+              {static_cast<std::size_t>(k), static_cast<std::size_t>(side), static_cast<std::size_t>(side)});
   return "global_mean_abs_shap.png";
 }
 }  // namespace

@@ -129,11 +129,11 @@ cv::Mat strip_image(const SanityCheck& check, const std::string& method,
   const auto& models = check.strip.at(method);
   std::vector<cv::Mat> rows;
   for (std::size_t f = 0; f < pixels.size(); ++f) {
-    std::vector<cv::Mat> cells{strip_cell(face_bgr(pixels[f].data()), "face", f == 0)};
+    std::vector<cv::Mat> cells{strip_cell(face_bgr(pixels[f]), "face", f == 0)};
     for (std::size_t k = 0; k < models.size(); ++k) {
       const auto& map = models[k].at(f);
       const double vmax = std::max(1e-12, percentile_abs(map.data(), map.size(), 0.999));  // each map on its own scale
-      cells.push_back(strip_cell(attribution_overlay(pixels[f].data(), map.data(), vmax),
+      cells.push_back(strip_cell(attribution_overlay(pixels[f], map.data(), vmax),
                                  k == 0 ? "trained" : "+" + check.layers[k - 1], f == 0));
     }
     rows.push_back(hconcat_padded(cells));

@@ -108,10 +108,19 @@ bool prepare_run_dir(const TrainRequest& request) {
   return request.resume && have_last;
 }
 
+// The network's input is a crop of the faces: it cannot be larger than they are.
+void check_crop_fits(const Config& c) {
+  if (c.augment.crop_size > c.data.image_size)
+    throw ConfigError("augment.crop_size " + std::to_string(c.augment.crop_size) + " exceeds data.image_size " +
+                      std::to_string(c.data.image_size) + ": crops are taken from the faces (set augment.crop_size <= " +
+                      std::to_string(c.data.image_size) + "; equal = no crop)");
+}
+
 ModelOptions model_options(const Config& c, int num_classes) {
   ModelOptions o;
   o.architecture = c.model.architecture;
   o.num_classes = num_classes;
+  o.image_size = c.data.image_size;
   o.input_size = c.augment.crop_size;
   o.filters.assign(c.model.filters.begin(), c.model.filters.end());
   o.dense_units = c.model.dense_units;
@@ -187,8 +196,8 @@ Classifier initial_model(const Config& cfg, const CheckpointMeta& meta, const to
 }
 
 // distill.teacher's hook, the teacher loaded on the training device.
-std::shared_ptr<DistillationHook> make_distillation_hook(const DistillConfig& d, const torch::Device& device,
-                                                         const LogFn& log) {
+std::shared_ptr<DistillationHook> make_distillation_hook(const DistillConfig& d, int image_size,
+                                                         const torch::Device& device, const LogFn& log) {
   std::vector<std::string> checkpoints;
   try {
     checkpoints = resolve_models(d.teacher);
@@ -200,6 +209,9 @@ std::shared_ptr<DistillationHook> make_distillation_hook(const DistillConfig& d,
                                   d.teacher, checkpoints.size()));
   const auto teacher = load_checkpoint(checkpoints.front(), device);
   const auto& m = teacher.meta.model;
+  if (m.image_size != image_size)
+    throw ConfigError(fmt::format("distill.teacher: {} takes {}x{} faces, data.image_size is {}", d.teacher,
+                                  m.image_size, m.image_size, image_size));
   log(fmt::format("distilling from {} ({}: {}, {} parameters, input {}): alpha {:g}, temperature {:g}", d.teacher,
                   checkpoints.front(), m.architecture, count_parameters(*teacher.model), m.input_size, d.alpha,
                   d.temperature));
@@ -224,7 +236,7 @@ void register_hooks(SupervisedTrainer& trainer, const Config& cfg, TrainData val
   if (comm->world_size() > 1)
     trainer.register_hook(std::make_shared<DataParallelHook>(
         comm, static_cast<int64_t>(cfg.train.distributed_bucket_mb * (1 << 20))));
-  if (!cfg.distill.teacher.empty()) trainer.register_hook(make_distillation_hook(cfg.distill, trainer.device(), log));
+  if (!cfg.distill.teacher.empty()) trainer.register_hook(make_distillation_hook(cfg.distill, cfg.data.image_size, trainer.device(), log));
   trainer.register_hook(std::make_shared<DivergenceGuard>());
   if (cfg.train.ema_decay > 0) trainer.register_hook(std::make_shared<EmaHook>(cfg.train.ema_decay, make_model(meta.model)));
   trainer.register_hook(std::make_shared<EvalHook>(std::move(val), cfg.train.eval_batch_size, comm));
@@ -347,6 +359,7 @@ void store_background(const Config& cfg, const Dataset& train, const std::string
 
 TrainSummary train(const TrainRequest& request) {
   const Config& cfg = request.config;
+  check_crop_fits(cfg);
   const std::string& run_dir = request.run_dir;
   const auto path = [&](const char* name) { return (fs::path(run_dir) / name).string(); };
   std::optional<RunFolderLock> lock;  // rank 0's: a distributed run is one run
@@ -384,8 +397,13 @@ TrainSummary train(const TrainRequest& request) {
   model->to(device);
   if (cfg.train.channels_last) use_channels_last(*model);
   if (cfg.train.sync_batchnorm) use_sync_batchnorm(*model, comm);
-  log->info("model {}: {} parameters, input {}x{}", cfg.model.architecture, count_parameters(*model),
-            meta.model.input_size, meta.model.input_size);
+  if (meta.model.input_size == meta.model.image_size)
+    log->info("model {}: {} parameters, input {}x{}", cfg.model.architecture, count_parameters(*model),
+              meta.model.input_size, meta.model.input_size);
+  else
+    log->info("model {}: {} parameters, input {}x{}: crops of {}x{} faces", cfg.model.architecture,
+              count_parameters(*model), meta.model.input_size, meta.model.input_size, meta.model.image_size,
+              meta.model.image_size);
 
   auto steps = step_options(cfg, splits.train, device, *log);
   steps.rank = rank;

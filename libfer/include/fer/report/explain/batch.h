@@ -17,7 +17,7 @@ namespace fer {
 // One face to explain. A bad input keeps its error and is reported, not thrown.
 struct ExplainItem {
   std::string source;                // file:line, or image path
-  std::vector<std::uint8_t> pixels;  // 48*48 when ok
+  std::vector<std::uint8_t> pixels;  // side*side when ok (the model's image_size)
   int label = -1;                    // true class when known
   std::string error;                 // non-empty: could not be read
 };
@@ -26,21 +26,22 @@ struct ExplainItem {
 // class folder's name gives the true label when it is one of `class_names`,
 // the model's, any case), or image files. A CSV row's label is its class's
 // index in `class_names` by name (-1 when the model lacks it). Stops after
-// `limit` items (0 = all). Images of another size or colour are read as 48x48
-// grayscale (fer::read_face_image); unreadable images become items with an
-// error. Throws DataError only for a missing path.
+// `limit` items (0 = all). Every face is side x side grayscale (the model's
+// image_size; other sizes and colour converted, fer::read_face_image);
+// unreadable images become items with an error. Throws DataError only for a
+// missing path.
 // With a `detector`, image files are full photos: each becomes its largest
 // face (cropped as the detector's faces.* settings say: margin, align); an
 // image without a face is an item with the error "no face detected".
 std::vector<ExplainItem> collect_explain_inputs(const std::vector<std::string>& inputs, const std::string& split,
                                                 std::size_t limit, const std::vector<std::string>& class_names,
-                                                const FaceDetector* detector = nullptr);
+                                                const FaceDetector* detector = nullptr, int side = kImageSize);
 
 // The explainer's options (fer/explain/explainer.h) and the files'.
 struct ExplainOptions : ExplainerOptions {
   int top_superpixels = 5;        // LIME's panel: the superpixels drawn
   std::uint64_t seed = 0;         // item i's LIME and random ranking use seed + i
-  bool save_raw = false;          // also .npy float32 [classes,48,48]
+  bool save_raw = false;          // also .npy float32 [classes,S,S]
   bool progress = true;
   // Sharded batches (fer-explain --shard K/N): the items given are this shard's
   // slice (fer::dataset_shard's rule) of `total_items`; their folders, manifest
