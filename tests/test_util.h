@@ -12,6 +12,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -115,6 +116,18 @@ inline std::string pixels_text(int count, int value) {
   std::string s;
   for (int i = 0; i < count; ++i) s += (i ? " " : "") + std::to_string(value);
   return s;
+}
+
+// The message of the E that f() throws, or "" when it throws none (another
+// exception propagates and fails the test).
+template <typename E = std::exception, typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  }
+  return "";
 }
 
 // The whole file, or "" when it cannot be read (tests print logs that may be absent).

@@ -39,7 +39,8 @@ void add_live_options(CLI::App& app, LiveArgs& a) {
   app.add_option("--set", a.overrides, "Override a config key, e.g. --set alert.threshold=0.5 (repeatable)");
   auto* d = app.add_flag("--display", a.display, "Show the overlay window at the source's pace");
   app.add_flag("--no-display", a.no_display, "Headless: process as fast as possible (default without $DISPLAY)")->excludes(d);
-  app.add_flag("--save-crops", o.save_crops, "Also store each 48x48 face crop (off by default: privacy)");
+  app.add_flag("--save-crops", o.save_crops,
+               "Also store each face crop, at the model's face size and before its normalisation (off by default: privacy)");
   app.add_flag("--no-video", a.no_video, "Do not write annotated.mp4");
   app.add_flag("--no-charts", a.no_charts, "Skip the trend PNGs (summary.json is still written)");
   app.add_option("--max-frames", o.max_frames, "Stop after N frames (0 = until the source ends)")->capture_default_str();

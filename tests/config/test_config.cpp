@@ -5,18 +5,6 @@
 
 using fer::ConfigError;
 
-namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const ConfigError& e) {
-    return e.what();
-  }
-  return "";
-}
-
-}  // namespace
 
 TEST(Config, DefaultsAreThePapersRecipe) {
   const fer::Config c;
@@ -41,22 +29,22 @@ TEST(Config, YamlOverridesOnlyWhatItNames) {
 
 TEST(Config, UnknownKeyIsRejectedWithFullPathAndLine) {
   fer::Config c;
-  const auto msg = error_of([&] { fer::apply_yaml(c, "train:\n  lr: 0.1\n  lrr: 0.2\n", "exp.yaml"); });
+  const auto msg = fer_test::error_of<ConfigError>([&] { fer::apply_yaml(c, "train:\n  lr: 0.1\n  lrr: 0.2\n", "exp.yaml"); });
   EXPECT_NE(msg.find("unknown config key 'train.lrr'"), std::string::npos) << msg;
   EXPECT_NE(msg.find("exp.yaml:3:"), std::string::npos) << msg;
-  const auto top = error_of([&] { fer::apply_yaml(c, "trian:\n  lr: 0.1\n", "exp.yaml"); });
+  const auto top = fer_test::error_of<ConfigError>([&] { fer::apply_yaml(c, "trian:\n  lr: 0.1\n", "exp.yaml"); });
   EXPECT_NE(top.find("unknown config key 'trian'"), std::string::npos) << top;
 }
 
 TEST(Config, OutOfRangeValueNamesKeyValueAndRule) {
   fer::Config c;
-  const auto msg = error_of([&] { fer::apply_yaml(c, "train:\n  lr: -1\n", "exp.yaml"); });
+  const auto msg = fer_test::error_of<ConfigError>([&] { fer::apply_yaml(c, "train:\n  lr: -1\n", "exp.yaml"); });
   EXPECT_NE(msg.find("train.lr"), std::string::npos) << msg;
   EXPECT_NE(msg.find("-1"), std::string::npos) << msg;
   EXPECT_NE(msg.find("> 0"), std::string::npos) << msg;
-  const auto device = error_of([&] { fer::apply_override(c, "train.device=gpu"); });
+  const auto device = fer_test::error_of<ConfigError>([&] { fer::apply_override(c, "train.device=gpu"); });
   EXPECT_NE(device.find("train.device"), std::string::npos) << device;
-  const auto type = error_of([&] { fer::apply_yaml(c, "train:\n  epochs: many\n", "exp.yaml"); });
+  const auto type = fer_test::error_of<ConfigError>([&] { fer::apply_yaml(c, "train:\n  epochs: many\n", "exp.yaml"); });
   EXPECT_NE(type.find("expects int"), std::string::npos) << type;
 }
 
@@ -67,7 +55,7 @@ TEST(Config, ImageSizeAndCropSizeShareOneRange) {
   EXPECT_EQ(c.data.image_size, 100);
   EXPECT_EQ(c.augment.crop_size, 88);
   for (const char* key : {"data.image_size", "augment.crop_size"}) {
-    const auto msg = error_of([&] { fer::apply_override(c, std::string(key) + "=8"); });
+    const auto msg = fer_test::error_of<ConfigError>([&] { fer::apply_override(c, std::string(key) + "=8"); });
     EXPECT_NE(msg.find(key), std::string::npos) << msg;
     EXPECT_NE(msg.find("in [16, 512]"), std::string::npos) << msg;
   }

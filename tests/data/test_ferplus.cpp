@@ -30,16 +30,6 @@ std::string vote_text(const fer::FerplusCounts& c) {
   return text;
 }
 
-template <typename F>
-std::string error_of(F load) {
-  try {
-    load();
-  } catch (const fer::DataError& e) {
-    return e.what();
-  }
-  return "";
-}
-
 }  // namespace
 
 TEST(FerplusVotes, MajorityRuleDropsSingleVotesAndNeedsMoreThanHalf) {
@@ -129,16 +119,16 @@ TEST(FerplusCsv, PairsKaggleRowsWithTheirVotesAndRefusesMismatches) {
   fer_test::write_file(dir / "swapped.csv", header + "Training,a" + vote_text(counts({9})) + "\nTraining,b" +
                                                 vote_text(counts({9})) + "\nTraining,c" + vote_text(counts({9})) +
                                                 "\nPrivateTest,d" + vote_text(counts({9})) + "\n");
-  auto what = error_of([&] { fer::load_ferplus_csv(dir / "fer2013.csv", dir / "swapped.csv", {}); });
+  auto what = fer_test::error_of<fer::DataError>([&] { fer::load_ferplus_csv(dir / "fer2013.csv", dir / "swapped.csv", {}); });
   EXPECT_NE(what.find("swapped.csv:4: Usage 'Training' differs from 'PublicTest' at " + dir / "fer2013.csv:4"),
             std::string::npos) << what;
   // One row short: the file that ends first, and where the other goes on.
   fer_test::write_file(dir / "short.csv", header + "Training,a" + vote_text(counts({9})) + "\n");
-  what = error_of([&] { fer::load_ferplus_csv(dir / "fer2013.csv", dir / "short.csv", {}); });
+  what = fer_test::error_of<fer::DataError>([&] { fer::load_ferplus_csv(dir / "fer2013.csv", dir / "short.csv", {}); });
   EXPECT_NE(what.find("short.csv ends before " + dir / "fer2013.csv:3"), std::string::npos) << what;
   // A count that is no count.
   fer_test::write_file(dir / "bad.csv", header + "Training,a,0,0,0,x,0,0,0,0,0,0\n");
-  what = error_of([&] { fer::load_ferplus_csv(dir / "fer2013.csv", dir / "bad.csv", {}); });
+  what = fer_test::error_of<fer::DataError>([&] { fer::load_ferplus_csv(dir / "fer2013.csv", dir / "bad.csv", {}); });
   EXPECT_NE(what.find("bad.csv:2: sadness votes 'x' is not a count in 0..10"), std::string::npos) << what;
 }
 
@@ -176,7 +166,7 @@ TEST(FerplusFolders, ReadsLabelCsvAndPngsAndNamesMalformedLines) {
 
   const auto broken = [&](const std::string& line) {
     fer_test::write_file(dir / "FER2013Train/label.csv", line + "\n");
-    return error_of([&] { fer::load_dataset(dir.path().string()); });
+    return fer_test::error_of<fer::DataError>([&] { fer::load_dataset(dir.path().string()); });
   };
   const auto label_csv = dir / "FER2013Train/label.csv";
   EXPECT_NE(broken("fer0000000.png,\"(0, 0, 48, 48)\",1,2,3").find(label_csv + ":1: expected 12 fields"),

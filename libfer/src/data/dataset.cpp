@@ -21,6 +21,13 @@
 namespace fer {
 namespace fs = std::filesystem;
 
+int square_side(std::size_t values, const std::string& what) {
+  const auto side = static_cast<std::size_t>(std::llround(std::sqrt(static_cast<double>(values))));
+  if (side < 1 || side * side != values)
+    throw std::invalid_argument(what + ": " + std::to_string(values) + " values are not a square image");
+  return static_cast<int>(side);
+}
+
 void Dataset::add(const std::uint8_t* image, std::int64_t label, std::string source) {
   if (has_votes()) throw DataError(source + ": an image without votes added to a dataset with votes");
   pixels.insert(pixels.end(), image, image + image_pixels());

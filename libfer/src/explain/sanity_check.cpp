@@ -10,6 +10,7 @@
 
 #include "fer/common/emotions.h"
 #include "fer/data/augment.h"
+#include "fer/data/dataset.h"
 #include "fer/explain/sanity.h"
 
 namespace fer {
@@ -37,7 +38,7 @@ namespace {
 // Outside it every map is 0 (or LIME's scores of pixels the model never
 // read), and those shared ties would count as agreement.
 at::Tensor seen_region(const std::vector<float>& map, int64_t input_size) {
-  const auto side = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(map.size()))));
+  const int64_t side = square_side(map.size(), "sanity check map");
   const auto full = torch::from_blob(const_cast<float*>(map.data()), {side, side}, torch::kFloat32);
   return center_crop(full, input_size).contiguous().clone();
 }

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "fer/data/augment.h"
+#include "fer/data/dataset.h"
 
 namespace fer {
 
@@ -179,9 +180,9 @@ BatchPredictor probability_predictor(ClassifierImpl& model, const torch::Device&
   return [&model, device, precision, input_size, format](const std::vector<float>& images, int n) {
     torch::NoGradGuard no_grad;
     model.eval();
-    const auto side = n > 0 ? static_cast<int64_t>(std::lround(std::sqrt(images.size() / static_cast<double>(n)))) : 0;
-    if (n <= 0 || static_cast<std::size_t>(side * side * n) != images.size())
-      throw std::invalid_argument(fmt::format("probability predictor: {} values are not {} square images", images.size(), n));
+    if (n <= 0 || images.size() % static_cast<std::size_t>(n) != 0)
+      throw std::invalid_argument(fmt::format("probability predictor: {} values are not {} images", images.size(), n));
+    const int64_t side = square_side(images.size() / static_cast<std::size_t>(n), "probability predictor image");
     const auto x = center_crop(
         torch::from_blob(const_cast<float*>(images.data()), {n, 1, side, side}, torch::kFloat32).to(device), input_size);
     torch::Tensor logits;

@@ -25,6 +25,10 @@ namespace fer {
 constexpr int kImageSize = 48;
 constexpr int kImagePixels = kImageSize * kImageSize;
 
+// The side of a square image (a face, a map) of `values` values. Throws
+// std::invalid_argument naming `what` when `values` is 0 or not a square.
+int square_side(std::size_t values, const std::string& what);
+
 struct Dataset {
   std::vector<std::string> class_names = emotion_names();  // label order; FER-2013's seven unless the data says
   int image_size = kImageSize;       // every image's side

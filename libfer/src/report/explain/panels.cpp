@@ -9,17 +9,13 @@
 #include <opencv2/imgproc.hpp>
 
 #include "files.h"
+#include "fer/data/dataset.h"
 #include "fer/report/image_file.h"
 
 namespace fer::explain_detail {
 namespace fs = std::filesystem;
 
-int face_side(const std::vector<std::uint8_t>& face) {
-  const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(face.size()))));
-  if (side < 1 || static_cast<std::size_t>(side) * side != face.size())
-    throw std::invalid_argument(fmt::format("a face of {} pixels is not square", face.size()));
-  return side;
-}
+int face_side(const std::vector<std::uint8_t>& face) { return square_side(face.size(), "explanation panel face"); }
 
 cv::Mat face_bgr(const std::vector<std::uint8_t>& face) {
   const int side = face_side(face);

@@ -10,6 +10,7 @@
 
 #include "files.h"
 #include "fer/common/io.h"
+#include "fer/data/dataset.h"
 #include "fer/report/plot.h"
 
 namespace fer::explain_detail {
@@ -139,7 +140,7 @@ namespace {
 std::string write_global_shap(const std::string& out_dir, const BatchReport& r) {
   const int k = static_cast<int>(r.class_names.size());
   const int pixels = static_cast<int>(r.global_sum.size()) / k;  // one face's, per class
-  const int side = static_cast<int>(std::lround(std::sqrt(pixels)));
+  const int side = square_side(static_cast<std::size_t>(pixels), "global mean |SHAP|");
   std::vector<float> global(r.global_sum.size(), 0.0f);
   for (int c = 0; c < k; ++c)
     for (int p = 0; p < pixels; ++p)
