@@ -83,6 +83,46 @@ TEST(InputNormalization, GammaDarkensOrBrightensEachFaceWithinItsRange) {
   EXPECT_LE(y.amax().item<float>(), 1.0f);
 }
 
+TEST(InputNormalization, LowLightDarkensAddsNoiseAndRoundsToLevelsAsWorkedByHand) {
+  // Levels 0, 51, 153, 255 darkened x1/3: 0, 17, 51, 85; noise +0.6, -0.4, +0.5, -2 levels
+  // (sigma 2 times these draws): 1.2 -> 1, 16.2 -> 16, 52 -> 52, 81 -> 81.
+  const auto x = torch::tensor({0.0f, 51.0f, 153.0f, 255.0f}).view({1, 1, 2, 2}) / 255;
+  const auto noise = torch::tensor({0.6f, -0.4f, 0.5f, -2.0f}).view({1, 1, 2, 2});
+  const auto y = fer::simulate_low_light(x, torch::tensor({1.0f / 3}), torch::tensor({2.0f}), noise);
+  EXPECT_TRUE(torch::allclose(y * 255, torch::tensor({1.0f, 16.0f, 52.0f, 81.0f}).view({1, 1, 2, 2}), 0, 1e-4)) << y * 255;
+  // Noise never leaves the range.
+  const auto z = fer::simulate_low_light(x, torch::tensor({1.0f / 3}), torch::tensor({2.0f}), -10 * noise.abs());
+  EXPECT_EQ(z.amin().item<float>(), 0.0f);
+}
+
+TEST(InputNormalization, LowLightFacesAreDimCoarseAndTakeOnlyTheirShare) {
+  const auto x = faces_in_range(200, 0, 255, 7).unsqueeze(1).to(torch::kFloat32) / 255.0;
+  fer::AugmentOptions off;
+  off.flip_prob = off.rotation_deg = off.zoom = off.brightness = off.contrast = 0;
+  fer::AugmentOptions dim = off;
+  dim.low_light = 0.5;
+  auto gen = fer::make_cpu_generator(3);
+  const auto y = fer::augment_batch(x, dim, gen);
+  const auto changed = (y != x).flatten(1).any(1);
+  const auto n_changed = changed.sum().item<int64_t>();
+  // A binomial(200, 0.5) draw: 5 standard deviations either side.
+  EXPECT_GT(n_changed, 100 - 36);
+  EXPECT_LT(n_changed, 100 + 36);
+  // Each changed face is at most a third as bright plus 2 levels of noise at 4.5 sigma
+  // (rounded), on whole 8-bit levels.
+  const auto dark = y.index({changed});
+  EXPECT_LE(dark.amax().item<float>() * 255, 255.0f / 3 + 9 + 0.5f);
+  EXPECT_TRUE(torch::equal((dark * 255).round(), dark * 255));
+  // Darkened x1/25 to x1/3: a face of mean level ~127 keeps a mean of 5 to 43 levels
+  // (plus under a level that clamping the noise at 0 adds).
+  const auto means = (dark * 255).mean({1, 2, 3});
+  const auto source_means = (x.index({changed}) * 255).mean({1, 2, 3});
+  EXPECT_TRUE((means >= source_means / 25 - 0.5).all().item<bool>()) << means;
+  EXPECT_TRUE((means <= source_means / 3 + 1.0).all().item<bool>()) << means;
+  // The faces left alone are untouched.
+  EXPECT_TRUE(torch::equal(y.index({changed.logical_not()}), x.index({changed.logical_not()})));
+}
+
 TEST(InputNormalization, ACheckpointCarriesItsNormalisationToPrediction) {
   fer_test::TempDir dir;
   fer::ModelOptions o;

@@ -300,18 +300,25 @@ TEST(FaceInput, SquareCropsNeverStretchAFace) {
   }
 }
 
+// FER-2013's template landmarks turned by `angle` radians about the origin,
+// scaled by `scale` and shifted by (200, 90).
+fer::Face moved_template_face(double angle, double scale) {
+  fer::Face face;
+  for (const auto& p : fer::fer2013_landmarks())
+    face.landmarks.emplace_back(static_cast<float>(scale * (std::cos(angle) * p.x - std::sin(angle) * p.y) + 200),
+                                static_cast<float>(scale * (std::sin(angle) * p.x + std::cos(angle) * p.y) + 90));
+  return face;
+}
+
 // Five landmarks placed on FER-2013's template, then moved by a rotation, scale
 // and shift: the aligned crop maps them back onto the template.
 TEST(FaceInput, LandmarkAlignmentPutsAMovedTemplateBackOnFer2013sMeanPositions) {
   const auto& template_points = fer::fer2013_landmarks();
-  const double angle = 0.4, scale = 3.5;
-  fer::Face face;
-  for (const auto& p : template_points)
-    face.landmarks.emplace_back(static_cast<float>(scale * (std::cos(angle) * p.x - std::sin(angle) * p.y) + 200),
-                                static_cast<float>(scale * (std::sin(angle) * p.x + std::cos(angle) * p.y) + 90));
+  fer::Face face = moved_template_face(0.4, 3.5);
   face.box = cv::boundingRect(face.landmarks);
   fer::FacesConfig config;
   config.detector = "yunet";
+  config.align_to = "landmarks";
   const cv::Matx23d m = fer::face_crop_transform(face, config);
   for (std::size_t i = 0; i < 5; ++i) {
     const cv::Vec2d q = m * cv::Vec3d(face.landmarks[i].x, face.landmarks[i].y, 1);
@@ -336,9 +343,42 @@ TEST(FaceInput, AFaceTurnedAsideIsNotZoomedIn) {
   turned.box = cv::boundingRect(turned.landmarks);
   fer::FacesConfig config;
   config.detector = "yunet";
+  config.align_to = "landmarks";
   const cv::Matx23d a = fer::face_crop_transform(frontal, config), b = fer::face_crop_transform(turned, config);
   EXPECT_NEAR(std::hypot(a(0, 0), a(1, 0)), 0.25, 1e-6);
   EXPECT_NEAR(std::hypot(b(0, 0), b(1, 0)), 0.25, 0.01);
+}
+
+// The default alignment (faces.align_to box): the template's landmarks turned by
+// 0.4 rad and scaled 3.5x in a box of 150 x 180 px. The crop is the box framed as
+// FER-2013's (its centre on the measured centre, its side sqrt(150 * 180) on the
+// measured side) and turned back upright: the eyes-to-mouth axis lies as the
+// template's. Opening the mouth (corners 20 px lower) turns and zooms nothing.
+TEST(FaceInput, BoxAlignmentTakesScaleAndCentreFromTheBoxAndTurnsTheFaceUpright) {
+  const double angle = 0.4, scale = 3.5;
+  fer::Face face = moved_template_face(angle, scale);
+  face.box = cv::Rect(150, 80, 150, 180);
+  fer::FacesConfig config;
+  config.detector = "yunet";
+  const auto frame = fer::fer2013_box_framing("yunet");
+  const double k = frame.side / std::sqrt(150.0 * 180.0);
+  const cv::Matx23d m = fer::face_crop_transform(face, config);
+  EXPECT_NEAR(std::hypot(m(0, 0), m(1, 0)), k, 1e-9);
+  EXPECT_NEAR(std::atan2(m(1, 0), m(0, 0)), -angle, 1e-6);  // turned back by the face's roll
+  const cv::Vec2d centre = m * cv::Vec3d(225, 170, 1);
+  EXPECT_NEAR(centre[0], frame.centre.x, 1e-6);
+  EXPECT_NEAR(centre[1], frame.centre.y, 1e-6);
+
+  fer::Face laughing = face;  // the mouth corners move down the face's axis (eyes' midpoint to mouth's)
+  const auto& l = face.landmarks;
+  const cv::Point2f axis = (l[3] + l[4]) * 0.5f - (l[0] + l[1]) * 0.5f;
+  for (int i : {3, 4}) laughing.landmarks[i] += axis * static_cast<float>(20 / cv::norm(axis));
+  const cv::Matx23d open = fer::face_crop_transform(laughing, config);
+  for (int r = 0; r < 2; ++r)
+    for (int c = 0; c < 3; ++c) EXPECT_NEAR(open(r, c), m(r, c), 1e-4) << r << "," << c;  // float landmarks
+  config.align_to = "landmarks";  // the template reads the longer face as a larger one: it zooms out
+  const cv::Matx23d by_template = fer::face_crop_transform(laughing, config);
+  EXPECT_LT(std::hypot(by_template(0, 0), by_template(1, 0)), 0.85 / scale);
 }
 
 // A face five times the crop's size is area-averaged before sampling: one-pixel

@@ -257,21 +257,34 @@ cv::Matx23d similarity_transform(const std::vector<cv::Point2f>& from, const std
                      b, a, mean_to.y - (b * mean_from.x + a * mean_from.y));
 }
 
+namespace {
+// The similarity taking the eyes' midpoint and the mouth corners' midpoint onto
+// FER-2013's: a face turned aside brings its eyes closer, which a fit to all
+// five points reads as a smaller face and zooms in (docs/live.md, "Framing").
+cv::Matx23d template_transform(const std::vector<cv::Point2f>& l) {
+  const auto& t = fer2013_landmarks();
+  return similarity_transform({(l[0] + l[1]) * 0.5f, (l[3] + l[4]) * 0.5f}, {(t[0] + t[1]) * 0.5f, (t[3] + t[4]) * 0.5f});
+}
+}  // namespace
+
 cv::Matx23d face_crop_transform(const Face& face, const FacesConfig& config) {
-  if (config.align && face.landmarks.size() == 5) {
-    // The eyes' and the mouth corners' midpoints: a face turned aside brings its
-    // eyes closer, which a fit to all five points reads as a smaller face and
-    // zooms in (measured: docs/live.md, "Framing").
-    const auto& t = fer2013_landmarks();
-    const auto& l = face.landmarks;
-    return similarity_transform({(l[0] + l[1]) * 0.5f, (l[3] + l[4]) * 0.5f}, {(t[0] + t[1]) * 0.5f, (t[3] + t[4]) * 0.5f});
-  }
+  const bool aligned = config.align && face.landmarks.size() == 5;
+  if (aligned && config.align_to == "landmarks") return template_transform(face.landmarks);
   const BoxFraming frame = fer2013_box_framing(config.detector);
   const double side = std::sqrt(static_cast<double>(face.box.width) * face.box.height);
   if (side <= 0) throw std::invalid_argument("face_input: an empty face box");
   const double k = frame.side / side;
+  // Upright: the template's rotation alone (its scale and shift follow the
+  // mouth, which opens with the expressions being read).
+  double c = 1, s = 0;
+  if (aligned) {
+    const cv::Matx23d m = template_transform(face.landmarks);
+    const double norm = std::hypot(m(0, 0), m(1, 0));
+    c = m(0, 0) / norm, s = m(1, 0) / norm;
+  }
   const double cx = face.box.x + face.box.width / 2.0, cy = face.box.y + face.box.height / 2.0;
-  return cv::Matx23d(k, 0, frame.centre.x - k * cx, 0, k, frame.centre.y - k * cy);
+  return cv::Matx23d(k * c, -k * s, frame.centre.x - k * (c * cx - s * cy),  //
+                     k * s, k * c, frame.centre.y - k * (s * cx + c * cy));
 }
 
 namespace {

@@ -529,11 +529,12 @@ struct LabelledFace {
 };
 
 // The shipped live default (fer-live's --model default) and what it must keep:
-// it reads 19.5% of the smiling audience's observations as happy (the model
-// before it: none). Issue 47's goal, 80%, is not reached yet.
+// with the default crops (box-scaled, turned upright) it reads 47.9% of the
+// smiling audience's observations as happy on LibTorch 1.13 (template-aligned
+// crops: 19.5%; the model before it: none). Issue 47's goal, 80%, is not reached yet.
 const char* const kLiveDefaultFolder = "fer2013_paper_cnn_equalize";
 constexpr double kLiveFoundShare = 0.9;
-constexpr double kLiveHappyShare = 0.15;
+constexpr double kLiveHappyShare = 0.4;
 
 std::vector<LabelledFace> clip_labels() {
   const auto path = fs::path(fer_test::source_dir()) / "tests" / "live" / "data" / "face_clip_labels.csv";

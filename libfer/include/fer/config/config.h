@@ -49,6 +49,7 @@ struct AugmentConfig {
   double brightness = 0.2;
   double contrast = 0.2;
   double gamma = 0.0;          // gamma drawn log-uniformly in [1/(1+g), 1+g] (0 = off)
+  double low_light = 0.0;      // share of faces turned into a dim camera's: darkened, sensor noise, 8-bit levels
   int crop_size = 48;          // random crops of this size; the model's input size follows (= data.image_size: none)
   int crop_padding = 0;        // pad by this many pixels (edge) and crop back: shifts at any crop size
   double erase_prob = 0.0;     // random erasing (torchvision's RandomErasing scales and ratios)
@@ -119,7 +120,8 @@ struct FacesConfig {
   double score_threshold = 0.6; // YuNet: sqrt(cls * obj) a face needs (chosen on Training-face photos: README)
   double nms_threshold = 0.3;   // YuNet: boxes overlapping a better one by more IoU are dropped
   std::string framing = "fer2013";  // fer2013: square crops framed as FER-2013's faces; box: the box + margin, stretched
-  bool align = true;            // with landmarks (yunet): five-point alignment onto FER-2013's mean landmarks
+  bool align = true;            // with landmarks (yunet): turn the face upright (fer2013 framing) or level its eyes (box)
+  std::string align_to = "box";  // fer2013 framing, aligned: box (scale and centre from the box) | landmarks (the template)
 };
 
 // fer-explain's attribution maps (fer/explain/attribution.h).

@@ -19,6 +19,7 @@ struct AugmentOptions {
   double brightness = 0.2;     // factor uniform in [1-b, 1+b]
   double contrast = 0.2;       // factor uniform in [1-c, 1+c] around each image's mean
   double gamma = 0.0;          // x^gamma, gamma log-uniform in [1/(1+g), 1+g]
+  double low_light = 0.0;      // share of faces passed through simulate_low_light
   InputNormalization normalize = InputNormalization::none;  // the model's (data.normalize), after the light changes
   int64_t crop_size = 48;      // random crop of this size (centre crop when augmentation is off)
   int64_t crop_padding = 0;    // edge padding before the crop
@@ -38,7 +39,7 @@ struct MixOptions {
   static MixOptions from_config(const AugmentConfig& c);
 };
 
-// Flip, rotation and zoom, brightness and contrast, gamma, the input
+// Flip, rotation and zoom, brightness and contrast, gamma, low light, the input
 // normalisation, then the crop (random or centre, when crop_size < W or
 // crop_padding > 0), then random erasing.
 // Requires x: [B,C,H,W] floating point with values in [0,1].
@@ -63,6 +64,12 @@ at::Tensor adjust_brightness_contrast(const at::Tensor& x, const at::Tensor& bri
 
 // x^gamma per image ([B] factors); x in [0,1] stays in [0,1].
 at::Tensor adjust_gamma(const at::Tensor& x, const at::Tensor& gamma);
+
+// A dim camera's face: x * darkening + noise_levels * N(0,1) / 255, rounded to
+// 8-bit levels and clamped to [0,1] ([B] factors, [B,C,H,W] standard normal noise).
+// Ensures every value is a multiple of 1/255.
+at::Tensor simulate_low_light(const at::Tensor& x, const at::Tensor& darkening, const at::Tensor& noise_levels,
+                              const at::Tensor& noise);
 
 // Random crops of `size` after padding each side by `padding` pixels (edge
 // replication), one offset per image drawn from `generator`. Requires

@@ -128,12 +128,13 @@ const std::vector<cv::Point2f>& fer2013_landmarks();
 // throws std::invalid_argument.
 cv::Matx23d similarity_transform(const std::vector<cv::Point2f>& from, const std::vector<cv::Point2f>& to);
 
-// Image pixels -> the 48x48 crop of faces.framing fer2013: with faces.align and
-// five landmarks, the similarity taking the midpoint of the eyes and that of
-// the mouth corners onto fer2013_landmarks()' (template alignment: rotation,
-// scale and shift from the face's vertical axis); otherwise a square,
-// unrotated crop that maps the box's centre and side (sqrt(width * height))
-// onto the detector's fer2013_box_framing.
+// Image pixels -> the 48x48 crop of faces.framing fer2013: a square crop that
+// maps the box's centre and side (sqrt(width * height)) onto the detector's
+// fer2013_box_framing; with faces.align and five landmarks, rotated about the
+// box's centre so the face's vertical axis (eyes' midpoint to mouth corners'
+// midpoint) lies as FER-2013's does. faces.align_to landmarks instead takes
+// rotation, scale and shift from that axis: the similarity putting the two
+// midpoints onto fer2013_landmarks()' (template alignment).
 cv::Matx23d face_crop_transform(const Face& face, const FacesConfig& config);
 
 // The angle in degrees (counter-clockwise, image y down) that levels the eyes:
