@@ -85,7 +85,7 @@ torch::Tensor simulate_low_light(const torch::Tensor& x, const torch::Tensor& da
 namespace {
 // Darkening x1/25 to x1/3 leaves a face 10 to 85 grey levels, as the clip's
 // stage-lit audience (docs/live.md); up to 2 levels of sensor noise.
-constexpr double kDimmest = 1.0 / 25, kDimmerLeast = 1.0 / 3, kMaxNoiseLevels = 2.0;
+constexpr double kDimmest = 1.0 / 25, kMildest = 1.0 / 3, kMaxNoiseLevels = 2.0;
 
 torch::Tensor low_light_where(const torch::Tensor& x, double share, torch::Generator& gen) {
   const int64_t n = x.size(0);
@@ -94,7 +94,7 @@ torch::Tensor low_light_where(const torch::Tensor& x, double share, torch::Gener
   const auto u_dark = torch::rand({n}, gen, cpu);
   const auto u_noise = torch::rand({n}, gen, cpu);
   const auto noise = torch::randn(x.sizes(), gen, cpu);
-  const auto darkening = (std::log(kDimmest) + u_dark * (std::log(kDimmerLeast) - std::log(kDimmest))).exp();
+  const auto darkening = (std::log(kDimmest) + u_dark * (std::log(kMildest) - std::log(kDimmest))).exp();
   const auto dim = simulate_low_light(x, darkening, u_noise * kMaxNoiseLevels, noise);
   return torch::where((u_apply < share).to(x.device()).view({-1, 1, 1, 1}), dim, x);
 }

@@ -191,6 +191,10 @@ TEST(Sweep, AnInterruptedSweepSkipsFinishedRunsAndResumesTheInterruptedOne) {
   const auto partial = fer::run_sweep(plan, first);
   EXPECT_EQ(partial.not_run, 2);
   EXPECT_TRUE(partial.ranked.front().ok);
+  fer::write_sweep_summary(partial);
+  const std::string table = fer::read_file(out / "sweep/summary.md");
+  EXPECT_NE(table.find("| not run |"), std::string::npos) << table;
+  EXPECT_EQ(table.find("failed:"), std::string::npos) << table;  // no run is called failed
   // The second run killed after its first epoch: last.pt, no sweep_result.json.
   auto one_epoch = plan.runs[1].config;
   one_epoch.train.epochs = 1;

@@ -233,7 +233,7 @@ SweepResult collect_sweep(const SweepPlan& plan) {
     if (sweep_run_state(run) == SweepRunState::finished) {
       result.ranked.push_back(finished_result(run, plan.spec.metric));
     } else {
-      result.ranked.push_back(SweepRunResult{run, false, "not run", {}, 0});
+      result.ranked.push_back(SweepRunResult{run, false, "", {}, 0});  // no error: the table says "not run"
       ++result.not_run;
     }
   }
