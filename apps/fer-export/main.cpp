@@ -34,7 +34,7 @@ void add_export_options(CLI::App& app, ExportArgs& a) {
   fer_app::add_enum_option(app, "--format", a.format, kFormats,
                            "onnx | torchscript | int8 (TorchScript, post-training static quantization)")
       ->required();
-  app.add_option("--out", a.out, "File to write (replaced atomically)")->required();
+  app.add_option("--out", a.out, "File to write (replaced atomically; its folder is created)")->required();
   fer_app::add_enum_option(app, "--output", a.output, fer::export_output_names(),
                            "What the graph returns: probabilities (softmax) | logits");
   app.add_option("--image-size", a.image_size,
@@ -53,6 +53,8 @@ int run_export(const ExportArgs& a) {
   options.output = a.output;
   options.image_size = a.image_size;
   const int64_t side = a.image_size > 0 ? a.image_size : loaded.meta.model.image_size;
+  const auto folder = std::filesystem::path(a.out).parent_path();
+  if (!folder.empty()) std::filesystem::create_directories(folder);  // as the other apps create their --out
   if (a.format == Format::onnx) {
     fer::save_onnx(a.out, loaded, options);
   } else if (a.format == Format::torchscript) {

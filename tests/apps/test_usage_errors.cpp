@@ -54,3 +54,12 @@ TEST(AppUsage, AFailureWhileRunningIsStatusOne) {
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_EQ(r.err.rfind("error: ", 0), 0u) << r.err;
 }
+
+TEST(AppUsage, FerExportCreatesTheFolderOfItsOutputFile) {
+  if (!fer_test::fs::exists(std::string(fer_test::bin_dir()) + "/fer-export")) GTEST_SKIP() << "no fer-export in this build";
+  fer_test::TempDir dir;
+  const std::string out = dir / "exports/paper_cnn/model.pt";
+  const auto r = run_app("fer-export", "--model paper_cnn --format torchscript --out " + out);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_GT(fer_test::fs::file_size(out), 1000000u);  // the network's 5 M float weights, not an empty file
+}

@@ -3,8 +3,11 @@
 #include <fmt/format.h>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <cmath>
+#include <stdexcept>
 
+#include "fer/common/emotions.h"
 #include "fer/data/augment.h"
 #include "fer/data/dataset.h"
 
@@ -216,6 +219,41 @@ EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoin
   const auto probs = predict_ensemble_probabilities(members, images_tensor(faces), device, options).contiguous();
   return {std::vector<float>(probs.data_ptr<float>(), probs.data_ptr<float>() + probs.numel()),
           members.front().meta.class_names};
+}
+
+std::vector<std::string> missing_classes(const EnsemblePrediction& prediction, const std::vector<std::string>& classes) {
+  std::vector<std::string> missing;
+  for (const auto& name : classes)
+    if (std::find(prediction.class_names.begin(), prediction.class_names.end(), name) == prediction.class_names.end())
+      missing.push_back(name);
+  return missing;
+}
+
+EnsemblePrediction restrict_to_classes(const EnsemblePrediction& prediction, const std::vector<std::string>& classes) {
+  const auto missing = missing_classes(prediction, classes);
+  if (!missing.empty())
+    throw std::invalid_argument("restrict_to_classes: the prediction has no class " + class_name_list(missing) +
+                                " (its classes: " + class_name_list(prediction.class_names) + ")");
+  if (prediction.class_names == classes) return prediction;
+  const std::size_t from = prediction.class_names.size(), to = classes.size();
+  if (from == 0 || prediction.probabilities.size() % from != 0)
+    throw std::invalid_argument("restrict_to_classes: " + std::to_string(prediction.probabilities.size()) +
+                                " probabilities for " + std::to_string(from) + " classes");
+  std::vector<std::size_t> column;
+  for (const auto& name : classes)
+    column.push_back(static_cast<std::size_t>(
+        std::find(prediction.class_names.begin(), prediction.class_names.end(), name) - prediction.class_names.begin()));
+  EnsemblePrediction restricted{{}, classes};
+  const std::size_t rows = prediction.probabilities.size() / from;
+  restricted.probabilities.resize(rows * to);
+  for (std::size_t r = 0; r < rows; ++r) {
+    const float* in = prediction.probabilities.data() + r * from;
+    float* out = restricted.probabilities.data() + r * to;
+    double sum = 0;
+    for (std::size_t c = 0; c < to; ++c) sum += out[c] = in[column[c]];
+    for (std::size_t c = 0; c < to; ++c) out[c] = sum > 0 ? static_cast<float>(out[c] / sum) : 1.0f / to;
+  }
+  return restricted;
 }
 
 }  // namespace fer

@@ -83,6 +83,18 @@ struct EnsemblePrediction {
 EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoint_paths, const Dataset& data,
                                        const c10::Device& device, const PredictOptions& options);
 
+// The classes of `classes` (names, in that order) that `prediction` lacks;
+// empty when it predicts all of them.
+std::vector<std::string> missing_classes(const EnsemblePrediction& prediction, const std::vector<std::string>& classes);
+
+// `prediction` read as a model of `classes`: each listed class's probability
+// taken by name, each row renormalised over them (the probability of a class
+// given that the face is one of these; a row with no mass on them becomes
+// uniform). How a model of more classes (FER+'s contempt) or of another order
+// is scored on a dataset's labels; the same list returns `prediction` as it
+// is. Requires missing_classes() empty, else std::invalid_argument naming them.
+EnsemblePrediction restrict_to_classes(const EnsemblePrediction& prediction, const std::vector<std::string>& classes);
+
 // The mean that TTA takes over views and an ensemble over members: the
 // probabilities [N,classes] summed in order, divided by their count (one
 // tensor is returned as it is). Requires at least one tensor, all one shape;

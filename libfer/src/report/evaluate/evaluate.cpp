@@ -127,18 +127,39 @@ EnsemblePrediction predict_checkpoints(const std::vector<std::string>& checkpoin
   return predict_checkpoints(checkpoint_paths, data, device, predict);
 }
 
-EvaluationResult write_dataset_evaluation(const Dataset& data, const EnsemblePrediction& prediction,
+namespace {
+// `prediction` over the data's classes by name (restrict_to_classes): a model of
+// more classes (FER+'s contempt), or of another order, scored on the data's
+// labels. `note` says which classes were left out, for metrics.json.
+EnsemblePrediction over_data_classes(const EnsemblePrediction& prediction, const Dataset& data, const std::string& model,
+                                     nlohmann::json& note) {
+  if (prediction.class_names == data.class_names) return prediction;
+  const auto missing = missing_classes(prediction, data.class_names);
+  if (!missing.empty())
+    throw std::runtime_error(model + " predicts the classes (" + class_name_list(prediction.class_names) + "); the data's are (" +
+                             class_name_list(data.class_names) + "): it has no " + class_name_list(missing));
+  std::vector<std::string> left_out;
+  for (const auto& name : prediction.class_names)
+    if (std::find(data.class_names.begin(), data.class_names.end(), name) == data.class_names.end()) left_out.push_back(name);
+  note = {{"model_classes", prediction.class_names}, {"left_out", left_out}};
+  spdlog::info("{}: scored on the data's {} classes by name{}", model, data.class_names.size(),
+               left_out.empty() ? "" : "; left out, each face's probabilities renormalised over the rest: " + class_name_list(left_out));
+  return restrict_to_classes(prediction, data.class_names);
+}
+}  // namespace
+
+EvaluationResult write_dataset_evaluation(const Dataset& data, const EnsemblePrediction& model_prediction,
                                           const std::string& out_dir, const EvaluationOptions& options,
                                           const std::vector<std::string>& checkpoint_paths) {
-  if (prediction.class_names != data.class_names)
-    throw std::runtime_error(checkpoint_paths.front() + " predicts the classes (" + class_name_list(prediction.class_names) + ")" +
-                             "; the data's are (" + class_name_list(data.class_names) + ")");
+  nlohmann::json extra = nlohmann::json::object(), by_name;
+  const auto prediction = over_data_classes(model_prediction, data, checkpoint_paths.front(), by_name);
+  if (!by_name.is_null()) extra["classes_by_name"] = by_name;
   if (prediction.probabilities.size() != data.size() * data.class_names.size())
     throw std::invalid_argument("write_dataset_evaluation: " + std::to_string(prediction.probabilities.size()) +
                                 " probabilities for " + std::to_string(data.size()) + " faces");
   if (!data.has_votes())
     return write_evaluation(data.labels, prediction.probabilities, prediction.class_names, out_dir, options,
-                            checkpoint_paths);
+                            checkpoint_paths, extra);
   // Agreement with the annotators over every voted face; the majority-rule
   // figures (accuracy, confusion, ...) over the faces with a majority label.
   const auto votes = compute_vote_metrics(data.votes, prediction.probabilities, data.num_classes());
@@ -153,8 +174,8 @@ EvaluationResult write_dataset_evaluation(const Dataset& data, const EnsemblePre
   }
   auto votes_json = votes.to_json();
   votes_json["without_majority"] = data.size() - labels.size();
-  auto result = write_evaluation(labels, probabilities, prediction.class_names, out_dir, options, checkpoint_paths,
-                                 {{"votes", votes_json}});
+  extra["votes"] = votes_json;
+  auto result = write_evaluation(labels, probabilities, prediction.class_names, out_dir, options, checkpoint_paths, extra);
   if (options.charts && gnuplot_available()) {
     char figures[96];
     std::snprintf(figures, sizeof figures, ": cross-entropy %.3f, plurality accuracy %.1f%%", votes.cross_entropy,
@@ -191,14 +212,18 @@ PhotoEvaluation evaluate_checkpoint_on_photos(const std::string& checkpoint_path
                               {"no_face_list", "no_face.txt"}};
   const auto metrics_path = (fs::path(out_dir) / "metrics.json").string();
   if (r.with_face > 0) {
-    const auto prediction = predict_checkpoints({checkpoint_path}, photos, options);
+    nlohmann::json extra = nlohmann::json::object(), by_name;
+    const auto prediction = over_data_classes(predict_checkpoints({checkpoint_path}, photos, options), photos,
+                                              checkpoint_path, by_name);
+    if (!by_name.is_null()) extra["classes_by_name"] = by_name;
     const auto k = static_cast<int>(prediction.class_names.size());
     r.accuracy_with_face = compute_metrics(photos.labels, prediction.probabilities, k).accuracy;
     r.accuracy_all_images = r.accuracy_with_face * r.with_face / r.images;
     detection["accuracy_with_face"] = r.accuracy_with_face;
     detection["accuracy_all_images"] = r.accuracy_all_images;
+    extra["face_detection"] = detection;
     r.on_faces = write_evaluation(photos.labels, prediction.probabilities, prediction.class_names, out_dir,
-                                  options, {checkpoint_path}, {{"face_detection", detection}});
+                                  options, {checkpoint_path}, extra);
   } else {
     detection["accuracy_with_face"] = 0.0;
     detection["accuracy_all_images"] = 0.0;

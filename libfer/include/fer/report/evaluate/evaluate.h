@@ -65,7 +65,10 @@ EvaluationResult write_evaluation(const std::vector<std::int64_t>& labels, const
                                   const nlohmann::json& extra = nlohmann::json::object());
 
 // The report part for a dataset: `prediction` holds data.size() rows of the
-// data's classes (else throws). For data with votes (FER+), accuracy and the
+// model's classes, scored on the data's by name (restrict_to_classes): a
+// model of more classes (FER+'s contempt on FER-2013's labels) or of another
+// order, metrics.json's "classes_by_name" listing what was left out; a model
+// lacking one of the data's classes throws, naming it. For data with votes (FER+), accuracy and the
 // other majority-rule figures count the faces with a majority label, and
 // metrics.json's "votes" (fer::VoteMetrics, plus "without_majority") and the
 // chart votes.png count every voted face.
